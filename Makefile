@@ -1,0 +1,47 @@
+# dangol — `make` lists the targets. Every target installs uv and the locked environment first.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3.11
+
+.PHONY: help install demo test test-fast lint format serve bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.synced ## install uv (if missing) and the locked environment
+
+demo: install ## run the whole pipeline on the embedded synthetic shop and summarise
+	$(UV) run --frozen dangol demo
+
+test: install ## run the tests (unit and integration: real MLflow, Prefect, HTTP server)
+	$(UV) run --frozen pytest
+
+test-fast: install ## run the tests without the slow integration layer
+	$(UV) run --frozen pytest -m "not slow"
+
+lint: install ## ruff check and format check
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: install ## ruff format and import sorting
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+serve: install ## start the scoring service on the champions and the latest scores
+	$(UV) run --frozen dangol serve
+
+bench: install ## run the benchmarks (not part of CI); results go to docs/benchmarks.md
+	$(UV) run --frozen python -m bench.run
+
+clean: ## remove generated data, models, exports and Prefect state
+	rm -rf data outputs .prefect mlruns/* .venv/.synced

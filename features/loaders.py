@@ -1,0 +1,290 @@
+"""Loading a shop's own files onto the raw-data contract (DESIGN §3.1).
+
+The `data:` section of a config (`DataSettings`) says where each contract table lives (CSV
+or Parquet), which source column holds which contract column, and which rows to exclude on
+purpose (e.g. cancelled invoices). `load_tables` reads the files, applies the mapping and the
+filters, validates every row with `features.contract.validate_table`, aggregates orders from
+order lines when there is no orders file, and returns the clean `ShopTables` with a
+`LoadReport` of what was rejected and why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.contract import (
+    Checks,
+    ContractError,
+    LoadReport,
+    TableReport,
+    missing_column_error,
+    parse_ids,
+    validate_table,
+)
+from features.schema import SCHEMAS, ShopTables
+
+TableName = Literal["customers", "orders", "order_items", "content_views"]
+# Referenced tables first, so that references can be checked against their clean ids.
+LOAD_ORDER: tuple[TableName, ...] = ("customers", "orders", "order_items", "content_views")
+# Without an orders file, order lines must carry these to stand in for it.
+STANDALONE_ITEM_COLUMNS = ("customer_id", "ordered_at")
+
+
+class RowFilter(BaseModel):
+    """Rows to exclude before validation (e.g. cancellations), counted under `reason`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str  # the SOURCE column's name
+    startswith: str | None = None
+    equals: str | float | None = None
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> RowFilter:
+        if (self.startswith is None) == (self.equals is None):
+            raise ValueError(
+                f"filter on column {self.column!r} (reason {self.reason!r}): "
+                "set exactly one of startswith or equals"
+            )
+        return self
+
+    def matches(self, values: pd.Series) -> pd.Series:
+        """True where the row is excluded; ids and numbers compare by their id text."""
+        if self.startswith is not None:
+            hit = parse_ids(values).str.startswith(self.startswith)
+        elif isinstance(self.equals, float):
+            hit = pd.to_numeric(values, errors="coerce") == self.equals
+        else:
+            hit = parse_ids(values) == self.equals
+        return hit.fillna(False).astype(bool)
+
+
+class TableSource(BaseModel):
+    """One contract table's file, its column mapping and its exclusion filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path  # relative paths resolve against the loader's base_dir (the config's folder)
+    format: Literal["csv", "parquet"] | None = None  # inferred from the suffix when None
+    # contract column -> source column; unmapped contract columns are looked up by own name
+    columns: dict[str, str] = Field(default_factory=dict)
+    exclude: list[RowFilter] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _infer_format(self) -> TableSource:
+        if self.format is None:
+            suffixes = [s.lower() for s in self.path.suffixes]
+            if suffixes[-1:] == [".parquet"] or suffixes[-1:] == [".pq"]:
+                self.format = "parquet"
+            elif suffixes[-1:] == [".csv"] or suffixes[-2:] == [".csv", ".gz"]:
+                self.format = "csv"
+            else:
+                raise ValueError(
+                    f"path {str(self.path)!r}: cannot tell the format from its suffix; "
+                    "set format: csv or format: parquet"
+                )
+        return self
+
+
+class DataSettings(BaseModel):
+    """The `data:` section of a config: the shop's files mapped onto the contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = "Asia/Seoul"  # the shop's zone: aware times are converted to it
+    currency: str = Field("KRW", pattern=r"^[A-Z]{3}$")
+    max_reject_share: float = Field(0.5, gt=0.0, le=1.0)
+    end: datetime | None = None  # events at/after it are rejected; default: now
+    tables: dict[TableName, TableSource]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone: unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _tables_fit_the_contract(self) -> DataSettings:
+        if "orders" not in self.tables and "order_items" not in self.tables:
+            raise ValueError(
+                f"tables: need orders or order_items; got {sorted(self.tables) or 'none'}"
+            )
+        for name, source in self.tables.items():
+            unknown = sorted(set(source.columns) - set(SCHEMAS[name].columns))
+            if unknown:
+                raise ValueError(
+                    f"tables.{name}.columns: unknown contract column(s) {unknown}; "
+                    f"{name} has {list(SCHEMAS[name].columns)}"
+                )
+        if "orders" not in self.tables:
+            mapped = self.tables["order_items"].columns
+            absent = [c for c in STANDALONE_ITEM_COLUMNS if c not in mapped]
+            if absent:
+                raise ValueError(
+                    f"tables.order_items.columns: without an orders table, order_items must map "
+                    f"{absent} (orders are aggregated from the lines; map a column to itself, "
+                    f"e.g. customer_id: customer_id, if the file already uses that name)"
+                )
+        return self
+
+    def end_timestamp(self) -> pd.Timestamp:
+        """The data end as a naive timestamp in the shop's zone (now when unset)."""
+        if self.end is None:
+            return pd.Timestamp.now(tz=self.timezone).tz_localize(None)
+        end = pd.Timestamp(self.end)
+        if end.tzinfo is not None:
+            end = end.tz_convert(self.timezone).tz_localize(None)
+        return end
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_source(path: Path, fmt: Literal["csv", "parquet"]) -> pd.DataFrame:
+    """The file as a frame; CSV columns stay text (ids keep leading zeros) until validated."""
+    if not path.is_file():
+        raise ContractError(f"{path}: file not found")
+    try:
+        if fmt == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            try:
+                frame = pd.read_csv(path, dtype=str, engine="pyarrow")
+            except (ValueError, ImportError):
+                # The C parser copes with some files the arrow parser rejects (ragged quoting).
+                frame = pd.read_csv(path, dtype=str)
+    except ContractError:
+        raise
+    except Exception as exc:  # any reader failure means the same to the user: unreadable
+        raise ContractError(f"{path}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from exc
+    return frame.reset_index(drop=True)
+
+
+def apply_filters(
+    raw: pd.DataFrame, filters: list[RowFilter], report: TableReport, path: Path
+) -> pd.DataFrame:
+    """Drop the rows the config excludes on purpose, counting each under its reason."""
+    keep = pd.Series(True, index=raw.index)
+    for rule in filters:
+        if rule.column not in raw.columns:
+            raise ContractError(
+                f"{path}: filter column {rule.column!r} (reason {rule.reason!r}) is missing; "
+                f"the file has columns {list(map(str, raw.columns))}"
+            )
+        hit = rule.matches(raw[rule.column]) & keep
+        report.add(rule.reason, rule.column, int(hit.sum()), raw[hit])
+        if rule.reason not in report.filtered:
+            report.filtered.append(rule.reason)
+        keep &= ~hit
+    return raw[keep] if not keep.all() else raw
+
+
+def map_columns(
+    raw: pd.DataFrame, table: TableName, mapping: dict[str, str], path: Path
+) -> pd.DataFrame:
+    """The contract columns of `raw` under their contract names (same index as `raw`)."""
+    out: dict[str, pd.Series] = {}
+    for column in SCHEMAS[table].columns:
+        source = mapping.get(column, column)
+        if source in raw.columns:
+            out[column] = raw[source]
+        elif column in mapping:
+            # An explicit mapping to a column the file lacks is a typo, even for optional ones.
+            raise missing_column_error(path, column, source, list(raw.columns), mapping, raw)
+    return pd.DataFrame(out, index=raw.index)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_table(
+    table: TableName,
+    source: TableSource,
+    base_dir: Path,
+    checks: Checks,
+) -> tuple[pd.DataFrame, TableReport]:
+    """Read, filter, map and validate one table."""
+    path = (base_dir / source.path).resolve()
+    assert source.format is not None  # set by TableSource's validator
+    raw = read_source(path, source.format)
+    report = TableReport(table, str(path), rows_read=len(raw))
+    raw = apply_filters(raw, source.exclude, report, path)
+    frame = map_columns(raw, table, source.columns, path)
+    names = {c: source.columns.get(c, c) for c in SCHEMAS[table].columns}
+    checks = replace(checks, names=names)
+    return validate_table(SCHEMAS[table], frame, path, checks, report=report, source_rows=raw)
+
+
+def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
+    """Orders from clean order lines: first customer, earliest time, sum of quantity × price."""
+    lines = items.assign(amount=items["quantity"] * items["unit_price"])
+    orders = (
+        lines.groupby("order_id", sort=False, observed=True)
+        .agg(
+            customer_id=("customer_id", "first"),
+            ordered_at=("ordered_at", "min"),
+            amount=("amount", "sum"),
+        )
+        .reset_index()
+    )
+    orders = orders.sort_values(["ordered_at", "order_id"], kind="stable", ignore_index=True)
+    schema = SCHEMAS["orders"].columns
+    return orders[list(schema)].astype(schema)
+
+
+def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, LoadReport]:
+    """Load, validate and report every configured table; orders come from lines if absent.
+
+    Raises ContractError (naming file, column and an example row) when a file breaks the
+    contract; otherwise every rejected row is counted by reason in the report.
+    """
+    started = time.perf_counter()
+    end = settings.end_timestamp()
+    report = LoadReport(timezone=settings.timezone, currency=settings.currency, end=str(end))
+    base = Checks(timezone=settings.timezone, end=end, max_reject_share=settings.max_reject_share)
+    clean: dict[str, pd.DataFrame] = {}
+    standalone = "orders" not in settings.tables
+    for table in LOAD_ORDER:
+        source = settings.tables.get(table)
+        if source is None:
+            continue
+        references: dict[str, tuple[pd.Series, str]] = {}
+        if "customers" in clean and (table != "order_items" or standalone):
+            references["customer_id"] = (clean["customers"]["customer_id"], "unknown customer")
+        if table == "order_items" and "orders" in clean:
+            references["order_id"] = (clean["orders"]["order_id"], "unknown order")
+        required = STANDALONE_ITEM_COLUMNS if table == "order_items" and standalone else ()
+        checks = replace(base, required=required, references=references)
+        clean[table], report.tables[table] = _load_table(table, source, base_dir, checks)
+
+    if standalone:
+        items_report = report.tables["order_items"]
+        clean["orders"] = aggregate_orders(clean["order_items"])
+        n = len(clean["orders"])
+        report.tables["orders"] = TableReport(
+            "orders",
+            f"{items_report.source} (aggregated from order_items)",
+            rows_read=n,
+            rows_kept=n,
+        )
+    report.tables = {t: report.tables[t] for t in LOAD_ORDER if t in report.tables}
+    report.seconds = time.perf_counter() - started
+    tables = ShopTables(
+        orders=clean["orders"],
+        customers=clean.get("customers"),
+        order_items=clean.get("order_items"),
+        content_views=clean.get("content_views"),
+    )
+    return tables, report

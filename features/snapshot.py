@@ -1,0 +1,295 @@
+"""Point-in-time features and labels (DESIGN §3.2-3.3), many cutoffs at once, on DuckDB.
+
+Every feature of a row (customer, cutoff) is computed from events strictly before the cutoff;
+labels look only at [cutoff, cutoff + horizon). One SQL statement per table joins the events
+to the cutoffs, so a training frame of many cutoffs costs one pass, not one pass per cutoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.schema import ShopTables
+from features.tiers import TierSettings, current_tier_line, next_tier_line, tier_of_spend
+
+KEYS = ["customer_id", "cutoff"]
+LABELS = ["repurchase", "first_purchase", "vip_conversion"]
+
+
+class FeatureSettings(BaseModel):
+    """What the feature engine computes: window lengths and the high-price line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    windows_days: list[int] = Field(default=[30, 90, 180, 365], min_length=1)
+    high_price_line: float = Field(1_000_000, gt=0)
+
+
+class LabelSettings(BaseModel):
+    """Label horizon H: labels look at [cutoff, cutoff + H)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int = Field(90, gt=0)
+
+
+def _connect(tables: ShopTables) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    for name, frame in tables.present().items():
+        con.register(name, frame)
+    return con
+
+
+def _register_cutoffs(con: duckdb.DuckDBPyConnection, cutoffs: Sequence[datetime]) -> None:
+    frame = pd.DataFrame({"cutoff": pd.to_datetime(sorted(set(cutoffs))).astype("datetime64[ns]")})
+    con.register("cutoffs", frame)
+
+
+def _population_sql(tables: ShopTables) -> str:
+    """Customers known before each cutoff: signed up (or first seen) strictly before it."""
+    first_seen = ["SELECT customer_id, min(ordered_at) AS seen FROM orders GROUP BY 1"]
+    if tables.content_views is not None:
+        first_seen.append("SELECT customer_id, min(viewed_at) FROM content_views GROUP BY 1")
+    if tables.customers is not None:
+        first_seen.append("SELECT customer_id, min(signed_up_at) FROM customers GROUP BY 1")
+    union = " UNION ALL ".join(first_seen)
+    return f"""
+        WITH seen AS (SELECT customer_id, min(seen) AS since FROM ({union}) GROUP BY 1)
+        SELECT s.customer_id, c.cutoff,
+               date_diff('second', s.since, c.cutoff) / 86400.0 AS tenure_days
+        FROM seen s JOIN cutoffs c ON s.since < c.cutoff
+    """
+
+
+def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
+    windows = ",\n".join(
+        f"count(*) FILTER (WHERE o.ordered_at >= c.cutoff - INTERVAL {w} DAY) AS orders_{w}d,\n"
+        f"coalesce(sum(o.amount) FILTER (WHERE o.ordered_at >= c.cutoff - INTERVAL {w} DAY), 0)"
+        f" AS spend_{w}d"
+        for w in features.windows_days
+    )
+    return f"""
+        WITH gaps AS (
+            SELECT *, date_diff(
+                       'second',
+                       lag(ordered_at) OVER (PARTITION BY customer_id
+                                             ORDER BY ordered_at, order_id),
+                       ordered_at) / 86400.0 AS gap_days
+            FROM orders
+        ),
+        ranked AS (
+            -- order number counted back from the cutoff: 1 = the last order before it
+            SELECT g.*, c.cutoff,
+                   row_number() OVER (PARTITION BY g.customer_id, c.cutoff
+                                      ORDER BY g.ordered_at DESC, g.order_id DESC) AS back
+            FROM gaps g JOIN cutoffs c ON g.ordered_at < c.cutoff
+        )
+        SELECT o.customer_id, c.cutoff,
+            count(*) AS orders_lifetime,
+            sum(o.amount) AS spend_lifetime,
+            avg(o.amount) AS avg_order_value,
+            max(o.amount) AS max_order_value,
+            date_diff('second', max(o.ordered_at), c.cutoff) / 86400.0 AS days_since_last_order,
+            date_diff('second', min(o.ordered_at), c.cutoff) / 86400.0 AS days_since_first_order,
+            {windows},
+            coalesce(sum(o.amount) FILTER (WHERE o.ordered_at >= c.cutoff - INTERVAL 180 DAY
+                                           AND o.ordered_at < c.cutoff - INTERVAL 90 DAY), 0)
+                AS spend_prev_90d,
+            coalesce(sum(o.amount) FILTER (
+                WHERE o.ordered_at >= c.cutoff - INTERVAL {tiers.window_days} DAY), 0)
+                AS tier_window_spend,
+            avg(o.gap_days) AS mean_gap_days,
+            median(o.gap_days) AS median_gap_days,
+            max(o.gap_days) FILTER (WHERE o.back = 1) AS last_gap_days,
+            avg(o.gap_days) FILTER (WHERE o.back <= 3) AS recent_gap_days,
+            avg(o.gap_days) FILTER (WHERE o.back > 3) AS earlier_gap_days,
+            avg(o.amount) FILTER (WHERE o.back <= 3) AS recent_order_value
+        FROM ranked o JOIN cutoffs c USING (cutoff)
+        GROUP BY o.customer_id, c.cutoff
+    """
+
+
+def _view_features_sql(features: FeatureSettings) -> str:
+    line = features.high_price_line
+    windows = ",\n".join(
+        f"count(*) FILTER (WHERE v.viewed_at >= c.cutoff - INTERVAL {w} DAY) AS views_{w}d"
+        for w in features.windows_days
+    )
+    return f"""
+        SELECT v.customer_id, c.cutoff,
+            count(*) AS views_lifetime,
+            {windows},
+            date_diff('second', max(v.viewed_at), c.cutoff) / 86400.0 AS days_since_last_view,
+            arg_max(v.price, v.viewed_at) AS last_viewed_price,
+            avg(v.price) AS mean_viewed_price,
+            median(v.price) AS median_viewed_price,
+            max(v.price) AS max_viewed_price,
+            count(*) FILTER (WHERE v.price >= {line}) AS high_price_views,
+            avg(CASE WHEN v.price >= {line} THEN 1.0 ELSE 0.0 END) AS high_price_view_share
+        FROM content_views v JOIN cutoffs c ON v.viewed_at < c.cutoff
+        GROUP BY v.customer_id, c.cutoff
+    """
+
+
+def _reseller_features_sql() -> str:
+    return """
+        WITH per_product AS (
+            SELECT o.customer_id, c.cutoff, i.product_id,
+                   sum(i.quantity) AS units, sum(i.quantity * i.unit_price) AS spend
+            FROM order_items i
+            JOIN orders o USING (order_id)
+            JOIN cutoffs c ON o.ordered_at < c.cutoff
+            GROUP BY 1, 2, 3
+        )
+        SELECT customer_id, cutoff,
+               max(units) AS max_units_one_product,
+               max(spend) / nullif(sum(spend), 0) AS top_product_spend_share
+        FROM per_product GROUP BY 1, 2
+    """
+
+
+def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
+    """Ratios and tier columns that follow from the aggregated columns."""
+    out = frame
+    out["spend_trend_90d"] = np.log1p(out["spend_90d"]) - np.log1p(out["spend_prev_90d"])
+    out["gap_acceleration"] = out["recent_gap_days"] / out["earlier_gap_days"]
+    out["last_gap_vs_median"] = out["last_gap_days"] / out["median_gap_days"]
+    out["overdue_ratio"] = out["days_since_last_order"] / out["median_gap_days"]
+    out["recent_vs_avg_order_value"] = out["recent_order_value"] / out["avg_order_value"]
+    if "last_viewed_price" in out:
+        out["last_vs_mean_viewed_price"] = out["last_viewed_price"] / out["mean_viewed_price"]
+        out["last_vs_median_viewed_price"] = out["last_viewed_price"] / out["median_viewed_price"]
+        out["viewed_price_vs_aov"] = out["mean_viewed_price"] / out["avg_order_value"]
+    spend = out["tier_window_spend"].fillna(0.0).to_numpy()
+    tier = tier_of_spend(spend, tiers)
+    out["tier"] = tier
+    out["distance_to_next_tier"] = next_tier_line(tier, tiers) - spend
+    out["margin_above_tier_line"] = spend - current_tier_line(tier, tiers)
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+def build_features(
+    tables: ShopTables,
+    cutoffs: Sequence[datetime],
+    features: FeatureSettings,
+    tiers: TierSettings,
+) -> pd.DataFrame:
+    """One row per (customer known before the cutoff, cutoff) with every feature as of then.
+
+    Features that need an optional table (views, order lines) are absent when it is missing.
+    """
+    con = _connect(tables)
+    _register_cutoffs(con, cutoffs)
+    frame = con.sql(_population_sql(tables)).df()
+    parts = [_order_features_sql(features, tiers)]
+    if tables.content_views is not None:
+        parts.append(_view_features_sql(features))
+    if tables.order_items is not None:
+        parts.append(_reseller_features_sql())
+    for sql in parts:
+        frame = frame.merge(con.sql(sql).df(), on=KEYS, how="left")
+    con.close()
+    counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
+    counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
+    frame[counts] = frame[counts].fillna(0.0)
+    frame = _derive(frame, tiers)
+    frame["customer_id"] = frame["customer_id"].astype("string")
+    return frame.sort_values(KEYS, ignore_index=True)
+
+
+def build_labels(
+    tables: ShopTables,
+    cutoffs: Sequence[datetime],
+    labels: LabelSettings,
+    tiers: TierSettings,
+) -> pd.DataFrame:
+    """Outcomes in [cutoff, cutoff + H) per (customer, cutoff) for customers with any order.
+
+    `bought` is any order in the horizon; `vip_reached` is whether the trailing spend, taken
+    just after some order in the horizon, reaches the lowest VIP line. Customers without an
+    order in the horizon get no row (the caller fills False).
+    """
+    con = _connect(tables)
+    _register_cutoffs(con, cutoffs)
+    sql = f"""
+        WITH rolling AS (
+            SELECT customer_id, ordered_at,
+                   sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at
+                       RANGE BETWEEN INTERVAL {tiers.window_days} DAY PRECEDING
+                       AND CURRENT ROW) AS trailing_spend
+            FROM orders
+        )
+        SELECT r.customer_id, c.cutoff,
+               TRUE AS bought,
+               max(r.trailing_spend) >= {tiers.vip_line} AS vip_reached
+        FROM rolling r JOIN cutoffs c
+          ON r.ordered_at >= c.cutoff
+         AND r.ordered_at < c.cutoff + INTERVAL {labels.horizon_days} DAY
+        GROUP BY 1, 2
+    """
+    out = con.sql(sql).df()
+    con.close()
+    out["customer_id"] = out["customer_id"].astype("string")
+    return out
+
+
+def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
+    """Add the three label columns, each NaN outside its population (DESIGN §3.3).
+
+    repurchase: customers with >= 1 order before the cutoff; first_purchase: those with none;
+    vip_conversion: customers not in a VIP tier at the cutoff.
+    """
+    merged = frame.merge(outcomes, on=KEYS, how="left")
+    bought = merged["bought"].fillna(False).astype(bool)
+    vip_reached = merged["vip_reached"].fillna(False).astype(bool)
+    has_ordered = merged["orders_lifetime"] > 0
+    is_vip = merged["tier"].isin(tiers.vip_tiers)
+    merged["repurchase"] = bought.astype("float64").where(has_ordered)
+    merged["first_purchase"] = bought.astype("float64").where(~has_ordered)
+    merged["vip_conversion"] = vip_reached.astype("float64").where(~is_vip)
+    return merged.drop(columns=["bought", "vip_reached"])
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """The model inputs: every column except keys and labels."""
+    return [c for c in frame.columns if c not in KEYS and c not in LABELS]
+
+
+def labelled_cutoffs(
+    first_event: datetime,
+    data_end: datetime,
+    every_days: int,
+    horizon_days: int,
+    min_history_days: int,
+) -> list[pd.Timestamp]:
+    """Cutoffs every N days whose whole label horizon lies inside the data, latest first-aligned.
+
+    Aligned to the last possible cutoff (data_end - H) so that the test window is as recent
+    as the data allows.
+    """
+    last = pd.Timestamp(data_end).normalize() - pd.Timedelta(days=horizon_days)
+    first = pd.Timestamp(first_event).normalize() + pd.Timedelta(days=min_history_days)
+    if last < first:
+        return []
+    steps = int((last - first).days // every_days)
+    return [last - pd.Timedelta(days=every_days * k) for k in range(steps, -1, -1)]
+
+
+def training_frame(
+    tables: ShopTables,
+    cutoffs: Sequence[datetime],
+    features: FeatureSettings,
+    labels: LabelSettings,
+    tiers: TierSettings,
+) -> pd.DataFrame:
+    """Features and labels stacked over the given cutoffs."""
+    frame = build_features(tables, cutoffs, features, tiers)
+    outcomes = build_labels(tables, cutoffs, labels, tiers)
+    return attach_labels(frame, outcomes, tiers)

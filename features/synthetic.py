@@ -1,0 +1,720 @@
+"""The embedded synthetic shop (DESIGN §4): a seeded, vectorised generator of the four tables.
+
+Customers follow planted archetypes (browse-only members, late converters, one-time buyers,
+steady, accelerating and fading repeaters, three kinds of VIP, resellers) so that every
+signal the features look for exists and the models have something true to learn. Purchases
+are renewal processes in "operational time" (seasonality is a time warp), each customer drops
+out at a personal time, and all randomness flows from one seed. docs/synthetic_shop.md lists
+what is planted and how strongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.schema import SCHEMAS, ShopTables
+
+Progress = Callable[[str], None]
+
+N_PRODUCTS = 5_000
+N_BRANDS = 300
+LUXURY_BRANDS = 20  # the last brands carry the high-price segment
+HIGH_PRICE_LINE = 1_000_000.0  # DESIGN §1: views and orders at ₩1,000,000+ mean high-price
+HIGH_PRICE_SHARE = 0.035  # share of the catalog at or above HIGH_PRICE_LINE
+BODY_MEDIAN_PRICE = 30_000.0
+CHUNK = 100_000  # customers per chunk: bounds memory at 1M customers, fixes the random streams
+PRE_ORDER_VIEW_SHARE = 0.85  # orders preceded by 1-5 views of their products within 7 days
+PRE_ORDER_VIEW_DAYS = 7.0
+RAMP_DAYS = 30.0  # late converters' views pile up over the 30 days before the first order
+RAMP_VIEWS = 8.0  # mean number of such ramp views
+HIGH_BROWSE_FOCUS = 0.75  # share of a high-price browser's views that land on ≥ ₩1M products
+LINES_P = (0.50, 0.25, 0.13, 0.07, 0.05)  # order lines 1..5
+LINE_PRICE_SIGMA = 0.4  # spread of a line's price around the customer's level
+QUANTITY_P = (0.86, 0.10, 0.04)  # units 1..3 for ordinary lines
+RESELLER_UNITS = (20, 200)  # log-uniform units of the reseller's product per order
+# Purchase intensity by calendar month (Jan..Dec): Nov/Dec peak, summer dip; mean 1.
+SEASONALITY = np.array([0.95, 0.85, 1.0, 1.0, 1.05, 0.9, 0.8, 0.8, 0.95, 1.05, 1.4, 1.25])
+SEASONALITY = SEASONALITY / SEASONALITY.mean()
+
+
+@dataclass(frozen=True)
+class Archetype:
+    """One planted kind of customer: its share and the parameters of its behaviour.
+
+    Times are days (gaps and delays in seasonality-adjusted "operational" days), money KRW.
+    """
+
+    name: str
+    share: float
+    max_orders: int  # 0 = never buys, 1 = one order at most
+    pre_window: float = 0.3  # share who signed up before the data window (long-standing)
+    pre_years: float = 3.0  # those signed up uniformly within this many years before start
+    first_delay: float = 10.0  # mean days from sign-up to the first order (new members)
+    gap: float = 60.0  # median personal inter-purchase gap
+    gap_sigma: float = 0.5  # lognormal spread of personal gaps across customers
+    gap_shape: float = 1.0  # gamma shape of each gap (1 = Poisson-like, larger = regular)
+    gap_trend: float = 1.0  # each successive gap is multiplied by this (<1 accelerates)
+    min_gap: float = 1.0
+    life: float = 365.0  # mean days from the first order to dropout (browse-only: browsing)
+    stays: float = 0.0  # probability of never dropping out
+    price: float = 35_000.0  # median personal price level of order lines
+    price_sigma: float = 0.45
+    value_trend: float = 1.0  # price level multiplier per successive order
+    high_price_orders: float = 0.0  # probability an order's main line is a ≥ ₩1M product
+    view_rate: float = 0.03  # background product views per active day
+    high_browsers: float = 0.05  # share whose browsing sits on ≥ ₩1M products
+    convert_high: float = 1.0  # probability of ever buying, high-price browsers
+    convert_low: float = 1.0  # probability of ever buying, everyone else
+    reseller: bool = False  # one product in 20-200 units per order
+
+
+ARCHETYPES: tuple[Archetype, ...] = (
+    Archetype(
+        "browse_only", 0.33, max_orders=0, pre_window=0.1, life=45.0, price=40_000.0,
+        price_sigma=0.8, view_rate=0.12, high_browsers=1 / 3,
+    ),
+    Archetype(
+        "late_converter", 0.11, max_orders=6, pre_window=0.1, first_delay=90.0, gap=90.0,
+        gap_shape=1.2, life=150.0, stays=0.05, price=40_000.0, price_sigma=0.8,
+        high_price_orders=0.0, view_rate=0.08, high_browsers=0.7, convert_high=0.9,
+        convert_low=0.1,
+    ),
+    Archetype(
+        "one_time", 0.17, max_orders=1, pre_window=0.25, life=30.0, price=45_000.0,
+        view_rate=0.03,
+    ),
+    Archetype(
+        "one_time_high", 0.02, max_orders=1, pre_window=0.3, first_delay=20.0, life=30.0,
+        price=40_000.0, high_price_orders=1.0, view_rate=0.05, high_browsers=0.8,
+    ),
+    Archetype(
+        "steady", 0.211, max_orders=500, first_delay=10.0, gap=50.0, gap_sigma=0.4,
+        gap_shape=1.0, min_gap=2.0, life=400.0, stays=0.35,
+    ),
+    Archetype(
+        "accelerating", 0.05, max_orders=500, gap=100.0, gap_sigma=0.4, gap_shape=2.0,
+        gap_trend=0.9, min_gap=10.0, life=600.0, stays=0.7, price=30_000.0, value_trend=1.04,
+    ),
+    Archetype(
+        "fading", 0.08, max_orders=500, gap=20.0, gap_sigma=0.4, gap_shape=2.0,
+        gap_trend=1.3, life=200.0,
+    ),
+    Archetype(
+        "vip_high_aov", 0.006, max_orders=500, pre_window=0.5, gap=70.0, gap_sigma=0.4,
+        gap_shape=1.5, min_gap=3.0, life=700.0, stays=0.6, price=200_000.0, price_sigma=0.4,
+        high_price_orders=0.2, view_rate=0.05, high_browsers=0.6,
+    ),
+    Archetype(
+        "vip_new_big", 0.008, max_orders=500, pre_window=0.0, first_delay=5.0, gap=10.0,
+        gap_sigma=0.3, gap_shape=2.0, gap_trend=1.35, min_gap=2.0, life=400.0, stays=0.3,
+        price=300_000.0, price_sigma=0.4, view_rate=0.05, high_browsers=0.3,
+    ),
+    Archetype(
+        "vip_steady", 0.01, max_orders=500, pre_window=1.0, pre_years=6.0, gap=22.0,
+        gap_sigma=0.3, gap_shape=4.0, min_gap=2.0, life=1500.0, stays=0.85,
+        price=80_000.0, price_sigma=0.3, view_rate=0.05,
+    ),
+    Archetype(
+        "reseller", 0.005, max_orders=500, pre_window=0.5, gap=90.0, gap_sigma=0.4,
+        gap_shape=2.0, min_gap=7.0, life=800.0, stays=0.6, price=6_000.0, price_sigma=0.5,
+        view_rate=0.02, reseller=True,
+    ),
+)  # fmt: skip
+ARCHETYPE_NAMES: tuple[str, ...] = tuple(a.name for a in ARCHETYPES)
+VIP_ARCHETYPES: tuple[str, ...] = ("vip_high_aov", "vip_new_big", "vip_steady")
+
+
+# ----------------------------------------------------------------------------- ids and time
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int) -> pd.arrays.ArrowStringArray:
+    """Zero-padded ids like C0000001, built in Arrow (a Python loop is too slow at 10M rows)."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers, pa.int64()), pa.string()), width, "0")
+    return pd.array(pc.binary_join_element_wise(prefix, digits, ""), dtype="string")
+
+
+def customer_ids(n: int) -> pd.arrays.ArrowStringArray:
+    """Customer ids C0000001.. in generation order."""
+    return _ids("C", np.arange(1, n + 1), 7)
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    """An independent random stream per purpose (and per chunk), all derived from `seed`."""
+    return np.random.default_rng([seed, *stream])
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Maps calendar days (since `start`) to operational days and back (seasonality warp).
+
+    Purchase processes tick in operational time; busy months stretch it, so the same gaps
+    land more densely in Nov/Dec than in summer.
+    """
+
+    days: np.ndarray  # calendar grid, days since start
+    ops: np.ndarray  # cumulative intensity at each grid point
+
+    @classmethod
+    def build(cls, start: pd.Timestamp, window_days: float, back_years: float) -> _Clock:
+        first = start - pd.Timedelta(days=int(back_years * 366) + 1)
+        last = start + pd.Timedelta(days=int(window_days) + 3 * 366)
+        grid = pd.date_range(first, last, freq="D")
+        rate = SEASONALITY[grid.month.to_numpy() - 1]
+        days = ((grid - start) / pd.Timedelta(days=1)).to_numpy(dtype="float64")
+        ops = np.concatenate([[0.0], np.cumsum(rate[:-1])]) + days[0]
+        return cls(days, ops)
+
+    def to_ops(self, t: np.ndarray) -> np.ndarray:
+        return np.interp(t, self.days, self.ops)
+
+    def to_cal(self, u: np.ndarray) -> np.ndarray:
+        # Beyond the grid (far past the window) any value past the end is as good as another.
+        return np.interp(u, self.ops, self.days, right=np.inf)
+
+
+# ----------------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Products: KRW price, brand, and the price-sorted order used to pick 'nearby' items."""
+
+    price: np.ndarray  # by product code (product id = P{code + 1:05d})
+    brand: np.ndarray  # brand code by product code
+    by_price: np.ndarray  # product codes sorted by price
+    sorted_price: np.ndarray
+    high: np.ndarray  # product codes priced ≥ HIGH_PRICE_LINE
+
+    def near(self, rng: np.random.Generator, target: np.ndarray) -> np.ndarray:
+        """Product codes priced close to each target price (a few neighbours apart)."""
+        rank = np.searchsorted(self.sorted_price, target) + rng.integers(-8, 9, target.size)
+        return self.by_price[np.clip(rank, 0, self.price.size - 1)]
+
+    def pick_high(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Uniformly chosen high-price products."""
+        return self.high[rng.integers(0, self.high.size, n)]
+
+
+def make_catalog(seed: int) -> Catalog:
+    """Lognormal KRW body (median ~₩30,000) plus a ₩1M-₩5M tail, with brands."""
+    rng = _rng(seed, 2)
+    n_high = int(round(N_PRODUCTS * HIGH_PRICE_SHARE))
+    body = np.exp(rng.normal(np.log(BODY_MEDIAN_PRICE), 0.9, N_PRODUCTS - n_high))
+    body = np.clip(body, 1_000, 900_000)
+    # Shop prices end in 900 (₩29,900) above ₩10,000, round hundreds below.
+    body = np.where(body >= 10_000, np.ceil(body / 1_000) * 1_000 - 100, np.round(body, -2))
+    high = np.exp(rng.normal(np.log(1_600_000), 0.4, n_high))
+    high = np.minimum(np.ceil(np.maximum(high, HIGH_PRICE_LINE) / 10_000) * 10_000, 5_000_000)
+    price = rng.permutation(np.concatenate([body, high]))  # ids do not reveal price
+    is_high = price >= HIGH_PRICE_LINE
+    brand = np.where(
+        is_high,
+        rng.integers(N_BRANDS - LUXURY_BRANDS, N_BRANDS, N_PRODUCTS),
+        rng.integers(0, N_BRANDS - LUXURY_BRANDS, N_PRODUCTS),
+    )
+    by_price = np.argsort(price, kind="stable")
+    return Catalog(price, brand, by_price, price[by_price], np.flatnonzero(is_high))
+
+
+# ----------------------------------------------------------------------------- archetypes
+
+
+def _assign(customers: int, seed: int) -> np.ndarray:
+    """Archetype index per customer (its own random stream, shared by both callers)."""
+    shares = np.array([a.share for a in ARCHETYPES])
+    return _rng(seed, 0).choice(len(ARCHETYPES), size=customers, p=shares / shares.sum())
+
+
+def archetypes(customers: int, seed: int) -> pd.Series:
+    """The planted archetype of each customer of `generate_shop(customers, seed)`."""
+    names = np.array(ARCHETYPE_NAMES, dtype=object)[_assign(customers, seed)]
+    index = pd.Index(customer_ids(customers), name="customer_id")
+    return pd.Series(pd.array(names, dtype="string"), index=index, name="archetype")
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass
+class _Events:
+    """Integer-coded events of one chunk, before ids are formatted."""
+
+    order_cust: list[np.ndarray]
+    order_time: list[np.ndarray]  # calendar days since start
+    order_amount: list[np.ndarray]
+    line_order: list[np.ndarray]  # index into this chunk's concatenated orders
+    line_no: list[np.ndarray]
+    line_product: list[np.ndarray]
+    line_qty: list[np.ndarray]
+    view_cust: list[np.ndarray]
+    view_time: list[np.ndarray]
+    view_product: list[np.ndarray]
+    n_orders: int = 0
+
+    @classmethod
+    def empty(cls) -> _Events:
+        return cls(*([] for _ in range(10)))
+
+
+def _renewal(
+    rng: np.random.Generator, a: Archetype, first: np.ndarray, gap: np.ndarray, stop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Order times (operational days) of a renewal process per customer, cut at `stop`.
+
+    Returns (customer row, order number k, time). Gaps are drawn in blocks only for the
+    customers still active, so fast buyers cost more than slow ones and nothing is wasted.
+    """
+    rows = np.flatnonzero(first < stop)
+    out_rows, out_k, out_u = [rows], [np.zeros(rows.size, np.int64)], [first[rows]]
+    last, k, block = first[rows], 1, 8
+    while rows.size and k < a.max_orders:
+        ks = k + np.arange(min(block, a.max_orders - k))
+        mean = np.maximum(gap[rows, None] * a.gap_trend ** ks[None, :], a.min_gap)
+        noise = rng.gamma(a.gap_shape, 1.0 / a.gap_shape, mean.shape)
+        u = last[:, None] + np.cumsum(mean * noise, axis=1)
+        keep = u < stop[rows, None]  # a prefix of each row: times increase
+        r, c = np.nonzero(keep)
+        out_rows.append(rows[r])
+        out_k.append(ks[c])
+        out_u.append(u[r, c])
+        more = keep[:, -1]
+        rows, last, k = rows[more], u[more, -1], k + ks.size
+    return np.concatenate(out_rows), np.concatenate(out_k), np.concatenate(out_u)
+
+
+def _lines(
+    rng: np.random.Generator,
+    a: Archetype,
+    catalog: Catalog,
+    level: np.ndarray,
+    own_product: np.ndarray,
+    rows: np.ndarray,
+    k: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Order lines of the given orders: (order index, line number, product code, quantity)."""
+    n = rows.size
+    if a.reseller:
+        n_lines = 1 + (rng.random(n) < 0.3)
+    else:
+        n_lines = 1 + rng.choice(len(LINES_P), size=n, p=LINES_P)
+    order = np.repeat(np.arange(n), n_lines)
+    starts = np.cumsum(n_lines) - n_lines
+    line_no = np.arange(order.size) - np.repeat(starts, n_lines)
+    trend = a.value_trend ** np.minimum(k[order], 15)
+    target = level[rows[order]] * trend * np.exp(rng.normal(0.0, LINE_PRICE_SIGMA, order.size))
+    product = catalog.near(rng, target)
+    qty = 1.0 + rng.choice(len(QUANTITY_P), size=order.size, p=QUANTITY_P)
+    main = line_no == 0
+    high = main & (rng.random(order.size) < a.high_price_orders)
+    product[high] = catalog.pick_high(rng, int(high.sum()))
+    qty[high] = 1.0
+    if a.reseller:
+        lo, hi = np.log(RESELLER_UNITS[0]), np.log(RESELLER_UNITS[1])
+        product[main] = own_product[rows[order[main]]]
+        qty[main] = np.round(np.exp(rng.uniform(lo, hi, int(main.sum()))))
+    return order, line_no, product, qty
+
+
+def _browse(
+    rng: np.random.Generator,
+    catalog: Catalog,
+    level: np.ndarray,
+    high_browser: np.ndarray,
+    cust: np.ndarray,
+) -> np.ndarray:
+    """Products viewed by customers `cust` while browsing: near their level, or high-price."""
+    target = level[cust] * np.exp(rng.normal(0.0, 0.7, cust.size))
+    product = catalog.near(rng, target)
+    high = high_browser[cust] & (rng.random(cust.size) < HIGH_BROWSE_FOCUS)
+    product[high] = catalog.pick_high(rng, int(high.sum()))
+    return product
+
+
+def _uniform_views(
+    rng: np.random.Generator, clock: _Clock, lo: np.ndarray, hi: np.ndarray, rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Background views: Poisson count per customer over [lo, hi), seasonal like purchases."""
+    u_lo, u_hi = clock.to_ops(lo), clock.to_ops(np.maximum(hi, lo))
+    counts = rng.poisson(rate * (u_hi - u_lo))
+    cust = np.repeat(np.arange(lo.size), counts)
+    u = u_lo[cust] + rng.random(cust.size) * (u_hi - u_lo)[cust]
+    return cust, np.clip(clock.to_cal(u), lo[cust], np.maximum(hi, lo)[cust])
+
+
+def _group(
+    rng: np.random.Generator,
+    a: Archetype,
+    catalog: Catalog,
+    clock: _Clock,
+    window: float,
+    cust_global: np.ndarray,
+    signup: np.ndarray,
+    ev: _Events,
+) -> None:
+    """Simulate one archetype's customers of one chunk and append their events to `ev`."""
+    n = cust_global.size
+    begin = np.maximum(signup, 0.0)  # nothing is recorded before the window starts
+    u_begin = clock.to_ops(begin)
+    u_end = clock.to_ops(np.array([window]))[0]
+    level = np.exp(rng.normal(np.log(a.price), a.price_sigma, n))
+    high_browser = rng.random(n) < a.high_browsers
+    gap = np.exp(rng.normal(np.log(a.gap), a.gap_sigma, n))
+    pre = signup < 0
+    first_off = rng.exponential(a.first_delay, n)
+    # Long-standing members are mid-history at the window start: their next order is a
+    # residual gap away (a one-time buyer's single order falls anywhere in the window).
+    pre_span = window if a.max_orders == 1 else gap
+    first_off[pre] = rng.random(int(pre.sum())) * np.broadcast_to(pre_span, n)[pre]
+    u_first = u_begin + first_off
+    buys = rng.random(n) < np.where(high_browser, a.convert_high, a.convert_low)
+    if a.max_orders == 0:
+        buys[:] = False
+    u_first[~buys] = np.inf
+    life = rng.exponential(a.life, n)
+    life[rng.random(n) < a.stays] = np.inf
+    # Dropout: the customer stops after a personal lifetime (buy-till-you-die).
+    u_death = np.where(buys, u_first, u_begin) + life
+    stop = np.minimum(u_death, u_end)
+
+    own_product = catalog.near(rng, level) if a.reseller else np.zeros(n, np.int64)
+    if a.max_orders:
+        rows, k, u = _renewal(rng, a, u_first, gap, stop)
+    else:
+        rows, k, u = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+    # Clamp the round trip through the clock: never before sign-up, never at the end.
+    t = np.clip(clock.to_cal(u), begin[rows], np.nextafter(window, 0))
+    order, line_no, product, qty = _lines(rng, a, catalog, level, own_product, rows, k)
+    amount = np.bincount(order, weights=qty * catalog.price[product], minlength=rows.size)
+    ev.order_cust.append(cust_global[rows])
+    ev.order_time.append(t)
+    ev.order_amount.append(amount)
+    ev.line_order.append(order + ev.n_orders)
+    ev.line_no.append(line_no)
+    ev.line_product.append(product)
+    ev.line_qty.append(qty)
+    ev.n_orders += rows.size
+
+    # Views of the purchased products shortly before most orders.
+    viewed = np.flatnonzero(rng.random(rows.size) < PRE_ORDER_VIEW_SHARE)
+    per = rng.integers(1, 6, viewed.size)
+    v_order = np.repeat(viewed, per)
+    n_lines = np.bincount(order, minlength=rows.size)
+    first_line = np.cumsum(n_lines) - n_lines
+    pick = first_line[v_order] + (rng.random(v_order.size) * n_lines[v_order]).astype(np.int64)
+    room = np.clip(t[v_order] - begin[rows[v_order]], 0.0, PRE_ORDER_VIEW_DAYS)
+    ev.view_cust.append(cust_global[rows[v_order]])
+    ev.view_time.append(t[v_order] - rng.random(v_order.size) * room)
+    ev.view_product.append(product[pick])
+
+    # Background browsing at the customer's price level while active.
+    view_end = np.minimum(clock.to_cal(u_death) + (30.0 if a.max_orders else 0.0), window)
+    view_end = np.minimum(view_end, np.nextafter(window, 0))
+    vc, vt = _uniform_views(rng, clock, begin, view_end, a.view_rate)
+    ev.view_cust.append(cust_global[vc])
+    ev.view_time.append(vt)
+    ev.view_product.append(_browse(rng, catalog, level, high_browser, vc))
+
+    # Converters' browsing intensifies before the first order (density rising towards it).
+    if a.convert_low < 1.0 or a.convert_high < 1.0:
+        conv = np.flatnonzero(np.isfinite(u_first) & (u_first < u_end))
+        t_first = np.clip(clock.to_cal(u_first[conv]), begin[conv], np.nextafter(window, 0))
+        per = rng.poisson(RAMP_VIEWS, conv.size)
+        rc = np.repeat(np.arange(conv.size), per)
+        room = np.clip(t_first - begin[conv], 0.0, RAMP_DAYS)[rc]
+        back = (1.0 - np.sqrt(rng.random(rc.size))) * room
+        ev.view_cust.append(cust_global[conv[rc]])
+        ev.view_time.append(t_first[rc] - back)
+        ev.view_product.append(_browse(rng, catalog, level, high_browser, conv[rc]))
+
+
+def _signups(rng: np.random.Generator, a: Archetype, n: int, window: float) -> np.ndarray:
+    """Sign-up days since start: long-standing members before it, the rest through the window."""
+    pre = rng.random(n) < a.pre_window
+    return np.where(pre, -rng.random(n) * a.pre_years * 365.0 - 1e-6, rng.random(n) * window)
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def _seconds(days: np.ndarray) -> np.ndarray:
+    """Calendar days since start -> whole seconds since start, floored (keeps order)."""
+    return np.floor(days * 86_400.0).astype(np.int64)
+
+
+def _to_time(start: pd.Timestamp, seconds: np.ndarray) -> np.ndarray:
+    """Seconds since start -> tz-naive datetime64[ns]."""
+    return (start.asm8.astype("datetime64[s]") + seconds.astype("timedelta64[s]")).astype(
+        "datetime64[ns]"
+    )
+
+
+def _cat(parts: list[np.ndarray], dtype: str) -> np.ndarray:
+    """Concatenate chunk arrays and empty the list, so the parts are freed (peak memory)."""
+    out = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+    parts.clear()
+    return out
+
+
+def generate_shop(
+    customers: int,
+    seed: int,
+    start: str = "2024-01-01",
+    end: str = "2026-01-01",
+    progress: Progress | None = None,
+) -> ShopTables:
+    """The synthetic shop's four contract tables, identical for identical arguments."""
+    if customers <= 0:
+        raise ValueError(f"customers must be positive, got {customers}")
+    t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
+    if t1 <= t0:
+        raise ValueError(f"end {end} must be after start {start}")
+    window = (t1 - t0) / pd.Timedelta(days=1)
+    say = progress or (lambda _msg: None)
+    catalog = make_catalog(seed)
+    clock = _Clock.build(t0, window, max(a.pre_years for a in ARCHETYPES))
+    kind = _assign(customers, seed)
+    signup = np.empty(customers)
+    cust, o_time, o_amount, l_order, l_no, l_prod, l_qty = ([] for _ in range(7))
+    v_cust, v_time, v_prod = [], [], []
+    offset = 0
+    n_chunks = -(-customers // CHUNK)
+    for c in range(n_chunks):
+        lo, hi = c * CHUNK, min((c + 1) * CHUNK, customers)
+        rng = _rng(seed, 1, c)
+        ev = _Events.empty()
+        for i, a in enumerate(ARCHETYPES):
+            members = lo + np.flatnonzero(kind[lo:hi] == i)
+            signup[members] = _signups(rng, a, members.size, window)
+            _group(rng, a, catalog, clock, window, members, signup[members], ev)
+        cust += ev.order_cust
+        o_time += ev.order_time
+        o_amount += ev.order_amount
+        l_order += [x + offset for x in ev.line_order]
+        l_no += ev.line_no
+        l_prod += ev.line_product
+        l_qty += ev.line_qty
+        v_cust += ev.view_cust
+        v_time += ev.view_time
+        v_prod += ev.view_product
+        offset += ev.n_orders
+        say(f"synthetic shop: chunk {c + 1}/{n_chunks} ({hi:,} customers, {offset:,} orders)")
+    return _assemble(
+        t0,
+        catalog,
+        signup,
+        orders=(_cat(cust, "int64"), _cat(o_time, "float64"), _cat(o_amount, "float64")),
+        lines=(_cat(l_order, "int64"), _cat(l_no, "int64"), _cat(l_prod, "int64"),
+               _cat(l_qty, "float64")),
+        views=(_cat(v_cust, "int64"), _cat(v_time, "float64"), _cat(v_prod, "int64")),
+    )  # fmt: skip
+
+
+def _assemble(
+    start: pd.Timestamp,
+    catalog: Catalog,
+    signup: np.ndarray,
+    orders: tuple[np.ndarray, np.ndarray, np.ndarray],
+    lines: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    views: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> ShopTables:
+    """Sort the coded events, format ids, and build frames with the contract dtypes."""
+    cids = pa.array(customer_ids(signup.size))
+    pids = pa.array(_ids("P", np.arange(1, N_PRODUCTS + 1), 5))
+    brands = pa.array(_ids("B", np.arange(1, N_BRANDS + 1), 3))
+
+    def take(ids: pa.Array, codes: np.ndarray) -> pd.arrays.ArrowStringArray:
+        return pd.array(ids.take(pa.array(codes)), dtype="string")
+
+    n_cust = signup.size
+    o_cust, o_days, o_amount = orders
+    o_sec = _seconds(o_days)
+    o_time = _to_time(start, o_sec)
+    # Order ids follow time (ties by customer), as a shop's order numbers would. One int64
+    # key and a stable sort beat a multi-key lexsort by far at millions of rows.
+    o_sort = np.argsort(o_sec * n_cust + o_cust, kind="stable")
+    rank = np.empty_like(o_sort)
+    rank[o_sort] = np.arange(o_sort.size)
+    oids = pa.array(_ids("O", np.arange(1, o_sort.size + 1), 8))
+    orders_df = pd.DataFrame(
+        {
+            "order_id": pd.array(oids, dtype="string"),
+            "customer_id": take(cids, o_cust[o_sort]),
+            "ordered_at": o_time[o_sort],
+            "amount": o_amount[o_sort],
+        }
+    )
+    l_order, l_no, l_prod, l_qty = lines
+    l_rank = rank[l_order]
+    l_sort = np.argsort(l_rank * 8 + l_no, kind="stable")  # at most 5 lines per order
+    items_df = pd.DataFrame(
+        {
+            "order_id": take(oids, l_rank[l_sort]),
+            "product_id": take(pids, l_prod[l_sort]),
+            "quantity": l_qty[l_sort],
+            "unit_price": catalog.price[l_prod[l_sort]],
+            "customer_id": take(cids, o_cust[l_order[l_sort]]),
+            "ordered_at": o_time[l_order[l_sort]],
+        }
+    )
+    v_cust, v_days, v_prod = views
+    v_sec = _seconds(v_days)
+    v_time = _to_time(start, v_sec)
+    v_sort = np.argsort(v_sec * n_cust + v_cust, kind="stable")
+    views_df = pd.DataFrame(
+        {
+            "customer_id": take(cids, v_cust[v_sort]),
+            "viewed_at": v_time[v_sort],
+            "product_id": take(pids, v_prod[v_sort]),
+            "price": catalog.price[v_prod[v_sort]],
+            "brand": take(brands, catalog.brand[v_prod[v_sort]]),
+        }
+    )
+    customers_df = pd.DataFrame(
+        {
+            "customer_id": pd.array(cids, dtype="string"),
+            "signed_up_at": _to_time(start, _seconds(signup)),
+        }
+    )
+    tables = ShopTables(
+        orders=orders_df, customers=customers_df, order_items=items_df, content_views=views_df
+    )
+    for name, frame in tables.present().items():
+        expected = SCHEMAS[name].columns
+        assert all(str(frame[c].dtype) == expected[c] for c in frame), name
+    return tables
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_shop(tables: ShopTables, out_dir: Path) -> dict[str, Path]:
+    """Write each table as <name>.parquet atomically (temp file in the same dir, then rename)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, frame in tables.present().items():
+        final = out_dir / f"{name}.parquet"
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths[name] = final
+    return paths
+
+
+# ----------------------------------------------------------------------------- realism
+
+
+def _trailing_spend_at_orders(orders: pd.DataFrame, window_days: int) -> pd.DataFrame:
+    """Each order with its customer's spend over [ordered_at - window, ordered_at]."""
+    o = orders.sort_values(["customer_id", "ordered_at"], kind="stable")
+    code = pd.factorize(o["customer_id"])[0].astype(np.int64)
+    secs = o["ordered_at"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    span = 10 * 366 * 86_400  # keys keep customers apart: longer than any history
+    key = code * span + (secs - secs.min())
+    left = np.searchsorted(key, key - window_days * 86_400, side="left")
+    cum = np.concatenate([[0.0], np.cumsum(o["amount"].to_numpy())])
+    o = o.assign(trailing=cum[np.arange(len(o)) + 1] - cum[left])
+    return o
+
+
+def _top_share(orders: pd.DataFrame, top: float = 0.1) -> float:
+    """Share of sales made by the top `top` fraction of the buying customers (DESIGN §1)."""
+    total = orders.groupby("customer_id").amount.sum().sort_values(ascending=False)
+    return float(total.iloc[: int(np.ceil(top * len(total)))].sum() / total.sum())
+
+
+def realism(
+    tables: ShopTables,
+    cutoff: str,
+    horizon_days: int = 90,
+    vip_line: float = 2_000_000.0,
+    window_days: int = 182,
+) -> dict[str, float]:
+    """Headline rates of the shop at one cutoff, to check it against real-shop targets."""
+    t = pd.Timestamp(cutoff)
+    h = t + pd.Timedelta(days=horizon_days)
+    orders, views, cust = tables.orders, tables.content_views, tables.customers
+    assert views is not None and cust is not None
+    before, after = (
+        orders[orders.ordered_at < t],
+        orders[orders.ordered_at.between(t, h, inclusive="left")],
+    )
+    buyers = pd.Index(before.customer_id.unique())
+    repurchase = buyers.isin(after.customer_id.unique())
+    # VIP conversion: known, non-VIP members whose trailing spend reaches the line in [t, t+H).
+    known = pd.Index(cust.customer_id[cust.signed_up_at < t])
+    spend = before[before.ordered_at >= t - pd.Timedelta(days=window_days)]
+    spend = spend.groupby("customer_id").amount.sum()
+    vip_now = pd.Index(spend.index[spend >= vip_line])
+    at = _trailing_spend_at_orders(orders, window_days)
+    reached = at[
+        at.ordered_at.between(t, h, inclusive="left") & (at.trailing >= vip_line)
+    ].customer_id
+    non_vip = known.difference(vip_now)
+    converted = non_vip.isin(reached.unique())
+    # First purchase by browsing price level: members with no order yet, viewing before t.
+    vb = views[views.viewed_at < t]
+    never = known.difference(buyers)
+    share_high = (vb.price >= HIGH_PRICE_LINE).groupby(vb.customer_id).mean()
+    share_high = share_high.reindex(never).dropna()
+    first = share_high.index.isin(after.customer_id.unique())
+    high_b = (share_high >= 0.5).to_numpy()
+    year = orders[orders.ordered_at >= orders.ordered_at.max() - pd.Timedelta(days=365)]
+    return {
+        "customers": float(len(cust)),
+        "orders": float(len(orders)),
+        "order_items": float(len(tables.order_items) if tables.order_items is not None else 0),
+        "content_views": float(len(views)),
+        "buyers_before_cutoff": float(len(buyers)),
+        "repurchase_rate": float(repurchase.mean()),
+        "non_vip_known": float(len(non_vip)),
+        "vip_now": float(len(vip_now)),
+        "vip_conversions": float(converted.sum()),
+        "vip_conversion_rate": float(converted.mean()),
+        "first_purchase_rate_high_browsers": float(first[high_b].mean()),
+        "first_purchase_rate_other_browsers": float(first[~high_b].mean()),
+        "top10_share_of_sales": _top_share(orders),
+        "top10_share_of_sales_last_12m": _top_share(year),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate a shop, report timing and realism numbers (and optionally write it)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start", default="2024-01-01")
+    parser.add_argument("--end", default="2026-01-01")
+    parser.add_argument("--cutoff", default=None, help="default: six months before --end")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Parquet files")
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    tables = generate_shop(args.customers, args.seed, args.start, args.end, progress=print)
+    print(f"generated in {time.perf_counter() - began:.1f} s")
+    cutoff = args.cutoff or str((pd.Timestamp(args.end) - pd.DateOffset(months=6)).date())
+    print(f"realism at cutoff {cutoff}:")
+    for key, value in realism(tables, cutoff).items():
+        print(f"  {key:36s} {value:,.4g}")
+    if args.out is not None:
+        for path in write_shop(tables, args.out).values():
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""`dangol`: the command line. Heavy libraries are imported inside commands so `--help` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from flows.config import DEFAULT_CONFIG, PROJECT_ROOT
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+def _config(args: argparse.Namespace):
+    from flows.config import load_config
+    from flows.runtime import prepare_prefect, quiet_libraries
+
+    config = load_config(args.config)
+    prepare_prefect(config.resolve(config.paths.prefect_home))
+    quiet_libraries()
+    return config
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from features.synthetic import generate_shop, write_shop
+
+    started = time.perf_counter()
+    tables = generate_shop(args.customers, args.seed, start=args.start, end=args.end)
+    paths = write_shop(tables, Path(args.out))
+    for name, path in paths.items():
+        rows = len(getattr(tables, name))
+        print(f"{name:>14}: {rows:>10,} rows -> {path}")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from flows import steps
+
+    config = _config(args)
+    tables, _report = steps.load_shop(config)
+    snapshot = steps.latest_snapshot(tables, config, args.cutoff)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    snapshot.to_parquet(temporary, index=False)
+    os.replace(temporary, out)
+    print(f"{len(snapshot):,} customers x {snapshot.shape[1] - 2} features -> {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> list:
+    _config(args)
+    from flows.retrain import retrain_flow
+
+    outcomes = retrain_flow(str(Path(args.config).resolve()))
+    for outcome in outcomes:
+        print(_model_line(outcome))
+    return outcomes
+
+
+def _model_line(outcome) -> str:
+    m = outcome.metrics
+    baselines = ", ".join(f"{k} ROC-AUC {v['roc_auc']:.3f}" for k, v in outcome.baselines.items())
+    verdict = "champion" if outcome.decision.promote else "not promoted"
+    return (
+        f"{outcome.model_name} v{outcome.version} ({verdict}): ROC-AUC {m['roc_auc']:.3f}, "
+        f"PR-AUC {m['pr_auc']:.3f}, lift@10% {m['lift_top_decile']:.2f}, "
+        f"Brier {m['brier']:.4f} | {baselines}"
+    )
+
+
+def cmd_score(args: argparse.Namespace):
+    _config(args)
+    from flows.score import score_flow
+
+    outcome = score_flow(str(Path(args.config).resolve()), getattr(args, "cutoff", None))
+    print(f"scored {outcome.customers:,} customers at {outcome.cutoff}")
+    for name, size in outcome.segment_sizes.items():
+        print(f"  segment {name}: {size:,}")
+    print(f"export: {outcome.export_dir} (and {outcome.export_dir.parent / 'latest'})")
+    return outcome
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    config = _config(args)
+    port = args.port or config.serving.port
+    env = {**os.environ, "DANGOL_CONFIG": str(Path(args.config).resolve())}
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Dangol",
+        "--host",
+        config.serving.host,
+        "--port",
+        str(port),
+    ]
+    print(f"serving on http://{config.serving.host}:{port} (Ctrl-C stops)")
+    raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    print(f"== dangol demo on {args.config}")
+    print("== 1/2 retrain flow: features -> LightGBM -> MLflow registry -> champion")
+    outcomes = cmd_train(args)
+    print("== 2/2 score flow: snapshot -> scores -> segments -> export")
+    scored = cmd_score(args)
+    config = _config(args)
+    mlruns = config.resolve(config.paths.mlruns)
+    print(f"\n== summary ({time.perf_counter() - started:.0f} s)")
+    for outcome in outcomes:
+        print("  " + _model_line(outcome))
+    sizes = ", ".join(f"{k} {v:,}" for k, v in scored.segment_sizes.items())
+    print(f"  segments at {scored.cutoff}: {sizes}")
+    print(f"  exports:   {scored.export_dir.parent / 'latest'}")
+    print(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns}/mlflow.db")
+    print(f"  service:   .venv/bin/dangol serve --config {args.config}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dangol",
+        description="Predict repeat buyers and VIPs, explain why, export ranked customer lists.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if config:
+            sub.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config file")
+        return sub
+
+    sim = add("simulate", cmd_simulate, "Write the synthetic shop as Parquet.", config=False)
+    sim.add_argument("--customers", type=_positive, default=20_000, help="number of customers")
+    sim.add_argument("--seed", type=int, default=7, help="random seed (same seed, same shop)")
+    sim.add_argument("--start", default="2024-01-01", help="first day of the data")
+    sim.add_argument("--end", default="2026-01-01", help="day after the data ends")
+    sim.add_argument("--out", required=True, help="output folder")
+
+    feats = add("features", cmd_features, "Write a point-in-time feature snapshot.")
+    feats.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
+    feats.add_argument("--out", required=True, help="output Parquet file")
+
+    add("train", cmd_train, "Retrain both models, log to MLflow, promote the better ones.")
+
+    score = add("score", cmd_score, "Score customers with the champions and export segments.")
+    score.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
+
+    serve = add("serve", cmd_serve, "Start the scoring service (BentoML).")
+    serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
+
+    add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from features.contract import ContractError
+    from flows.config import ConfigError
+    from models.registry import NoChampionError
+    from models.train import InsufficientDataError
+
+    expected = (ConfigError, ContractError, InsufficientDataError, NoChampionError)
+    try:
+        args.handler(args)
+    except expected as exc:
+        print(f"dangol {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

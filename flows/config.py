@@ -1,0 +1,106 @@
+"""The project configuration: one YAML file assembled from each package's own settings.
+
+Relative paths in a config file resolve against the folder that holds the file, so a config
+means the same thing from any working directory.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from features.loaders import DataSettings
+from features.snapshot import FeatureSettings, LabelSettings
+from features.tiers import TierSettings
+from models.registry import RegistrySettings
+from models.segments import SegmentSettings
+from models.train import TrainingSettings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be read or does not validate."""
+
+
+class SyntheticSettings(BaseModel):
+    """The embedded synthetic shop: generated into the data tables' folder when missing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customers: int = Field(20_000, gt=0)
+    seed: int = 7
+    start: date = date(2024, 1, 1)
+    end: date = date(2026, 1, 1)
+    out_dir: Path = Path("../data/synthetic")
+
+
+class PathSettings(BaseModel):
+    """Where generated state lives; all of it is git-ignored and can be rebuilt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mlruns: Path = Path("../mlruns")
+    exports: Path = Path("../outputs/exports")
+    prefect_home: Path = Path("../.prefect")
+
+
+class ServingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, gt=0, lt=65536)
+    max_batch: int = Field(1000, gt=0)
+
+
+class DangolConfig(BaseModel):
+    """Everything one run needs; `base_dir` is the folder of the YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_dir: Path = PROJECT_ROOT / "configs"
+    data: DataSettings
+    synthetic: SyntheticSettings | None = None
+    tiers: TierSettings = TierSettings()
+    features: FeatureSettings = FeatureSettings()
+    labels: LabelSettings = LabelSettings()
+    training: TrainingSettings = TrainingSettings()
+    registry: RegistrySettings = RegistrySettings()
+    segments: SegmentSettings = SegmentSettings()
+    serving: ServingSettings = ServingSettings()
+    paths: PathSettings = PathSettings()
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the config, absolute."""
+        return (self.base_dir / path).resolve()
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r:.80})")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str) -> DangolConfig:
+    """Read and validate a config file; errors name the file and every bad key or value."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    if "base_dir" in raw:
+        raise ConfigError(f"{path}: base_dir is set from the file's location, not in the file")
+    try:
+        return DangolConfig.model_validate({**raw, "base_dir": path.parent})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid configuration:\n{_describe(exc)}") from exc

@@ -1,0 +1,29 @@
+"""The MLflow pyfunc wrapper of a calibrated booster, logged as "model from code".
+
+MLflow copies this file next to the model and runs it on load; `set_model` names the object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import set_model
+
+from models.train import CalibratedBooster
+
+
+class DangolClassifier(mlflow.pyfunc.PythonModel):
+    """Calibrated purchase probability for each row of features."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = CalibratedBooster.load(Path(context.artifacts["model_dir"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        return self.model.predict_proba(model_input)
+
+
+set_model(DangolClassifier())

@@ -1,0 +1,209 @@
+"""LightGBM classifiers on stacked cutoffs with a time-ordered train / validation / test split.
+
+The validation window (later than training) drives early stopping and calibration; the test
+window (later still) is touched only for evaluation. A cutoff's label horizon never reaches
+into a later window's cutoff, so no outcome used for fitting is observed after evaluation starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.isotonic import IsotonicRegression
+
+from features.snapshot import feature_columns
+
+
+class LightGBMParams(BaseModel):
+    """Model size is kept modest on purpose: SHAP cost grows with leaves and depth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_leaves: int = Field(15, ge=2)
+    max_depth: int = Field(6, ge=-1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    n_estimators: int = Field(400, ge=1)
+    min_child_samples: int = Field(50, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    subsample_freq: int = Field(1, ge=0)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    num_threads: int = Field(2, ge=1)
+
+
+class TrainingSettings(BaseModel):
+    """How training frames are cut in time and how the classifiers are fitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cutoff_every_days: int = Field(14, gt=0)
+    min_history_days: int = Field(90, ge=0)
+    validation_cutoffs: int = Field(2, ge=1)
+    test_cutoffs: int = Field(2, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
+    min_positives: int = Field(20, ge=1)
+    min_negatives: int = Field(20, ge=1)
+    seed: int = 7
+    lightgbm: LightGBMParams = LightGBMParams()
+
+
+class InsufficientDataError(ValueError):
+    """A window has too few positives or negatives to fit or judge a model."""
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Cutoffs of the three windows, each strictly later than the one before."""
+
+    train: list[pd.Timestamp]
+    validation: list[pd.Timestamp]
+    test: list[pd.Timestamp]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {k: [str(c.date()) for c in v] for k, v in self.__dict__.items()}
+
+
+def split_cutoffs(
+    cutoffs: list[pd.Timestamp],
+    horizon_days: int,
+    test_cutoffs: int = 1,
+    validation_cutoffs: int = 1,
+) -> TimeSplit:
+    """Test = the last `test_cutoffs` cutoffs; validation = the latest `validation_cutoffs`
+    whose horizons end by the first test cutoff; training = every cutoff whose horizon ends
+    by the first validation cutoff."""
+    ordered = sorted(cutoffs)
+    if not ordered:
+        raise InsufficientDataError("no labelled cutoffs: the data is shorter than the horizon")
+    horizon = pd.Timedelta(days=horizon_days)
+    test = ordered[-test_cutoffs:]
+    validation = [c for c in ordered if c + horizon <= test[0]][-validation_cutoffs:]
+    if not validation:
+        raise InsufficientDataError(
+            f"no validation cutoff: need a cutoff at least {horizon_days} days before the "
+            f"test window starting {test[0].date()}; the data covers too little time"
+        )
+    train = [c for c in ordered if c + horizon <= validation[0]]
+    if not train:
+        raise InsufficientDataError(
+            f"no training cutoff: need cutoffs at least {horizon_days} days before the "
+            f"validation window starting {validation[0].date()}; the data covers too little time"
+        )
+    return TimeSplit(train=train, validation=validation, test=test)
+
+
+@dataclass
+class CalibratedBooster:
+    """A LightGBM booster plus an isotonic map from raw probability to calibrated probability."""
+
+    booster: lgb.Booster
+    calibration_x: np.ndarray
+    calibration_y: np.ndarray
+    features: list[str] = field(default_factory=list)
+
+    def raw_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(frame[self.features].to_numpy(dtype="float64"))
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class for each row."""
+        return np.interp(self.raw_proba(frame), self.calibration_x, self.calibration_y)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / "booster.txt"))
+        calibration = {
+            "x": self.calibration_x.tolist(),
+            "y": self.calibration_y.tolist(),
+            "features": self.features,
+        }
+        (directory / "calibration.json").write_text(json.dumps(calibration))
+
+    @classmethod
+    def load(cls, directory: Path) -> CalibratedBooster:
+        calibration = json.loads((directory / "calibration.json").read_text())
+        return cls(
+            booster=lgb.Booster(model_file=str(directory / "booster.txt")),
+            calibration_x=np.asarray(calibration["x"], dtype="float64"),
+            calibration_y=np.asarray(calibration["y"], dtype="float64"),
+            features=list(calibration["features"]),
+        )
+
+
+def window_rows(frame: pd.DataFrame, target: str, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    """Rows of the target's population (label not NaN) at the given cutoffs."""
+    rows = frame[frame["cutoff"].isin(cutoffs) & frame[target].notna()]
+    return rows.reset_index(drop=True)
+
+
+def check_sufficient(rows: pd.DataFrame, target: str, window: str, settings: TrainingSettings):
+    positives = int(rows[target].sum())
+    negatives = int(len(rows) - positives)
+    if positives < settings.min_positives or negatives < settings.min_negatives:
+        raise InsufficientDataError(
+            f"{target}: the {window} window has {positives} positives and {negatives} "
+            f"negatives; at least {settings.min_positives} and {settings.min_negatives} are "
+            "needed (training.min_positives / training.min_negatives)"
+        )
+
+
+def _fit_booster(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    target: str,
+    features: list[str],
+    settings: TrainingSettings,
+) -> lgb.Booster:
+    params = settings.lightgbm.model_dump()
+    rounds = params.pop("n_estimators")
+    params |= {
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "seed": settings.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
+        "bagging_fraction": params.pop("subsample"),
+        "bagging_freq": params.pop("subsample_freq"),
+        "feature_fraction": params.pop("colsample_bytree"),
+        "min_data_in_leaf": params.pop("min_child_samples"),
+        "lambda_l2": params.pop("reg_lambda"),
+    }
+    train_set = lgb.Dataset(train[features].to_numpy("float64"), train[target], free_raw_data=True)
+    valid_set = lgb.Dataset(
+        validation[features].to_numpy("float64"), validation[target], reference=train_set
+    )
+    return lgb.train(
+        params,
+        train_set,
+        num_boost_round=rounds,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
+    )
+
+
+def _fit_calibration(raw: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4)
+    iso.fit(raw, outcome)
+    return iso.X_thresholds_.astype("float64"), iso.y_thresholds_.astype("float64")
+
+
+def train_classifier(
+    frame: pd.DataFrame, target: str, split: TimeSplit, settings: TrainingSettings
+) -> CalibratedBooster:
+    """Fit on the training window, stop early and calibrate on the validation window."""
+    train = window_rows(frame, target, split.train)
+    validation = window_rows(frame, target, split.validation)
+    check_sufficient(train, target, "training", settings)
+    check_sufficient(validation, target, "validation", settings)
+    features = [c for c in feature_columns(frame) if frame[c].notna().any()]
+    booster = _fit_booster(train, validation, target, features, settings)
+    model = CalibratedBooster(booster, np.array([0.0, 1.0]), np.array([0.0, 1.0]), features)
+    x, y = _fit_calibration(model.raw_proba(validation), validation[target].to_numpy())
+    model.calibration_x, model.calibration_y = x, y
+    return model

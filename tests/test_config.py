@@ -1,0 +1,57 @@
+"""Configuration: the shipped configs validate; bad keys and values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "online_retail.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    config = load_config(REPO / "configs" / name)
+    assert config.base_dir == REPO / "configs"
+    assert config.resolve(config.paths.mlruns) == REPO / "mlruns"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = "data:\n  tables:\n    orders: {path: orders.csv}\n"
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.labels.horizon_days == 90
+    assert config.tiers.vip_line == 2_000_000
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("trainig:\n  seed: 1\n", "trainig"),
+        ("training:\n  lightgbm:\n    num_leafs: 3\n", "training.lightgbm.num_leafs"),
+        ("labels:\n  horizon_days: -5\n", "labels.horizon_days"),
+        ("tiers:\n  thresholds: [100, 500]\n", "strictly descending"),
+        ("features:\n  windows_days: thirty\n", "features.windows_days"),
+    ],
+)
+def test_bad_keys_and_values_are_named(tmp_path: Path, extra: str, named: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, MINIMAL + extra))
+    assert named in str(error.value)
+    assert "c.yaml" in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "data: [unclosed\n"))

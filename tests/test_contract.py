@@ -1,0 +1,444 @@
+"""The raw-data contract loaders: mapping, bad rows by reason, contract errors, aggregation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from features.contract import ContractError, LoadReport
+from features.loaders import DataSettings, load_tables
+from features.schema import SCHEMAS
+
+REPO = Path(__file__).resolve().parents[1]
+ONLINE_RETAIL_CONFIG = REPO / "configs" / "online_retail.yaml"
+
+# A small invoice-line export in the Online Retail style: source names, one cancellation.
+LINES = pd.DataFrame(
+    {
+        "Invoice": ["1001", "1001", "1002", "C1003", "1004", "1004", "1005", "1006"],
+        "Sku": ["A", "B", "A", "A", "C", "A", "B", "C"],
+        "Qty": [2, 1, 3, -2, 1, 4, 1, 5],
+        "Price": [10.0, 5.5, 10.0, 10.0, 99.0, 10.0, 5.5, 2.0],
+        "Customer": [12346.0, 12346.0, 12347.0, 12347.0, 12348.0, 12348.0, 12346.0, 12349.0],
+        "When": [
+            "2011-01-03 10:00",
+            "2011-01-03 10:00",
+            "2011-01-04 09:30",
+            "2011-01-05 12:00",
+            "2011-02-01 08:00",
+            "2011-02-01 08:05",
+            "2011-03-01 17:45",
+            "2011-03-02 11:00",
+        ],
+    }
+)
+LINE_MAPPING = {
+    "order_id": "Invoice",
+    "product_id": "Sku",
+    "quantity": "Qty",
+    "unit_price": "Price",
+    "customer_id": "Customer",
+    "ordered_at": "When",
+}
+CANCELLATION = [{"column": "Invoice", "startswith": "C", "reason": "cancellation"}]
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def _settings(tables: dict[str, Any], **extra: Any) -> DataSettings:
+    return DataSettings.model_validate(
+        {
+            "timezone": "Europe/London",
+            "currency": "GBP",
+            "end": "2012-01-01",
+            **extra,
+            "tables": tables,
+        }
+    )
+
+
+def _assert_nothing_lost(report: LoadReport) -> None:
+    for name, table in report.tables.items():
+        assert table.rows_read == table.rows_kept + sum(table.rejected.values()), name
+        for reason in table.rejected:
+            assert 1 <= len(table.examples[reason]) <= 3, (name, reason)
+
+
+def _assert_contract_dtypes(frame: pd.DataFrame, table: str) -> None:
+    expected = SCHEMAS[table].columns
+    assert {c: str(frame[c].dtype) for c in frame} == {c: expected[c] for c in frame}
+
+
+def load_data_section(yaml_path: Path) -> DataSettings:
+    """The `data:` section of a config file, validated (the full config loader lives in flows)."""
+    return DataSettings.model_validate(yaml.safe_load(yaml_path.read_text())["data"])
+
+
+# ----------------------------------------------------------------------------- good files
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".csv.gz"])
+def test_good_file_loads_with_mapping(tmp_path: Path, suffix: str) -> None:
+    _write(LINES, tmp_path / f"lines{suffix}")
+    source = {"path": f"lines{suffix}", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    tables, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+    items = tables.order_items
+    assert items is not None
+    assert len(items) == 7
+    assert report.tables["order_items"].rejected == {"cancellation": 1}
+    assert report.tables["order_items"].examples["cancellation"][0]["Invoice"] == "C1003"
+    # Float-typed customer ids lose their ".0"; ids are the "string" dtype.
+    assert set(items["customer_id"]) == {"12346", "12347", "12348", "12349"}
+    assert items["ordered_at"].iloc[0] == pd.Timestamp("2011-01-03 10:00")
+    for name, frame in tables.present().items():
+        _assert_contract_dtypes(frame, name)
+    _assert_nothing_lost(report)
+    assert any("cancellation" in line for line in report.summary_lines())
+
+
+def test_orders_aggregated_from_lines_match_hand_sums(tmp_path: Path) -> None:
+    _write(LINES, tmp_path / "lines.parquet")
+    source = {"path": "lines.parquet", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    tables, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+    orders = tables.orders.set_index("order_id")
+    assert sorted(orders.index) == ["1001", "1002", "1004", "1005", "1006"]
+    assert orders.loc["1001", "amount"] == pytest.approx(2 * 10.0 + 1 * 5.5)
+    assert orders.loc["1002", "amount"] == pytest.approx(30.0)
+    assert orders.loc["1004", "amount"] == pytest.approx(99.0 + 40.0)
+    assert orders.loc["1004", "ordered_at"] == pd.Timestamp("2011-02-01 08:00")  # earliest line
+    assert orders.loc["1004", "customer_id"] == "12348"
+    assert orders.loc["1006", "amount"] == pytest.approx(10.0)
+    _assert_contract_dtypes(tables.orders, "orders")
+    assert report.tables["orders"].rows_kept == 5
+
+
+def test_all_four_tables_with_contract_names(tmp_path: Path) -> None:
+    _write(
+        pd.DataFrame({"customer_id": ["c1", "c2"], "signed_up_at": ["2024-01-01", "2024-02-01"]}),
+        tmp_path / "customers.csv",
+    )
+    _write(
+        pd.DataFrame(
+            {
+                "order_id": ["o1", "o2"],
+                "customer_id": ["c1", "c2"],
+                "ordered_at": pd.to_datetime(["2024-03-01", "2024-03-02"]),
+                "amount": [1000.0, 2500.0],
+            }
+        ),
+        tmp_path / "orders.parquet",
+    )
+    _write(
+        pd.DataFrame(
+            {
+                "order_id": ["o1", "o2"],
+                "product_id": ["p1", "p2"],
+                "quantity": [1, 2],
+                "unit_price": [1000.0, 1250.0],
+            }
+        ),
+        tmp_path / "order_items.parquet",
+    )
+    _write(
+        pd.DataFrame(
+            {
+                "customer_id": ["c1"],
+                "viewed_at": ["2024-02-28 10:00"],
+                "product_id": ["p1"],
+                "price": [0.0],
+                "brand": [None],
+            }
+        ),
+        tmp_path / "content_views.csv",
+    )
+    tables_cfg = {
+        "customers": {"path": "customers.csv"},
+        "orders": {"path": "orders.parquet"},
+        "order_items": {"path": "order_items.parquet"},
+        "content_views": {"path": "content_views.csv"},
+    }
+    tables, report = load_tables(
+        _settings(tables_cfg, timezone="Asia/Seoul", end="2025-01-01"), tmp_path
+    )
+    assert {n: len(f) for n, f in tables.present().items()} == {
+        "customers": 2,
+        "orders": 2,
+        "order_items": 2,
+        "content_views": 1,
+    }
+    for name, frame in tables.present().items():
+        _assert_contract_dtypes(frame, name)
+    assert tables.content_views is not None and tables.content_views["brand"].isna().all()
+    _assert_nothing_lost(report)
+
+
+# ----------------------------------------------------------------------------- bad rows
+
+
+def test_each_bad_row_reason_is_counted_with_an_example(tmp_path: Path) -> None:
+    good = {"customer_id": "c1", "ordered_at": "2024-01-01 10:00", "amount": "100"}
+    rows = [{"order_id": f"o{i}", **good} for i in range(20)]
+    bad = [
+        ({"order_id": ""}, "missing order_id"),
+        ({"customer_id": None}, "missing customer_id"),
+        ({"ordered_at": "not a time"}, "unparseable ordered_at"),
+        ({"ordered_at": None}, "missing ordered_at"),
+        ({"amount": "12abc"}, "unparseable amount"),
+        ({"amount": "-5"}, "non-positive amount"),
+        ({"amount": "0"}, "non-positive amount"),
+        ({"ordered_at": "2031-01-01"}, "after data end"),
+        ({"order_id": "o0"}, "duplicate order_id"),
+        ({"customer_id": "ghost"}, "unknown customer"),
+    ]
+    for i, (change, _) in enumerate(bad):
+        rows.append({**good, "order_id": f"bad{i}", **change})
+    _write(pd.DataFrame(rows), tmp_path / "orders.csv")
+    _write(
+        pd.DataFrame({"customer_id": ["c1", "c1"], "signed_up_at": ["2023-01-01", "2023-06-01"]}),
+        tmp_path / "customers.csv",
+    )
+    items = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3", "nope", "o4", "o5"],
+            "product_id": ["p"] * 6,
+            "quantity": [1, 0, 1, 1, 2, 1],
+            "unit_price": [5.0, 5.0, -1.0, 5.0, 5.0, 5.0],
+        }
+    )
+    _write(items, tmp_path / "items.parquet")
+    views = pd.DataFrame(
+        {
+            "customer_id": ["c1"] * 4,
+            "viewed_at": ["2024-01-01"] * 4,
+            "product_id": ["p", None, "p", "p"],
+            "price": [10.0, 10.0, -3.0, 0.0],
+        }
+    )
+    _write(views, tmp_path / "views.csv")
+    tables_cfg = {
+        "customers": {"path": "customers.csv"},
+        "orders": {"path": "orders.csv"},
+        "order_items": {"path": "items.parquet"},
+        "content_views": {"path": "views.csv"},
+    }
+    tables, report = load_tables(_settings(tables_cfg, end="2030-01-01"), base_dir=tmp_path)
+
+    rejected = report.tables["orders"].rejected
+    expected: dict[str, int] = {}
+    for _, reason in bad:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert rejected == expected
+    assert len(tables.orders) == 20
+    example = report.tables["orders"].examples["unparseable ordered_at"][0]
+    assert example["ordered_at"] == "not a time" and example["order_id"] == "bad2"
+    assert report.tables["customers"].rejected == {"duplicate customer_id": 1}
+    assert report.tables["order_items"].rejected == {
+        "non-positive quantity": 1,
+        "non-positive unit_price": 1,
+        "unknown order": 1,
+    }
+    assert report.tables["content_views"].rejected == {"missing product_id": 1, "negative price": 1}
+    _assert_nothing_lost(report)
+    assert report.to_dict()["tables"]["orders"]["rejected"] == expected
+
+
+def test_too_many_rejections_for_one_reason_break_the_contract(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "order_id": ["1", "2", "3", "4"],
+            "customer_id": ["a", None, None, None],
+            "ordered_at": ["2024-01-01"] * 4,
+            "amount": [1.0] * 4,
+        }
+    )
+    _write(frame, tmp_path / "orders.csv")
+    with pytest.raises(ContractError) as error:
+        load_tables(_settings({"orders": {"path": "orders.csv"}}), base_dir=tmp_path)
+    message = str(error.value)
+    assert "orders.csv" in message and "'customer_id'" in message
+    assert "missing customer_id" in message and "75.0%" in message and "'order_id': '2'" in message
+
+
+def test_equals_filters_match_text_and_numbers(tmp_path: Path) -> None:
+    _write(LINES, tmp_path / "lines.parquet")
+    exclude = [
+        {"column": "Sku", "equals": "B", "reason": "gift wrap"},
+        {"column": "Customer", "equals": 12349, "reason": "staff account"},
+    ]
+    source = {"path": "lines.parquet", "columns": LINE_MAPPING, "exclude": exclude}
+    tables, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+    rejected = report.tables["order_items"].rejected
+    # Without the cancellation filter, C1003's negative quantity is rejected on its own.
+    assert rejected == {"gift wrap": 2, "staff account": 1, "non-positive quantity": 1}
+    assert report.tables["order_items"].examples["staff account"][0]["Customer"] == 12349.0
+    assert json.loads(json.dumps(report.to_dict()))["tables"]["order_items"]["rows_read"] == 8
+    _assert_nothing_lost(report)
+
+
+def test_cancellations_do_not_count_against_max_reject_share(tmp_path: Path) -> None:
+    frame = LINES.assign(Invoice=["C" + i for i in LINES["Invoice"][:6]] + ["1005", "1006"])
+    _write(frame, tmp_path / "lines.csv")
+    source = {"path": "lines.csv", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    tables, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+    assert report.tables["order_items"].rejected == {"cancellation": 6}
+    assert len(tables.orders) == 2
+
+
+# ----------------------------------------------------------------------------- times
+
+
+def test_tz_aware_times_are_converted_to_the_shop_zone(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "order_id": ["1", "2", "3"],
+            "customer_id": ["a", "a", "b"],
+            "ordered_at": ["2024-01-01T00:00:00Z", "2024-07-01 09:00:00+09:00", "2024-03-01 08:00"],
+            "amount": [1.0, 2.0, 3.0],
+        }
+    )
+    _write(frame, tmp_path / "orders.csv")
+    aware = frame.assign(
+        ordered_at=pd.to_datetime(["2024-01-01", "2024-07-01", "2024-03-01"], utc=True)
+    )
+    _write(aware, tmp_path / "orders.parquet")
+    settings = {"timezone": "Asia/Seoul", "end": "2030-01-01"}
+
+    from_csv, _ = load_tables(_settings({"orders": {"path": "orders.csv"}}, **settings), tmp_path)
+    times = from_csv.orders.set_index("order_id")["ordered_at"]
+    assert times["1"] == pd.Timestamp("2024-01-01 09:00")  # UTC midnight is 9:00 in Seoul
+    assert times["2"] == pd.Timestamp("2024-07-01 09:00")
+    assert times["3"] == pd.Timestamp("2024-03-01 08:00")  # naive: already local
+    assert str(from_csv.orders["ordered_at"].dtype) == "datetime64[ns]"
+
+    from_pq, _ = load_tables(
+        _settings({"orders": {"path": "orders.parquet"}}, **settings), tmp_path
+    )
+    assert from_pq.orders["ordered_at"].tolist() == [
+        pd.Timestamp("2024-01-01 09:00"),
+        pd.Timestamp("2024-07-01 09:00"),
+        pd.Timestamp("2024-03-01 09:00"),
+    ]
+
+
+# ----------------------------------------------------------------------------- broken files
+
+
+def test_missing_required_column_names_file_and_column(tmp_path: Path) -> None:
+    _write(LINES.drop(columns=["Price"]), tmp_path / "lines.csv")
+    source = {"path": "lines.csv", "columns": LINE_MAPPING}
+    with pytest.raises(ContractError) as error:
+        load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+    message = str(error.value)
+    assert "lines.csv" in message and "'Price'" in message and "'unit_price'" in message
+    assert "'Qty'" in message  # the columns the file does have
+
+
+def test_unmapped_required_column_is_looked_up_by_contract_name(tmp_path: Path) -> None:
+    _write(
+        pd.DataFrame({"order_id": ["1"], "customer_id": ["a"], "ordered_at": ["2024-01-01"]}),
+        tmp_path / "orders.csv",
+    )
+    with pytest.raises(ContractError, match=r"orders\.csv.*'amount'"):
+        load_tables(_settings({"orders": {"path": "orders.csv"}}), base_dir=tmp_path)
+
+
+def test_garbage_column_names_file_column_and_example(tmp_path: Path) -> None:
+    frame = LINES.assign(When=["soon", "later", "yesterday", "never", "?", "tbd", "x", "y"])
+    _write(frame, tmp_path / "lines.csv")
+    source = {"path": "lines.csv", "columns": LINE_MAPPING}
+    with pytest.raises(ContractError) as error:
+        load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+    message = str(error.value)
+    assert "lines.csv" in message and "'When'" in message and "'soon'" in message
+
+    _write(LINES.assign(Price=["cheap"] * 8), tmp_path / "prices.parquet")
+    source = {"path": "prices.parquet", "columns": LINE_MAPPING}
+    with pytest.raises(ContractError, match=r"prices\.parquet.*'Price'.*not valid numbers.*cheap"):
+        load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    source = {"path": "nope.csv", "columns": LINE_MAPPING}
+    with pytest.raises(ContractError, match=r"nope\.csv: file not found"):
+        load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
+    source = {"path": "broken.parquet", "columns": LINE_MAPPING}
+    with pytest.raises(ContractError, match=r"broken\.parquet: cannot read"):
+        load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"timezon": "UTC"}, "timezon"),
+        ({"tables": {"orders": {"path": "o.csv", "colums": {}}}}, "colums"),
+        (
+            {
+                "tables": {
+                    "orders": {
+                        "path": "o.csv",
+                        "exclude": [{"column": "x", "startswith": "C", "reason": "r", "why": 1}],
+                    }
+                }
+            },
+            "why",
+        ),
+        ({"tables": {"order": {"path": "o.csv"}}}, "order"),
+        ({"tables": {"orders": {"path": "o.csv", "columns": {"amout": "Total"}}}}, "amout"),
+        ({"tables": {"orders": {"path": "o.xlsx"}}}, "o.xlsx"),
+        ({"timezone": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"tables": {"customers": {"path": "c.csv"}}}, "orders or order_items"),
+        ({"tables": {"order_items": {"path": "i.csv"}}}, "customer_id"),
+    ],
+)
+def test_bad_settings_are_named(data: dict[str, Any], named: str) -> None:
+    raw = {"tables": {"orders": {"path": "o.csv"}}, **data}
+    with pytest.raises(ValidationError) as error:
+        DataSettings.model_validate(raw)
+    assert named in str(error.value)
+
+
+def test_format_is_inferred_from_the_suffix() -> None:
+    settings = DataSettings.model_validate(
+        {"tables": {"orders": {"path": "a.csv.gz"}, "order_items": {"path": "b.parquet"}}}
+    )
+    assert settings.tables["orders"].format == "csv"
+    assert settings.tables["order_items"].format == "parquet"
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_online_retail_config_loads_the_real_log() -> None:
+    settings = load_data_section(ONLINE_RETAIL_CONFIG)
+    source = (ONLINE_RETAIL_CONFIG.parent / settings.tables["order_items"].path).resolve()
+    if not source.is_file():
+        pytest.skip(f"Online Retail data not present at {source}")
+    tables, report = load_tables(settings, base_dir=ONLINE_RETAIL_CONFIG.parent)
+
+    assert abs(tables.orders["customer_id"].nunique() - 4_339) <= 5
+    assert abs(len(tables.orders) - 18_536) <= 20
+    rejected = report.tables["order_items"].rejected
+    assert rejected["cancellation"] == 9_288
+    assert rejected["missing customer_id"] > 100_000
+    assert report.tables["order_items"].rows_read == 541_909
+    _assert_nothing_lost(report)
+    for name, frame in tables.present().items():
+        _assert_contract_dtypes(frame, name)

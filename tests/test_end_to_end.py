@@ -1,0 +1,142 @@
+"""The whole path on a tiny shop: Prefect flows, a real MLflow store, a real HTTP server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CONFIG = """
+data:
+  timezone: Asia/Seoul
+  end: 2026-01-01
+  tables:
+    customers: {{path: shop/customers.parquet}}
+    orders: {{path: shop/orders.parquet}}
+    order_items: {{path: shop/order_items.parquet}}
+    content_views: {{path: shop/content_views.parquet}}
+synthetic: {{customers: {customers}, seed: 11, out_dir: shop}}
+training:
+  lightgbm: {{n_estimators: 120, min_child_samples: 20}}
+paths: {{mlruns: mlruns, exports: exports, prefect_home: prefect}}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    (root / "dangol.yaml").write_text(CONFIG.format(customers=3000))
+    return root / "dangol.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(project: Path, prefect_harness: None):
+    from flows.retrain import retrain_flow
+
+    return retrain_flow(str(project))
+
+
+@pytest.fixture(scope="module")
+def scored(project: Path, trained):
+    from flows.score import score_flow
+
+    return score_flow(str(project))
+
+
+def test_retrain_registers_champions_that_beat_baselines(project: Path, trained) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    assert {o.target for o in trained} == {"repurchase", "vip_conversion"}
+    for outcome in trained:
+        assert outcome.decision.promote, "the first model must become champion"
+        for baseline in outcome.baselines.values():
+            assert outcome.metrics["roc_auc"] > baseline["roc_auc"]
+    mlflow.set_tracking_uri(f"sqlite:///{project.parent / 'mlruns' / 'mlflow.db'}")
+    version = MlflowClient().get_model_version_by_alias("dangol-repurchase", "champion")
+    assert version.tags["promotion.decision"] == "promoted"
+    run = MlflowClient().get_run(version.run_id)
+    assert run.data.metrics["test.roc_auc"] > 0.6
+    assert "baseline.recency.roc_auc" in run.data.metrics
+
+
+def test_retraining_again_keeps_or_moves_the_alias_by_the_gate(project: Path, trained) -> None:
+    from flows.retrain import retrain_flow
+
+    again = retrain_flow(str(project))
+    for first, second in zip(trained, again, strict=True):
+        # same data, same seed: the challenger ties the champion and must not be promoted
+        assert second.version != first.version
+        assert not second.decision.promote
+        assert second.decision.champion_score == pytest.approx(first.metrics["pr_auc"])
+
+
+def test_score_exports_ranked_active_segment(scored) -> None:
+    latest = scored.export_dir.parent / "latest"
+    assert latest.resolve() == scored.export_dir.resolve()
+    active = pd.read_csv(latest / "segment_active.csv", encoding="utf-8-sig")
+    assert len(active) == scored.segment_sizes["active"] > 0
+    assert list(active["rank"]) == list(range(1, len(active) + 1))
+    assert active["expected_value"].is_monotonic_decreasing
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_service_scores_customers_over_http(project: Path, scored) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DANGOL_CONFIG": str(project),
+        "BENTOML_HOME": str(project.parent / "bento"),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("service did not become ready in 120 s")
+        snapshot = pd.read_parquet(scored.export_dir / "features.parquet")
+        buyer = snapshot.loc[snapshot["orders_lifetime"] > 0, "customer_id"].iloc[0]
+        response = httpx.post(
+            f"{base}/score", json={"customer_ids": [buyer, "no-such-customer"]}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["unknown_ids"] == ["no-such-customer"]
+        (score,) = body["scores"]
+        assert score["customer_id"] == buyer
+        assert 0.0 <= score["repurchase_score"] <= 1.0
+        bad = httpx.post(f"{base}/score", json={"customer_ids": "C1"}, timeout=30)
+        assert bad.status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
