@@ -115,6 +115,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 
+def cmd_deploy(args: argparse.Namespace) -> None:
+    config = _config(args)
+    from flows.deploy import serve_deployments
+
+    schedules = config.schedules
+    print(
+        f"deploying retrain ({schedules.retrain_cron}) and score ({schedules.score_cron}) "
+        f"in {schedules.timezone}; API: {os.environ.get('PREFECT_API_URL', 'temporary local')}"
+    )
+    serve_deployments(config, Path(args.config))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     print(f"== dangol demo on {args.config}")
@@ -166,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = add("serve", cmd_serve, "Start the scoring service (BentoML).")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
+
+    add("deploy", cmd_deploy, "Schedule retrain and score on Prefect and run them (blocks).")
 
     add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
     return parser

@@ -6,11 +6,12 @@ means the same thing from any working directory.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from features.loaders import DataSettings
 from features.snapshot import FeatureSettings, LabelSettings
@@ -57,6 +58,36 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(1000, gt=0)
 
 
+class ScheduleSettings(BaseModel):
+    """When the deployed flows run: cron expressions in the shop's time zone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = "Asia/Seoul"
+    retrain_cron: str = "0 3 * * 1"
+    score_cron: str = "0 6 * * *"
+
+    @field_validator("retrain_cron", "score_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        # Shape only: Prefect checks the fields fully when the deployment is made, and
+        # importing Prefect here would read its settings before flows.runtime sets them.
+        if not re.fullmatch(r"[0-9A-Za-z*/,\-]+( [0-9A-Za-z*/,\-]+){4}", value.strip()):
+            raise ValueError(f"not a cron expression of five fields: {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone: {value!r}") from exc
+        return value
+
+
 class DangolConfig(BaseModel):
     """Everything one run needs; `base_dir` is the folder of the YAML file."""
 
@@ -72,6 +103,7 @@ class DangolConfig(BaseModel):
     registry: RegistrySettings = RegistrySettings()
     segments: SegmentSettings = SegmentSettings()
     serving: ServingSettings = ServingSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
     paths: PathSettings = PathSettings()
 
     def resolve(self, path: Path) -> Path:

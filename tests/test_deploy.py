@@ -1,0 +1,161 @@
+"""Deployments on a real local Prefect server: created with their schedules, and a run
+triggered through the API completes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CONFIG = """
+data:
+  end: 2026-01-01
+  tables:
+    customers: {path: shop/customers.parquet}
+    orders: {path: shop/orders.parquet}
+    order_items: {path: shop/order_items.parquet}
+    content_views: {path: shop/content_views.parquet}
+synthetic: {customers: 3000, seed: 5, out_dir: shop}
+training:
+  lightgbm: {n_estimators: 60, min_child_samples: 20}
+schedules: {timezone: Asia/Seoul, retrain_cron: "0 3 * * 1", score_cron: "30 6 * * *"}
+paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited early:\n{process.stdout.read().decode()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} not ready after {seconds} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on a free loopback port, state in a temp dir."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        _wait_for(f"{api}/health", server, 180)
+        yield api
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dangol deploy` running against that server."""
+    root = tmp_path_factory.mktemp("deployed")
+    config = root / "dangol.yaml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(root / "prefect")}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "deploy", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert runner.poll() is None, runner.stdout.read().decode()
+            names = [d["name"] for d in httpx.post(f"{prefect_api}/deployments/filter").json()]
+            if {"weekly", "daily"} <= set(names):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("deployments did not appear in 120 s")
+        yield prefect_api
+    finally:
+        _stop(runner)
+
+
+def _deployment(api: str, name: str) -> dict:
+    response = httpx.get(f"{api}/deployments/name/{name}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _run_to_completion(api: str, deployment_id: str, seconds: float) -> dict:
+    run = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}).json()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]
+        if state["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return state
+        time.sleep(2)
+    raise AssertionError(f"flow run {run['id']} did not finish in {seconds} s")
+
+
+def test_deployments_carry_the_configured_schedules(deployed: str) -> None:
+    retrain = _deployment(deployed, "retrain/weekly")
+    score = _deployment(deployed, "score/daily")
+    (retrain_schedule,) = retrain["schedules"]
+    (score_schedule,) = score["schedules"]
+    assert retrain_schedule["schedule"]["cron"] == "0 3 * * 1"
+    assert score_schedule["schedule"]["cron"] == "30 6 * * *"
+    assert score_schedule["schedule"]["timezone"] == "Asia/Seoul"
+    assert retrain["parameters"]["config_path"].endswith("dangol.yaml")
+
+
+def test_triggered_runs_complete(deployed: str) -> None:
+    retrain = _run_to_completion(deployed, _deployment(deployed, "retrain/weekly")["id"], 300)
+    assert retrain["type"] == "COMPLETED", retrain
+    score = _run_to_completion(deployed, _deployment(deployed, "score/daily")["id"], 180)
+    assert score["type"] == "COMPLETED", score
