@@ -14,11 +14,11 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import (
     Checks,
@@ -95,25 +95,28 @@ class TableSource(BaseModel):
         return self
 
 
+def known_time_zone(value: str) -> str:
+    """The IANA zone name itself, if this machine's zone database knows it."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(known_time_zone)]
+
+
 class DataSettings(BaseModel):
     """The `data:` section of a config: the shop's files mapped onto the contract."""
 
     model_config = ConfigDict(extra="forbid")
 
-    timezone: str = "Asia/Seoul"  # the shop's zone: aware times are converted to it
+    timezone: TimeZoneName = "Asia/Seoul"  # the shop's zone: aware times are converted to it
     currency: str = Field("KRW", pattern=r"^[A-Z]{3}$")
     max_reject_share: float = Field(0.5, gt=0.0, le=1.0)
     end: datetime | None = None  # events at/after it are rejected; default: now
     tables: dict[TableName, TableSource]
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"timezone: unknown time zone {value!r}") from exc
-        return value
 
     @model_validator(mode="after")
     def _tables_fit_the_contract(self) -> DataSettings:

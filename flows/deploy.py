@@ -24,24 +24,21 @@ SCORE_DEPLOYMENT = "score/daily"
 def deployments(config: DangolConfig, config_path: Path) -> list:
     """The two runner deployments, their schedules and the config they run with."""
     schedules = config.schedules
-    parameters = {"config_path": str(config_path.resolve())}
+    plan = [
+        (retrain_flow, RETRAIN_DEPLOYMENT, schedules.retrain_cron),
+        (score_flow, SCORE_DEPLOYMENT, schedules.score_cron),
+    ]
     return [
-        retrain_flow.to_deployment(
-            name=RETRAIN_DEPLOYMENT.split("/")[1],
-            schedules=[Cron(schedules.retrain_cron, timezone=schedules.timezone)],
-            parameters=parameters,
-            description="Features -> train both models -> evaluate -> register -> promote.",
+        flow.to_deployment(
+            name=deployment.split("/")[1],
+            schedules=[Cron(cron, timezone=schedules.timezone)],
+            parameters={"config_path": str(config_path.resolve())},
+            description=flow.description,
             tags=["dangol"],
+            # by module path, so the runner finds the flow from any working directory
             entrypoint_type=EntrypointType.MODULE_PATH,
-        ),
-        score_flow.to_deployment(
-            name=SCORE_DEPLOYMENT.split("/")[1],
-            schedules=[Cron(schedules.score_cron, timezone=schedules.timezone)],
-            parameters=parameters,
-            description="Features at today's cutoff -> scores -> segments -> exports.",
-            tags=["dangol"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        ),
+        )
+        for flow, deployment, cron in plan
     ]
 
 
