@@ -106,7 +106,13 @@ def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.Da
         test_cutoffs=config.training.test_cutoffs,
         validation_cutoffs=config.training.validation_cutoffs,
     )
-    used = split.train + split.validation + split.test
+    # every labelled cutoff, not only the split's: the backtest's earlier splits use the
+    # cutoffs between the main split's windows
+    used = (
+        cutoffs
+        if config.training.backtest_folds > 1
+        else split.train + split.validation + split.test
+    )
     frame = training_frame(tables, used, config.features, config.labels, config.tiers)
     return frame, split
 
