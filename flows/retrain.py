@@ -182,7 +182,10 @@ def log_and_register(
         logged = []
         for trained in trained_targets:
             name = config.registry.model_name(trained.target)
-            with mlflow.start_run(run_name=trained.target, nested=True) as child:
+            # the experiment must be named again: nested runs otherwise land in "Default"
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=trained.target, nested=True
+            ) as child:
                 model_uri = _log_target(trained, split, config)
                 previous = registry.champion_version(name)
                 champion = _champion_score(name, trained, metric, log)
@@ -253,6 +256,8 @@ def retrain_flow(config_path: str) -> list[TargetOutcome]:
     # 3. train and evaluate each target on the later windows
     plot_dir = steps.scratch_dir()
     targets = steps.targets_to_train(frame)
+    for target in sorted(set(steps.OPTIONAL_TARGETS) - set(targets)):
+        get_run_logger().info("%s not trained: no customer of its population in this data", target)
     trained = []
     for target in targets:
         try:

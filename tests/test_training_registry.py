@@ -80,11 +80,23 @@ def test_alias_moves_only_for_a_challenger_that_beats_the_champion(models, confi
     assert all(o.decision.promote for o in better), [o.decision.reason for o in better]
     worse = steps_register(models["weak"], split, config)
     assert not any(o.decision.promote for o in worse)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.registry.experiment).experiment_id
     for outcome in worse:
         assert registry.champion_version(outcome.model_name) == "2"
-        tags = MlflowClient().get_model_version(outcome.model_name, outcome.version).tags
-        assert tags["promotion.decision"] == "kept"
-        assert "does not beat" in tags["promotion.reason"]
+        version = client.get_model_version(outcome.model_name, outcome.version)
+        assert version.tags["promotion.decision"] == "kept"
+        assert "does not beat" in version.tags["promotion.reason"]
+        # the child run sits in the project's experiment, under its parent, with the evidence
+        run = client.get_run(version.tags["run_id"])
+        assert run.info.experiment_id == experiment
+        assert "mlflow.parentRunId" in run.data.tags
+        assert run.data.tags["promotion.decision"] == "kept"
+        assert "gap_vs_spend_rank.roc_auc" in run.data.metrics or (
+            "gap_vs_bgnbd.pr_auc" in run.data.metrics
+        )
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert any(path.endswith("_importance.png") for path in artifacts)
 
 
 def steps_register(trained, split, config):
