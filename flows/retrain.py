@@ -8,7 +8,7 @@ and the champion aliases as they were.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class TargetOutcome:
     metrics: dict[str, float]
     baselines: dict[str, dict[str, float]]
     decision: registry.PromotionDecision
+    baseline_failures: dict[str, str] = field(default_factory=dict)
 
 
 @task(cache_policy=NO_CACHE)
@@ -212,7 +213,15 @@ def _register_all(logged: list[_Logged], log) -> list[TargetOutcome]:
             log.info("%s v%s: %s", item.name, version, item.decision.reason)
             t = item.trained
             outcomes.append(
-                TargetOutcome(t.target, item.name, version, t.metrics, t.baselines, item.decision)
+                TargetOutcome(
+                    t.target,
+                    item.name,
+                    version,
+                    t.metrics,
+                    t.baselines,
+                    item.decision,
+                    t.baseline_failures,
+                )
             )
     except Exception:
         for item, version in reversed(done):
@@ -237,6 +246,7 @@ def summary_markdown(outcomes: list[TargetOutcome], split: TimeSplit) -> str:
     lines.append("|---|---|---|---|---|---|---|")
     for o in outcomes:
         base = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in o.baselines.items())
+        base += "".join(f", {k} failed: {reason}" for k, reason in o.baseline_failures.items())
         lines.append(
             f"| {o.model_name} | {o.version} | {o.metrics['roc_auc']:.3f} | "
             f"{o.metrics['pr_auc']:.3f} | {o.metrics['lift_top_decile']:.2f} | {base} | "
