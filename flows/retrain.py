@@ -35,6 +35,7 @@ class TargetOutcome:
     baselines: dict[str, dict[str, float]]
     decision: registry.PromotionDecision
     baseline_failures: dict[str, str] = field(default_factory=dict)
+    backtest: pd.DataFrame | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -221,6 +222,7 @@ def _register_all(logged: list[_Logged], log) -> list[TargetOutcome]:
                     t.baselines,
                     item.decision,
                     t.baseline_failures,
+                    t.backtest,
                 )
             )
     except Exception:
@@ -239,18 +241,33 @@ def register_task(
     return log_and_register(trained_targets, split, config, get_run_logger())
 
 
+def _backtest_cell(backtest: pd.DataFrame | None, scorer: str) -> str:
+    if backtest is None or backtest.empty:
+        return "n/a"
+    values = backtest.loc[backtest["scorer"] == scorer, "roc_auc"]
+    if len(values) < 2:
+        return f"{values.mean():.3f} (1 window)"
+    return f"{values.mean():.3f} ± {values.std():.3f} ({len(values)})"
+
+
 def summary_markdown(outcomes: list[TargetOutcome], split: TimeSplit) -> str:
     """The run's summary for the Prefect artifact and the CLI."""
     lines = [f"# retrain\n\nwindows: {split.to_dict()}\n"]
-    lines.append("| model | version | ROC-AUC | PR-AUC | lift@10% | baseline ROC-AUC | decision |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append(
+        "| model | version | ROC-AUC | PR-AUC | lift@10% | baseline ROC-AUC | "
+        "backtest ROC-AUC mean ± sd (folds) | decision |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
     for o in outcomes:
         base = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in o.baselines.items())
         base += "".join(f", {k} failed: {reason}" for k, reason in o.baseline_failures.items())
+        backtest = ", ".join(
+            f"{scorer} {_backtest_cell(o.backtest, scorer)}" for scorer in ["model", *o.baselines]
+        )
         lines.append(
             f"| {o.model_name} | {o.version} | {o.metrics['roc_auc']:.3f} | "
             f"{o.metrics['pr_auc']:.3f} | {o.metrics['lift_top_decile']:.2f} | {base} | "
-            f"{'promoted' if o.decision.promote else 'kept'}: {o.decision.reason} |"
+            f"{backtest} | {'promoted' if o.decision.promote else 'kept'}: {o.decision.reason} |"
         )
     return "\n".join(lines)
 

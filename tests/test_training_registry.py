@@ -9,6 +9,7 @@ import pytest
 
 from flows import steps
 from flows.config import DangolConfig, load_config
+from flows.retrain import summary_markdown
 from models import registry
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,9 @@ def test_alias_moves_only_for_a_challenger_that_beats_the_champion(models, confi
     assert all(o.decision.promote for o in better), [o.decision.reason for o in better]
     worse = steps_register(models["weak"], split, config)
     assert not any(o.decision.promote for o in worse)
+    summary = summary_markdown(worse, split)
+    assert "dangol-repurchase | 3 |" in summary and "kept: challenger" in summary
+    assert "bgnbd" in summary and "(1 window)" in summary
     client = MlflowClient()
     experiment = client.get_experiment_by_name(config.registry.experiment).experiment_id
     for outcome in worse:
