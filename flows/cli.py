@@ -76,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> list:
 def _model_line(outcome) -> str:
     m = outcome.metrics
     baselines = ", ".join(f"{k} ROC-AUC {v['roc_auc']:.3f}" for k, v in outcome.baselines.items())
+    failed = getattr(outcome, "baseline_failures", {})
+    baselines += "".join(f", {k} FAILED ({reason})" for k, reason in failed.items())
     verdict = "champion" if outcome.decision.promote else "not promoted"
     return (
         f"{outcome.model_name} v{outcome.version} ({verdict}): ROC-AUC {m['roc_auc']:.3f}, "

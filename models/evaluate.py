@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from models import baselines
 
 
 def top_decile(outcome: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -48,24 +52,74 @@ def probability_metrics(outcome: np.ndarray, proba: np.ndarray) -> dict[str, flo
 
 def recency_baseline(rows: pd.DataFrame) -> np.ndarray:
     """The classic rule: the more recent the last order, the likelier the next."""
-    return -rows["days_since_last_order"].fillna(1e6).to_numpy()
+    return baselines.recency_score(rows)
 
 
 def spend_rank_baseline(rows: pd.DataFrame) -> np.ndarray:
     """Current trailing spend: the closer to the VIP line, the likelier the climb."""
-    return rows["tier_window_spend"].fillna(0.0).to_numpy()
+    return baselines.spend_rank_score(rows)
 
 
-BASELINES: dict[str, dict[str, Callable[[pd.DataFrame], np.ndarray]]] = {
-    "repurchase": {"recency": recency_baseline},
+Rule = Callable[[pd.DataFrame], np.ndarray]
+
+# Rules that need no fitting. BG/NBD is added by `baseline_rules` (it needs the horizon).
+BASELINES: dict[str, dict[str, Rule]] = {
+    "repurchase": {"recency": recency_baseline, "rfm": baselines.rfm_score},
     "vip_conversion": {"spend_rank": spend_rank_baseline},
+    "first_purchase": {
+        "view_recency": baselines.view_recency_score,
+        "high_price_views": baselines.high_price_view_score,
+    },
 }
+# Baselines whose scores are probabilities: judged with log loss and Brier too.
+PROBABILISTIC = frozenset({"bgnbd"})
+
+
+def baseline_rules(target: str, horizon_days: int, bgnbd_penalty: float) -> dict[str, Rule]:
+    """Every baseline of a target, BG/NBD included for repurchase."""
+    rules = dict(BASELINES[target])
+    if target == "repurchase":
+        rules["bgnbd"] = partial(
+            baselines.bgnbd_score, horizon_days=horizon_days, penalty=bgnbd_penalty
+        )
+    return rules
+
+
+@dataclass
+class BaselineResults:
+    """Each baseline's scores and metrics on the rows, and the ones that failed, with why."""
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def evaluate_baselines(target: str, rows: pd.DataFrame, rules: dict[str, Rule]) -> BaselineResults:
+    """Score and judge every baseline on the same rows; a failed fit is recorded, not hidden."""
+    outcome = rows[target].to_numpy()
+    results = BaselineResults()
+    for name, rule in rules.items():
+        try:
+            score = rule(rows)
+        except (baselines.BaselineFitError, FloatingPointError, ValueError) as exc:
+            results.failures[name] = str(exc)
+            continue
+        judge = probability_metrics if name in PROBABILISTIC else ranking_metrics
+        results.scores[name] = score
+        results.metrics[name] = judge(outcome, score)
+    return results
 
 
 def baseline_metrics(target: str, rows: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Ranking metrics of each baseline of the target on the same rows."""
-    outcome = rows[target].to_numpy()
-    return {name: ranking_metrics(outcome, rule(rows)) for name, rule in BASELINES[target].items()}
+    """Ranking metrics of each rule baseline of the target on the same rows."""
+    return evaluate_baselines(target, rows, BASELINES[target]).metrics
+
+
+def gaps(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """Model minus baseline for every metric both have (higher is better except for log loss
+    and Brier, where a negative gap means the model is better)."""
+    skip = {"base_rate", "mean_prediction"}
+    return {k: model[k] - v for k, v in baseline.items() if k in model and k not in skip}
 
 
 def gain_curve(outcome: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +171,43 @@ def plot_calibration(outcome: np.ndarray, proba: np.ndarray, title: str, path: P
     ax.plot([0, top], [0, top], "k--", linewidth=0.8, label="perfect")
     ax.set(xlabel="mean predicted probability", ylabel="observed rate", title=title)
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_importance(features: list[str], gain: np.ndarray, title: str, path: Path) -> Path:
+    """The 20 features with the largest total split gain, as horizontal bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(gain)[::-1][:20][::-1]
+    share = gain / max(float(gain.sum()), 1e-12)
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(order) + 1.2))
+    ax.barh([features[i] for i in order], share[order])
+    ax.set(xlabel="share of total split gain", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_backtest(folds: pd.DataFrame, metric: str, title: str, path: Path) -> Path:
+    """The metric of the model and each baseline at each test window of the backtest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for scorer, part in folds.groupby("scorer", sort=False):
+        ax.plot(part["test_start"], part[metric], "o-", label=scorer)
+    ax.set(xlabel="first test cutoff", ylabel=metric, title=title)
+    ax.legend(loc="best", fontsize="small")
+    fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -6,6 +6,7 @@ usable without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.train import CalibratedBooster
 
 CHAMPION = "champion"
+# Targets trained only when the data has their population; not in the default `model_names`
+# because every name there must have a champion before scoring or serving.
+OPTIONAL_MODEL_NAMES = {"first_purchase": "dangol-first-purchase"}
 
 
 class NoChampionError(RuntimeError):
@@ -36,6 +40,15 @@ class RegistrySettings(BaseModel):
     )
     promotion_metric: str = "pr_auc"
     promotion_margin: float = Field(0.0, ge=0)
+
+    def model_name(self, target: str) -> str:
+        """The registered name of a target's model; optional targets missing from
+        `model_names` get their default name (so configs listing two targets stay valid)."""
+        if target in self.model_names:
+            return self.model_names[target]
+        if target in OPTIONAL_MODEL_NAMES:
+            return OPTIONAL_MODEL_NAMES[target]
+        raise KeyError(f"registry.model_names has no entry for target {target!r}")
 
 
 def configure_mlflow(mlruns_dir: Path) -> str:
@@ -158,6 +171,30 @@ def apply_promotion(name: str, model_version: str, decision: PromotionDecision) 
         client.set_model_version_tag(name, model_version, key, value)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, model_version)
+
+
+def version_numbers(name: str) -> list[str]:
+    """Every version of a registered model (empty when the name is not registered)."""
+    from mlflow import MlflowClient
+
+    return sorted(
+        (str(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'")), key=int
+    )
+
+
+def rollback(name: str, new_version: str | None, previous_champion: str | None) -> None:
+    """Undo a registration: delete the new version and put the champion alias back."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    if new_version is not None:
+        with contextlib.suppress(MlflowException):  # never created: nothing to undo
+            client.delete_model_version(name, new_version)
+    if previous_champion is not None:
+        client.set_registered_model_alias(name, CHAMPION, previous_champion)
+    elif champion_version(name) is not None:
+        client.delete_registered_model_alias(name, CHAMPION)
 
 
 def log_json(payload: dict, artifact_file: str) -> None:

@@ -14,7 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.tiers import TierSettings
 from models.train import CalibratedBooster
 
-SCORE_COLUMNS = {"repurchase": "repurchase_score", "vip_conversion": "vip_score"}
+SCORE_COLUMNS = {
+    "repurchase": "repurchase_score",
+    "vip_conversion": "vip_score",
+    "first_purchase": "first_purchase_score",
+}
 
 
 class ActiveRule(BaseModel):
@@ -49,7 +53,13 @@ def score_customers(
     scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
     has_ordered = snapshot["orders_lifetime"].to_numpy() > 0
     not_vip = ~snapshot["tier"].isin(tiers.vip_tiers).to_numpy()
-    populations = {"repurchase": has_ordered, "vip_conversion": not_vip}
+    populations = {
+        "repurchase": has_ordered,
+        "vip_conversion": not_vip,
+        "first_purchase": ~has_ordered,
+    }
+    for column in SCORE_COLUMNS.values():
+        scores[column] = np.nan  # a target without a model has no score
     for target, model in models.items():
         proba = model.predict_proba(snapshot)
         scores[SCORE_COLUMNS[target]] = np.where(populations[target], proba, np.nan)

@@ -49,6 +49,12 @@ class TrainingSettings(BaseModel):
     early_stopping_rounds: int = Field(50, ge=1)
     min_positives: int = Field(20, ge=1)
     min_negatives: int = Field(20, ge=1)
+    # L2 penalty on BG/NBD's log-parameters (per customer): plain maximum likelihood does not
+    # converge on some real logs (STACK_NOTES); 0 gives plain maximum likelihood.
+    bgnbd_penalty: float = Field(0.01, ge=0)
+    # Test windows of the rolling-origin backtest, the main one included (1 = none extra);
+    # each extra fold moves the whole split back by `test_cutoffs` cutoffs and retrains.
+    backtest_folds: int = Field(3, ge=1)
     seed: int = 7
     lightgbm: LightGBMParams = LightGBMParams()
 

@@ -58,7 +58,7 @@ def test_retrain_registers_champions_that_beat_baselines(project: Path, trained)
     import mlflow
     from mlflow import MlflowClient
 
-    assert {o.target for o in trained} == {"repurchase", "vip_conversion"}
+    assert {o.target for o in trained} == {"repurchase", "vip_conversion", "first_purchase"}
     for outcome in trained:
         assert outcome.decision.promote, "the first model must become champion"
         for baseline in outcome.baselines.values():

@@ -8,7 +8,7 @@ import pytest
 
 from models.evaluate import top_decile
 from models.registry import decide_promotion
-from models.train import InsufficientDataError, split_cutoffs
+from models.train import InsufficientDataError, TrainingSettings, split_cutoffs, train_classifier
 
 
 def _cutoffs(n: int, every: int = 14) -> list[pd.Timestamp]:
@@ -52,3 +52,43 @@ def test_top_decile_lift_and_capture() -> None:
     lift, capture = top_decile(outcome, score)
     assert capture == 1.0
     assert lift == pytest.approx(10.0)
+
+
+def _frame(positives: int, negatives: int, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    """A tiny labelled frame with the same class counts at every cutoff."""
+    rng = np.random.default_rng(0)
+    n = positives + negatives
+    parts = [
+        pd.DataFrame(
+            {
+                "customer_id": [f"C{i}" for i in range(n)],
+                "cutoff": cutoff,
+                "days_since_last_order": rng.uniform(1, 300, n),
+                "repurchase": [1.0] * positives + [0.0] * negatives,
+            }
+        )
+        for cutoff in cutoffs
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize(("positives", "negatives"), [(5, 200), (200, 5)])
+def test_training_refuses_windows_with_too_few_of_a_class(positives: int, negatives: int):
+    cutoffs = _cutoffs(30)
+    split = split_cutoffs(cutoffs, 90)
+    settings = TrainingSettings(min_positives=20, min_negatives=20)
+    with pytest.raises(InsufficientDataError) as error:
+        train_classifier(_frame(positives, negatives, cutoffs), "repurchase", split, settings)
+    message = str(error.value)
+    # the single validation cutoff is the first window short of a class
+    assert "repurchase" in message and "validation window" in message
+    assert f"{positives} positives and {negatives} negatives" in message
+    assert "training.min_positives" in message
+
+
+def test_training_refuses_an_empty_population() -> None:
+    cutoffs = _cutoffs(30)
+    frame = _frame(50, 50, cutoffs)
+    frame["repurchase"] = np.nan  # nobody in the population (a log with no such customers)
+    with pytest.raises(InsufficientDataError, match="0 positives and 0 negatives"):
+        train_classifier(frame, "repurchase", split_cutoffs(cutoffs, 90), TrainingSettings())

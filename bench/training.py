@@ -1,0 +1,113 @@
+"""Training speed: every model on the default shop, and one model on 1M customer-snapshots.
+
+Each LightGBM fit (early stopping + isotonic calibration, `models.train.train_classifier`) is
+timed next to scikit-learn's HistGradientBoostingClassifier with the same tree size and the
+same number of trees on the same rows and threads, measured in the same run: the ratio is
+the robust number on a shared machine.
+
+    .venv/bin/python -m bench.training [--customers 20000] [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from features.snapshot import labelled_cutoffs, training_frame
+from features.synthetic import generate_shop
+from flows.config import DEFAULT_CONFIG, load_config
+from models.train import TimeSplit, split_cutoffs, train_classifier, window_rows
+
+
+def _seconds(work):
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
+
+
+def _sklearn_seconds(rows: pd.DataFrame, target: str, features: list[str], config, trees: int):
+    """HistGradientBoosting with LightGBM's tree size and tree count, no early stopping."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    params = config.training.lightgbm
+    model = HistGradientBoostingClassifier(
+        max_leaf_nodes=params.num_leaves,
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        max_iter=max(trees, 1),
+        min_samples_leaf=params.min_child_samples,
+        l2_regularization=params.reg_lambda,
+        early_stopping=False,
+        random_state=0,
+    )
+    # HistGradientBoosting cannot bin a column with no value (order features of never-buyers)
+    x = rows[[c for c in features if rows[c].notna().any()]].to_numpy("float64")
+    seconds, _ = _seconds(lambda: model.fit(x, rows[target].to_numpy()))
+    return seconds
+
+
+def _row(label: str, rows: pd.DataFrame, target: str, split: TimeSplit, frame, config) -> str:
+    seconds, model = _seconds(lambda: train_classifier(frame, target, split, config.training))
+    # the baseline fits as many trees as LightGBM kept after early stopping
+    fitted = model.booster.current_iteration()
+    train_rows = window_rows(frame, target, split.train)
+    baseline = _sklearn_seconds(train_rows, target, model.features, config, fitted)
+    return (
+        f"| {label} | {len(train_rows):,} x {len(model.features)} | {fitted} | "
+        f"{seconds:.1f} s | {baseline:.1f} s | {baseline / seconds:.2f}x |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    config = load_config(DEFAULT_CONFIG)
+    print(
+        f"# training benchmark, {date.today()}, {platform.machine()}, {os.cpu_count()} cores "
+        f"(shared with other work: compare ratios, not seconds)"
+    )
+    tables = generate_shop(args.customers, seed=7)
+    cutoffs = labelled_cutoffs(
+        tables.orders["ordered_at"].min(),
+        pd.Timestamp("2026-01-01"),
+        config.training.cutoff_every_days,
+        config.labels.horizon_days,
+        config.training.min_history_days,
+    )
+    split = split_cutoffs(
+        cutoffs,
+        config.labels.horizon_days,
+        config.training.test_cutoffs,
+        config.training.validation_cutoffs,
+    )
+    used = split.train + split.validation + split.test
+    seconds, frame = _seconds(
+        lambda: training_frame(tables, used, config.features, config.labels, config.tiers)
+    )
+    print(
+        f"training frame: {len(frame):,} customer-snapshots at {len(used)} cutoffs, {seconds:.1f} s"
+    )
+    print("| model | training rows x features | trees | dangol (LightGBM) | sklearn HGB | ratio |")
+    print("|---|---|---|---|---|---|")
+    for target in ("repurchase", "vip_conversion", "first_purchase"):
+        print(_row(f"{target}, default shop", frame, target, split, frame, config))
+    # 1M customer-snapshots: the training window's repurchase rows resampled to the size
+    train = window_rows(frame, "repurchase", split.train)
+    picks = np.random.default_rng(0).integers(0, len(train), args.rows)
+    big_train = train.iloc[picks].reset_index(drop=True)
+    rest = frame[frame["cutoff"].isin(split.validation + split.test)]
+    big = pd.concat([big_train, rest], ignore_index=True)
+    print(_row(f"repurchase, {args.rows:,} snapshots", big, "repurchase", split, big, config))
+
+
+if __name__ == "__main__":
+    main()
