@@ -141,7 +141,9 @@ def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list
         missing = [name for name in expected if name not in row]
         extra = sorted(set(row) - known)
         if missing:
-            raise FeatureRowError(f"rows[{i}].features: missing {missing[:5]} (give null if unknown)")
+            raise FeatureRowError(
+                f"rows[{i}].features: missing {missing[:5]} (give null if unknown)"
+            )
         if extra:
             raise FeatureRowError(f"rows[{i}].features: unknown feature names {extra[:5]}")
     frame = pd.DataFrame.from_records(rows, columns=expected).astype("float64")
@@ -149,7 +151,9 @@ def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list
     frame.insert(1, "cutoff", pd.NaT)
     if frame["tier"].isna().any():
         bad = int(frame.index[frame["tier"].isna()][0])
-        raise FeatureRowError(f"rows[{bad}].features.tier: the tier is required to pick populations")
+        raise FeatureRowError(
+            f"rows[{bad}].features.tier: the tier is required to pick populations"
+        )
     scores = score_customers(frame, state.models, state.tiers)
     return score_records(scores)
 

@@ -109,9 +109,7 @@ class Dangol:
     @bentoml.api(route="/score")
     async def score(
         self,
-        customer_ids: Annotated[
-            list[CustomerId], Field(min_length=1, max_length=LIMITS.max_batch)
-        ],
+        customer_ids: Annotated[list[CustomerId], Field(min_length=1, max_length=LIMITS.max_batch)],
     ) -> ScoreResponse:
         """Scores, tier and expected value per known id; unknown ids are listed apart."""
         state = self.state
@@ -151,9 +149,7 @@ class Dangol:
             result = lookup.explain(state, customer_id, target, top)
         except lookup.UnknownCustomerError:
             raise NotFound(f"customer_id: {customer_id!r} is not in the snapshot") from None
-        return Explanation(
-            **result, cutoff=state.cutoff, model_version=state.versions[target]
-        )
+        return Explanation(**result, cutoff=state.cutoff, model_version=state.versions[target])
 
     @bentoml.api(route="/segments")
     async def segments(self) -> SegmentList:
