@@ -44,6 +44,9 @@ logger = logging.getLogger("dangol.serving")
 CONFIG = load_config(Path(os.environ.get("DANGOL_CONFIG", DEFAULT_CONFIG)))
 LIMITS = CONFIG.serving
 TAGS = store.store_tags(CONFIG)
+if store.mlflow_store_exists(CONFIG) and not store.all_stored(TAGS):
+    # `bentoml serve` resolves class-scope models before __init__: import them first
+    store.import_champions(CONFIG)
 
 
 @bentoml.service(

@@ -37,6 +37,19 @@ def store_tags(config: DangolConfig) -> dict[str, str]:
     return {t: f"{store_name(n)}:latest" for t, n in config.registry.model_names.items()}
 
 
+def all_stored(tags: dict[str, str]) -> bool:
+    """Whether every tag resolves in the local BentoML store."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        for tag in tags.values():
+            bentoml.models.get(tag)
+    except NotFound:
+        return False
+    return True
+
+
 def _find_imported(name: str, version: str):
     """The store entry holding MLflow version `version` of `name`, if imported already."""
     import bentoml
