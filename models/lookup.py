@@ -134,7 +134,11 @@ def score_ids(state: ScoringState, customer_ids: list[str]) -> tuple[list[dict],
 
 
 def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list[dict]:
-    """Score caller-supplied feature rows; every champion feature must be named (null = missing)."""
+    """Score caller-supplied feature rows; every champion feature must be named (null = missing).
+
+    Same result as `score_customers` on a frame, without pandas and with one LightGBM thread:
+    for a few rows, frame building and OpenMP start-up cost more than the trees.
+    """
     expected = state.features
     known = set(expected)
     for i, row in enumerate(rows):
@@ -146,16 +150,26 @@ def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list
             )
         if extra:
             raise FeatureRowError(f"rows[{i}].features: unknown feature names {extra[:5]}")
-    frame = pd.DataFrame.from_records(rows, columns=expected).astype("float64")
-    frame.insert(0, "customer_id", [f"row-{i}" for i in range(len(rows))])
-    frame.insert(1, "cutoff", pd.NaT)
-    if frame["tier"].isna().any():
-        bad = int(frame.index[frame["tier"].isna()][0])
-        raise FeatureRowError(
-            f"rows[{bad}].features.tier: the tier is required to pick populations"
-        )
-    scores = score_customers(frame, state.models, state.tiers)
-    return score_records(scores)
+        if row["tier"] is None:
+            raise FeatureRowError(f"rows[{i}].features.tier: required to pick the populations")
+    matrix = np.array(
+        [[np.nan if row[name] is None else row[name] for name in expected] for row in rows],
+        dtype="float64",
+    )
+    column = {name: i for i, name in enumerate(expected)}
+    tier = matrix[:, column["tier"]]
+    populations = {
+        "repurchase": matrix[:, column["orders_lifetime"]] > 0,
+        "vip_conversion": ~np.isin(tier, state.tiers.vip_tiers),
+    }
+    scores = {"customer_id": [None] * len(rows), "tier": tier}
+    for target, model in state.models.items():
+        inputs = matrix[:, [column[name] for name in model.features]]
+        raw = model.booster.predict(inputs, num_threads=1)
+        proba = np.interp(raw, model.calibration_x, model.calibration_y)
+        scores[SCORE_COLUMNS[target]] = np.where(populations[target], proba, np.nan)
+    scores["expected_value"] = scores["repurchase_score"] * matrix[:, column["avg_order_value"]]
+    return score_records(pd.DataFrame(scores))
 
 
 def explain(state: ScoringState, customer_id: str, target: str, top: int) -> dict[str, Any]:

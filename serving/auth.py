@@ -66,3 +66,24 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None
         if key.lower() == name:
             return value
     return None
+
+
+class RedactInputErrors:
+    """A logging filter: a rejected request is logged by error location and type, never with
+    the input values pydantic would print (they can be customer data)."""
+
+    def filter(self, record) -> bool:
+        from bentoml.exceptions import BentoMLException
+        from pydantic import ValidationError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            where = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['type']}" for e in error.errors()
+            )
+            record.msg = f"{record.msg} (bad input: {where})"
+            record.exc_info, record.exc_text = None, None
+        elif isinstance(error, BentoMLException) and error.error_code.value < 500:
+            record.msg = f"{record.msg} ({error.error_code.value}: {error})"
+            record.exc_info, record.exc_text = None, None
+        return True

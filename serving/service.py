@@ -23,7 +23,7 @@ from pydantic import Field
 from flows.config import DEFAULT_CONFIG, load_config
 from models import lookup
 from serving import store
-from serving.auth import BearerTokenMiddleware
+from serving.auth import BearerTokenMiddleware, RedactInputErrors
 from serving.schemas import (
     CustomerId,
     Explanation,
@@ -210,3 +210,5 @@ class Dangol:
 
 
 Dangol.add_asgi_middleware(BearerTokenMiddleware, settings=LIMITS)
+# BentoML logs rejected requests with pydantic's message, which quotes the input values
+logging.getLogger("bentoml._internal.server.http_app").addFilter(RedactInputErrors())

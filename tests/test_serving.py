@@ -268,6 +268,16 @@ def test_bad_input_is_a_4xx_naming_the_field(client, route, payload, field) -> N
     assert field.lower() in response.text.lower()
 
 
+def test_rejected_input_values_stay_out_of_the_logs(client, caplog) -> None:
+    secret = "4111-1111-1111-1111"
+    with caplog.at_level("DEBUG"):
+        body = {"rows": [{"features": {"tier": secret}}]}
+        response = client.post("/score_rows", json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert "rows.0.features.tier" in caplog.text  # the location is logged...
+    assert secret not in caplog.text  # ...the value is not
+
+
 def test_explain_and_segments_over_asgi(client, state) -> None:
     (cid,) = buyers(state, 1)
     body = client.post("/explain", json={"customer_id": cid, "top": 3}, headers=AUTH).json()
