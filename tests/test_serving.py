@@ -395,6 +395,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_bentoml_serve_over_http(project, state) -> None:
     config, _ = project
     port = _free_port()
@@ -436,3 +438,36 @@ def test_bentoml_serve_over_http(project, state) -> None:
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()
     assert TOKEN not in output
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_dangol_build_makes_a_bento_that_carries_the_champions(project, state) -> None:
+    config, _ = project
+    env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"]}
+    config_file = str(config.base_dir / "dangol.yaml")
+    built = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "build", "--config", config_file],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    listed = subprocess.run(
+        [sys.executable, "-m", "bentoml", "get", "dangol:latest", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    bento = json.loads(listed.stdout)
+    carried = {m["tag"] for service in bento["services"] for m in service["models"]}
+    import bentoml
+
+    from serving.store import store_tags
+
+    latest = {str(bentoml.models.get(tag).tag) for tag in store_tags(config).values()}
+    assert carried == latest
