@@ -98,8 +98,22 @@ def cmd_score(args: argparse.Namespace):
     return outcome
 
 
+def _import_champions(config) -> dict[str, str]:
+    """Copy the registry's champions into the BentoML store (a no-op when already there)."""
+    from serving.store import import_champions
+
+    tags = import_champions(config)
+    for target, tag in tags.items():
+        print(f"{target}: {tag}")
+    return tags
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     config = _config(args)
+    from serving.auth import resolve_token
+
+    resolve_token(config.serving)  # fail here, clearly, rather than in every worker
+    _import_champions(config)
     port = args.port or config.serving.port
     env = {**os.environ, "DANGOL_CONFIG": str(Path(args.config).resolve())}
     command = [
@@ -127,6 +141,14 @@ def cmd_deploy(args: argparse.Namespace) -> None:
         f"in {schedules.timezone}; API: {os.environ.get('PREFECT_API_URL', 'temporary local')}"
     )
     serve_deployments(config, Path(args.config))
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    config = _config(args)
+    _import_champions(config)
+    env = {**os.environ, "DANGOL_CONFIG": str(Path(args.config).resolve())}
+    command = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "."]
+    raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -182,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
 
     add("deploy", cmd_deploy, "Schedule retrain and score on Prefect and run them (blocks).")
+    add(
+        "build", cmd_build, "Import the champions into BentoML and build a Bento that carries them."
+    )
 
     add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
     return parser
@@ -193,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     from flows.config import ConfigError
     from models.registry import NoChampionError
     from models.train import InsufficientDataError
+    from serving.auth import MissingTokenError
 
     expected = (ConfigError, ContractError, InsufficientDataError, NoChampionError)
+    expected += (MissingTokenError,)
     try:
         args.handler(args)
     except expected as exc:

@@ -51,11 +51,21 @@ class PathSettings(BaseModel):
 
 
 class ServingSettings(BaseModel):
+    """The scoring service: where it listens, its limits, its token and how often it reloads."""
+
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(3000, gt=0, lt=65536)
-    max_batch: int = Field(1000, gt=0)
+    max_batch: int = Field(1000, gt=0, le=100_000)
+    max_page: int = Field(1000, gt=0, le=100_000)
+    workers: int = Field(1, ge=1, le=64)
+    reload_seconds: float = Field(10.0, gt=0)
+    # The bearer token: from `token` if set, else from the environment variable `token_env`.
+    # Prefer the variable: a config file is usually committed.
+    token: str | None = Field(None, min_length=16)
+    token_env: str = "DANGOL_TOKEN"
+    public_paths: list[str] = ["/livez", "/readyz", "/healthz", "/docs", "/docs.json"]
 
 
 class ScheduleSettings(BaseModel):

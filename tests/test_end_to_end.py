@@ -103,6 +103,7 @@ def test_service_scores_customers_over_http(project: Path, scored) -> None:
         **os.environ,
         "DANGOL_CONFIG": str(project),
         "BENTOML_HOME": str(project.parent / "bento"),
+        "DANGOL_TOKEN": "end-to-end-token-0123456789",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol", "--port", str(port)],
@@ -127,7 +128,10 @@ def test_service_scores_customers_over_http(project: Path, scored) -> None:
         snapshot = pd.read_parquet(scored.export_dir / "features.parquet")
         buyer = snapshot.loc[snapshot["orders_lifetime"] > 0, "customer_id"].iloc[0]
         response = httpx.post(
-            f"{base}/score", json={"customer_ids": [buyer, "no-such-customer"]}, timeout=30
+            f"{base}/score",
+            json={"customer_ids": [buyer, "no-such-customer"]},
+            headers={"Authorization": "Bearer end-to-end-token-0123456789"},
+            timeout=30,
         )
         assert response.status_code == 200, response.text
         body = response.json()
@@ -135,7 +139,12 @@ def test_service_scores_customers_over_http(project: Path, scored) -> None:
         (score,) = body["scores"]
         assert score["customer_id"] == buyer
         assert 0.0 <= score["repurchase_score"] <= 1.0
-        bad = httpx.post(f"{base}/score", json={"customer_ids": "C1"}, timeout=30)
+        bad = httpx.post(
+            f"{base}/score",
+            json={"customer_ids": "C1"},
+            headers={"Authorization": "Bearer end-to-end-token-0123456789"},
+            timeout=30,
+        )
         assert bad.status_code == 400
     finally:
         server.terminate()

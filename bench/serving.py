@@ -1,0 +1,232 @@
+"""Serving speed: dangol's BentoML service against `mlflow models serve` of the same model.
+
+Both servers run on loopback with one worker each, in the same run, under `wrk` (C load
+generator, `apt-get install wrk`). dangol answers by id (scores precomputed per snapshot) and
+by full feature rows (the same work MLflow does); MLflow scores feature rows.
+
+    .venv/bin/python -m bench.serving            # builds a tiny trained project in a temp dir
+    .venv/bin/python -m bench.serving --config C # uses an already trained and scored project
+
+Prints a Markdown table and the throughput ratios; paste into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token-0123456789abcdef"
+LUA = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    server: str
+    request: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.args}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready in {seconds} s")
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, body: dict, connections: int, seconds: int, workdir: Path) -> tuple:
+    """Requests/s, p50 and p99 in ms, and non-2xx/socket errors, from one bounded wrk run."""
+    script = workdir / f"post-{abs(hash(json.dumps(body)))}.lua"
+    script.write_text(LUA.format(body=json.dumps(json.dumps(body)), token=TOKEN))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return rps, p50, p99, errors
+
+
+def tiny_project(root: Path) -> Path:
+    """Train, register and score a 3,000-customer synthetic shop (as the tests do)."""
+    from flows.config import load_config
+    from tests.test_serving import CONFIG, train_and_register
+
+    path = root / "dangol.yaml"
+    path.write_text(CONFIG.replace("max_batch: 50", "max_batch: 1000"))
+    train_and_register(load_config(path), datetime(2026, 1, 1))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="trained and scored project")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+
+    from flows.config import load_config
+
+    workdir = Path(tempfile.mkdtemp(prefix="dangol-bench-"))
+    config_path = args.config.resolve() if args.config else tiny_project(workdir)
+    config = load_config(config_path)
+    snapshot = pd.read_parquet(config.resolve(config.paths.exports) / "latest" / "features.parquet")
+    buyers = snapshot[snapshot["orders_lifetime"] > 0]
+    ids = list(buyers["customer_id"].astype(str)[:100])
+    env = {
+        **os.environ,
+        "DANGOL_CONFIG": str(config_path),
+        "DANGOL_TOKEN": TOKEN,
+        "BENTOML_HOME": str(workdir / "bento"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{config.resolve(config.paths.mlruns) / 'mlflow.db'}",
+    }
+    bento_port, mlflow_port = free_port(), free_port()
+    name = config.registry.model_names["repurchase"]
+    servers = {
+        "dangol (BentoML)": subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol"]
+            + ["--host", "127.0.0.1", "--port", str(bento_port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        "mlflow models serve": subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion"]
+            + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port)]
+            + ["--workers", "1"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    }
+    try:
+        wait_ready(f"http://127.0.0.1:{bento_port}/readyz", servers["dangol (BentoML)"])
+        wait_ready(f"http://127.0.0.1:{mlflow_port}/ping", servers["mlflow models serve"])
+        info = httpx.post(
+            f"http://127.0.0.1:{bento_port}/model_info",
+            json={},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
+        features = next(m for m in info["models"] if m["target"] == "repurchase")["features"]
+        all_features = sorted({f for m in info["models"] for f in m["features"]})
+        rows = buyers.set_index("customer_id").loc[ids]
+
+        def feature_rows(n: int) -> list[dict]:
+            frame = rows[all_features].head(n).astype("float64")
+            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            return [{"features": r} for r in records]
+
+        def mlflow_body(n: int) -> dict:
+            frame = rows[features].head(n).astype("float64")
+            data = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+            return {"dataframe_split": {"columns": features, "data": data}}
+
+        bento = f"http://127.0.0.1:{bento_port}"
+        plan = [
+            ("dangol (BentoML)", "1 id", f"{bento}/score", {"customer_ids": ids[:1]}),
+            ("dangol (BentoML)", "100 ids", f"{bento}/score", {"customer_ids": ids}),
+            ("dangol (BentoML)", "1 row", f"{bento}/score_rows", {"rows": feature_rows(1)}),
+            ("dangol (BentoML)", "100 rows", f"{bento}/score_rows", {"rows": feature_rows(100)}),
+            (
+                "mlflow models serve",
+                "1 row",
+                f"http://127.0.0.1:{mlflow_port}/invocations",
+                mlflow_body(1),
+            ),
+            (
+                "mlflow models serve",
+                "100 rows",
+                f"http://127.0.0.1:{mlflow_port}/invocations",
+                mlflow_body(100),
+            ),
+        ]
+        results = []
+        for server, request, url, body in plan:
+            check = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+            check.raise_for_status()
+            for connections in sorted({2, args.connections}):
+                rps, p50, p99, errors = run_wrk(url, body, connections, args.seconds, workdir)
+                results.append(Result(server, request, connections, rps, p50, p99, errors))
+                print(f"  {server} {request} c={connections}: {rps:.0f} req/s", flush=True)
+    finally:
+        for process in servers.values():
+            process.terminate()
+        for process in servers.values():
+            process.wait(timeout=30)
+    report(results, args.connections)
+
+
+def report(results: list[Result], connections: int) -> None:
+    print("\n| server | request | connections | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.server} | {r.request} | {r.connections} | {r.rps:.0f} | {r.p50_ms:.1f} | "
+            f"{r.p99_ms:.1f} | {r.errors} |"
+        )
+    by = {(r.server, r.request, r.connections): r.rps for r in results}
+    mlflow_1 = by[("mlflow models serve", "1 row", connections)]
+    mlflow_100 = by[("mlflow models serve", "100 rows", connections)]
+    print(f"\nratios at {connections} connections (dangol / MLflow throughput):")
+    for request in ("1 id", "1 row"):
+        ratio = by[("dangol (BentoML)", request, connections)] / mlflow_1
+        print(f"  {request} vs MLflow 1 row: {ratio:.2f}x")
+    for request in ("100 ids", "100 rows"):
+        ratio = by[("dangol (BentoML)", request, connections)] / mlflow_100
+        print(f"  {request} vs MLflow 100 rows: {ratio:.2f}x")
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} cores (shared machine)")
+
+
+if __name__ == "__main__":
+    main()
