@@ -128,6 +128,16 @@ class WhatIfSettings(BaseModel):
     coupon_cap: float = Field(30_000, ge=0)
 
 
+class ReportSettings(BaseModel):
+    """The analyst report: where it goes and how many customers its SHAP plots use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: Path = Path("../outputs/reports")
+    shap_sample: int = Field(2000, ge=10)
+    examples_per_segment: int = Field(1, ge=0)
+
+
 class SegmentSettings(BaseModel):
     """Segment rules, recommended actions, reason language and the campaign what-if."""
 
@@ -145,6 +155,7 @@ class SegmentSettings(BaseModel):
     repurchase_prospects: RepurchaseProspectRule = RepurchaseProspectRule()
     suspected_resellers: ResellerRule = ResellerRule()
     whatif: WhatIfSettings = WhatIfSettings()
+    report: ReportSettings = ReportSettings()
 
     def action(self, segment: str) -> str:
         return getattr(self, segment).action
@@ -161,6 +172,13 @@ EXPLAINED_BY = {
     "high_price_browsers": "vip_conversion",
     "repurchase_prospects": "repurchase",
     RESELLERS: "repurchase",
+}
+
+RANKED_BY = {
+    "rising_vip": "vip_score (probability of reaching a VIP tier)",
+    "vip_at_risk": "tier-window spend x (1 - repurchase_score): spend at risk",
+    "high_price_browsers": "probability x mean viewed price",
+    RESELLERS: "max units of one product",
 }
 
 

@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.segments import WhatIfSettings
+from models.segments import (
+    RANKED_BY,
+    RESELLERS,
+    SegmentSettings,
+    WhatIfSettings,
+    expected_order_value,
+)
 
 
 def segment_whatif(
@@ -62,3 +68,75 @@ def whatif_table(
         for row in segment_whatif(probability, values, settings):
             rows.append({"segment": name, "members": len(members), **row})
     return pd.DataFrame(rows)
+
+
+def segment_summary(
+    segments: dict[str, pd.DataFrame],
+    snapshot: pd.DataFrame,
+    settings: SegmentSettings,
+    currency: str,
+    model_versions: dict[str, str] | None = None,
+) -> tuple[dict, str]:
+    """The export's summary: sizes, ranking score, action, what-if per segment (JSON + markdown)."""
+    from models.reasons import format_money
+
+    order_value = pd.Series(
+        expected_order_value(snapshot), index=snapshot["customer_id"].to_numpy()
+    )
+    probability = {name: "repurchase_score" for name in segments}
+    probability |= {"rising_vip": "vip_score", "high_price_browsers": "vip_score"}
+    if any("first_purchase_score" in m for m in segments.values()):
+        probability["high_price_browsers"] = "first_purchase_score"
+    table = whatif_table(
+        {k: v for k, v in segments.items() if k != RESELLERS},
+        probability,
+        order_value,
+        settings.whatif,
+    )
+    cutoff = str(pd.Timestamp(snapshot["cutoff"].iloc[0]).date()) if len(snapshot) else ""
+    summary = {
+        "cutoff": cutoff,
+        "customers": len(snapshot),
+        "currency": currency,
+        "language": settings.language,
+        "model_versions": model_versions or {},
+        "coupon": {"rate": settings.whatif.coupon_rate, "cap": settings.whatif.coupon_cap},
+        "segments": {
+            name: {
+                "members": len(members),
+                "action": settings.action(name),
+                "ranked_by": RANKED_BY.get(name, "expected_value"),
+                "total_expected_value": float(np.nansum(members.get("expected_value", 0.0))),
+                "whatif": table[table["segment"] == name]
+                .drop(columns=["segment"])
+                .to_dict("records"),
+            }
+            for name, members in segments.items()
+        },
+    }
+    lines = [
+        f"# Segments at {cutoff}",
+        "",
+        f"{len(snapshot):,} customers scored; coupon {settings.whatif.coupon_rate:.0%} "
+        f"capped at {format_money(settings.whatif.coupon_cap, currency)}.",
+        "",
+        "| segment | members | ranked by | action |",
+        "|---|---:|---|---|",
+    ]
+    for name, info in summary["segments"].items():
+        lines.append(f"| {name} | {info['members']:,} | {info['ranked_by']} | {info['action']} |")
+    lines += [
+        "",
+        "## Campaign what-if",
+        "",
+        "| segment | uplift | extra buyers | extra revenue | coupon cost | net |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in table.itertuples(index=False):
+        lines.append(
+            f"| {row.segment} | +{row.uplift_pp:g} pp | {row.extra_buyers:,.1f} | "
+            f"{format_money(row.extra_revenue, currency)} | "
+            f"{format_money(row.coupon_cost, currency)} | "
+            f"{format_money(row.net_extra_revenue, currency)} |"
+        )
+    return summary, "\n".join(lines) + "\n"
