@@ -79,7 +79,7 @@ def plot_global(contrib: pd.DataFrame, frame: pd.DataFrame, title: str, director
         path = directory / f"{title}_shap_{kind}.png".replace(" ", "_")
         plt.gcf().set_size_inches(8, 5.5)
         plt.tight_layout()
-        plt.savefig(path, dpi=90)
+        plt.savefig(path, dpi=90, bbox_inches="tight")
         plt.close("all")
         paths.append(path)
     return paths
@@ -96,7 +96,7 @@ def plot_waterfall(contrib: pd.DataFrame, frame: pd.DataFrame, row, title: str, 
     plt.title(title)
     plt.gcf().set_size_inches(8, 5)
     plt.tight_layout()
-    plt.savefig(path, dpi=90)
+    plt.savefig(path, dpi=90, bbox_inches="tight")
     plt.close("all")
     return path
 
