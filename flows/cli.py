@@ -108,6 +108,13 @@ def _import_champions(config) -> dict[str, str]:
     return tags
 
 
+def cmd_report(args: argparse.Namespace) -> Path:
+    config = _config(args)
+    from flows.report import build_report
+
+    return build_report(config)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     config = _config(args)
     from serving.auth import resolve_token
@@ -199,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = add("score", cmd_score, "Score customers with the champions and export segments.")
     score.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
+
+    add("report", cmd_report, "Write the analyst HTML report of the champions (and log it).")
 
     serve = add("serve", cmd_serve, "Start the scoring service (BentoML).")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")

@@ -60,6 +60,15 @@ def export_task(snapshot, models, config: DangolConfig) -> tuple[Path, dict[str,
     return steps.score_and_export(snapshot, models, config, datetime.now())
 
 
+def _whatif_markdown(export_dir: Path) -> str:
+    """The export's what-if table for the run's artifact (empty if the summary is absent)."""
+    summary = export_dir / "summary.md"
+    if not summary.exists():
+        return ""
+    text = summary.read_text(encoding="utf-8")
+    return "\n\n" + text[text.find("## Campaign what-if") :] if "## Campaign" in text else ""
+
+
 @flow(name="score", log_prints=True)
 def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     """Score every customer at the cutoff with the champions and export ranked segments."""
@@ -82,7 +91,8 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     table = "\n".join(f"| {name} | {size:,} |" for name, size in sizes.items())
     create_markdown_artifact(
         f"# score {outcome.cutoff}\n\n{outcome.customers:,} customers scored with "
-        f"{versions}; export: `{export_dir}`\n\n| segment | members |\n|---|---|\n{table}",
+        f"{versions}; export: `{export_dir}`\n\n| segment | members |\n|---|---|\n{table}"
+        + _whatif_markdown(export_dir),
         key="score-summary",
     )
     return outcome

@@ -30,7 +30,7 @@ from models.evaluate import (
     plot_importance,
     probability_metrics,
 )
-from models.segments import build_segments, score_customers, write_export
+from models.segments import build_segments, explain_members, score_customers, write_export
 from models.train import (
     CalibratedBooster,
     InsufficientDataError,
@@ -40,6 +40,7 @@ from models.train import (
     train_classifier,
     window_rows,
 )
+from models.whatif import segment_summary
 
 # Every run trains these (scoring needs their champions); optional targets are trained when
 # the data has their population.
@@ -275,8 +276,20 @@ def score_and_export(
 ) -> tuple[Path, dict[str, int]]:
     """Scores, segments and the atomic export; returns the export folder and segment sizes."""
     scores = score_customers(snapshot, models, config.tiers)
-    segments = build_segments(snapshot, scores, config.segments)
-    folder = write_export(config.resolve(config.paths.exports), snapshot, scores, segments, stamp)
+    segments = build_segments(snapshot, scores, config.segments, config.tiers)
+    segments, _contributions = explain_members(
+        snapshot, segments, models, config.segments, config.data.currency
+    )
+    summary, markdown = segment_summary(segments, snapshot, config.segments, config.data.currency)
+    folder = write_export(
+        config.resolve(config.paths.exports),
+        snapshot,
+        scores,
+        segments,
+        stamp,
+        summary=summary,
+        summary_markdown=markdown,
+    )
     return folder, {name: len(members) for name, members in segments.items()}
 
 

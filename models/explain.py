@@ -6,6 +6,9 @@ the base value to the raw margin, so the largest ones are the score's main reaso
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
 from models.train import CalibratedBooster
@@ -19,3 +22,99 @@ def contributions(model: CalibratedBooster, frame: pd.DataFrame) -> pd.DataFrame
         frame[model.features].to_numpy(dtype="float64"), pred_contrib=True
     )
     return pd.DataFrame(values, columns=[*model.features, BASE_VALUE], index=frame.index)
+
+
+def contributions_shap(model: CalibratedBooster, frame: pd.DataFrame) -> pd.DataFrame:
+    """The same numbers via shap.TreeExplainer (for the speed comparison in bench/segments.py)."""
+    import shap
+
+    explainer = shap.TreeExplainer(model.booster)
+    values = explainer.shap_values(frame[model.features].to_numpy(dtype="float64"))
+    values = values[1] if isinstance(values, list) else values
+    out = pd.DataFrame(values, columns=model.features, index=frame.index)
+    base = explainer.expected_value
+    out[BASE_VALUE] = float(base[-1] if hasattr(base, "__len__") else base)
+    return out
+
+
+def mean_contributions(contrib: pd.DataFrame, groups: dict[str, pd.Index]) -> pd.DataFrame:
+    """Mean contribution per feature (rows) for each group of row labels (columns)."""
+    features = contrib.drop(columns=BASE_VALUE, errors="ignore")
+    means = {name: features.loc[index].mean() for name, index in groups.items() if len(index)}
+    return pd.DataFrame(means)
+
+
+def _explanation(contrib: pd.DataFrame, frame: pd.DataFrame):
+    import shap
+
+    features = [c for c in contrib.columns if c != BASE_VALUE]
+    return shap.Explanation(
+        values=contrib[features].to_numpy(dtype="float64"),
+        base_values=contrib[BASE_VALUE].to_numpy(dtype="float64"),
+        data=frame.loc[contrib.index, features].to_numpy(dtype="float64"),
+        feature_names=features,
+    )
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_global(contrib: pd.DataFrame, frame: pd.DataFrame, title: str, directory: Path) -> list:
+    """shap's beeswarm and bar plots of the given rows; returns the two PNG paths."""
+    import shap
+
+    plt = _pyplot()
+    explanation = _explanation(contrib, frame)
+    paths = []
+    for kind, draw in (("beeswarm", shap.plots.beeswarm), ("bar", shap.plots.bar)):
+        plt.figure()
+        draw(explanation, max_display=12, show=False)
+        plt.title(f"{title}: SHAP {kind}")
+        path = directory / f"{title}_shap_{kind}.png".replace(" ", "_")
+        plt.gcf().set_size_inches(8, 5.5)
+        plt.tight_layout()
+        plt.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close("all")
+        paths.append(path)
+    return paths
+
+
+def plot_waterfall(contrib: pd.DataFrame, frame: pd.DataFrame, row, title: str, path: Path) -> Path:
+    """shap's waterfall plot of one row (label `row` of contrib)."""
+    import shap
+
+    plt = _pyplot()
+    explanation = _explanation(contrib.loc[[row]], frame)
+    plt.figure()
+    shap.plots.waterfall(explanation[0], max_display=10, show=False)
+    plt.title(title)
+    plt.gcf().set_size_inches(8, 5)
+    plt.tight_layout()
+    plt.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close("all")
+    return path
+
+
+def plot_segment_means(means: pd.DataFrame, title: str, path: Path, top: int = 10) -> Path:
+    """Heatmap-like bar chart: mean contribution of the top features in each segment."""
+    plt = _pyplot()
+    order = means.abs().max(axis=1).sort_values(ascending=False).index[:top]
+    shown = means.loc[order]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(order) + 2))
+    image = ax.imshow(shown.to_numpy(), cmap="coolwarm", aspect="auto")
+    limit = float(np.nanmax(np.abs(shown.to_numpy()))) or 1.0
+    image.set_clim(-limit, limit)
+    ax.set_yticks(range(len(order)), list(order))
+    ax.set_xticks(range(shown.shape[1]), list(shown.columns), rotation=30, ha="right")
+    fig.colorbar(image, ax=ax, label="mean SHAP (log-odds)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,17 +1,28 @@
-"""Scores at a cutoff, ranked segments and their atomic export (DESIGN §3.5)."""
+"""Scores at a cutoff, ranked segments and their atomic export (DESIGN §1, §3.5).
+
+Every segment is a rule over the feature snapshot and the scores, ranked by an explicit
+score (mostly expected value = probability x expected order value). Suspected resellers are
+found first and removed from every other segment. Rules, thresholds and recommended actions
+are configuration (`segments:` in the YAML).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.tiers import TierSettings
+from models.explain import contributions
+from models.reasons import top_reasons
 from models.train import CalibratedBooster
 
 SCORE_COLUMNS = {
@@ -19,6 +30,7 @@ SCORE_COLUMNS = {
     "vip_conversion": "vip_score",
     "first_purchase": "first_purchase_score",
 }
+RESELLERS = "suspected_resellers"
 
 
 class ActiveRule(BaseModel):
@@ -29,6 +41,7 @@ class ActiveRule(BaseModel):
     min_repurchase_score: float = Field(0.4, ge=0, le=1)
     max_gap_acceleration: float = Field(0.9, gt=0)
     min_order_value_rise: float = Field(1.1, gt=0)
+    action: str = "Send a '₩X+ purchase' discount to raise order value while they are buying fast"
 
 
 class RisingVipRule(BaseModel):
@@ -37,13 +50,140 @@ class RisingVipRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_vip_score: float = Field(0.2, ge=0, le=1)
+    action: str = "Show how close the VIP tier is; offer a tier-up bonus on the next order"
+
+
+class VipHighOrderValueRule(BaseModel):
+    """VIPs whose average order is far above other VIPs' median."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_aov_vs_vip_median: float = Field(1.5, gt=0)
+    action: str = "Early access to high-price launches and partner offers"
+
+
+class VipNewBigSpenderRule(BaseModel):
+    """VIPs who joined recently and spent big quickly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tenure_days: float = Field(180, gt=0)
+    action: str = "Welcome-to-VIP pack and a second-purchase coupon to build the habit"
+
+
+class VipSteadyRule(BaseModel):
+    """Long-standing VIPs who keep buying (the loyal core)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_days_since_first_order: float = Field(365, gt=0)
+    min_orders: int = Field(4, ge=1)
+    action: str = "Gifts or coupon packs that thank long-time VIPs"
+
+
+class VipAtRiskRule(BaseModel):
+    """VIPs close to the downgrade line, or overdue, with a weak repurchase propensity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_margin_share: float = Field(0.25, ge=0)
+    min_overdue_ratio: float = Field(1.5, gt=0)
+    max_repurchase_score: float = Field(0.6, ge=0, le=1)
+    action: str = "Remind them of tier benefits and the spend needed to keep the tier"
+
+
+class HighPriceBrowserRule(BaseModel):
+    """Members who never bought but keep viewing high-price products."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_high_price_views: int = Field(2, ge=1)
+    min_last_vs_median_viewed_price: float = Field(0.8, ge=0)
+    action: str = "First-purchase coupon on the high-price item they viewed (match competitors)"
+
+
+class RepurchaseProspectRule(BaseModel):
+    """Buyers likely to buy again, with the expected window of the next purchase."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_repurchase_score: float = Field(0.3, ge=0, le=1)
+    window_share: float = Field(0.25, ge=0, le=1)
+    action: str = "Time a coupon to arrive just before the expected next purchase"
+
+
+class ResellerRule(BaseModel):
+    """One product bought in abnormal quantities: listed apart, excluded from campaigns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_units_one_product: float = Field(20, gt=0)
+    min_top_product_spend_share: float = Field(0.5, ge=0, le=1)
+    action: str = "Exclude from campaigns; review manually"
+
+
+class WhatIfSettings(BaseModel):
+    """Campaign what-if: purchase-rate uplifts and the coupon's cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uplifts_pp: list[float] = Field(default=[3, 5, 7], min_length=1)
+    coupon_rate: float = Field(0.1, ge=0, le=1)
+    coupon_cap: float = Field(30_000, ge=0)
+
+
+class ReportSettings(BaseModel):
+    """The analyst report: where it goes and how many customers its SHAP plots use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: Path = Path("../outputs/reports")
+    shap_sample: int = Field(2000, ge=10)
+    examples_per_segment: int = Field(1, ge=0)
 
 
 class SegmentSettings(BaseModel):
+    """Segment rules, recommended actions, reason language and the campaign what-if."""
+
     model_config = ConfigDict(extra="forbid")
 
+    language: Literal["en", "ko"] = "en"
+    reasons: int = Field(3, ge=1, le=10)
     active: ActiveRule = ActiveRule()
     rising_vip: RisingVipRule = RisingVipRule()
+    vip_high_order_value: VipHighOrderValueRule = VipHighOrderValueRule()
+    vip_new_big_spender: VipNewBigSpenderRule = VipNewBigSpenderRule()
+    vip_steady: VipSteadyRule = VipSteadyRule()
+    vip_at_risk: VipAtRiskRule = VipAtRiskRule()
+    high_price_browsers: HighPriceBrowserRule = HighPriceBrowserRule()
+    repurchase_prospects: RepurchaseProspectRule = RepurchaseProspectRule()
+    suspected_resellers: ResellerRule = ResellerRule()
+    whatif: WhatIfSettings = WhatIfSettings()
+    report: ReportSettings = ReportSettings()
+
+    def action(self, segment: str) -> str:
+        return getattr(self, segment).action
+
+
+# The model whose contributions explain each segment's ranking.
+EXPLAINED_BY = {
+    "active": "repurchase",
+    "rising_vip": "vip_conversion",
+    "vip_high_order_value": "repurchase",
+    "vip_new_big_spender": "repurchase",
+    "vip_steady": "repurchase",
+    "vip_at_risk": "repurchase",
+    "high_price_browsers": "vip_conversion",
+    "repurchase_prospects": "repurchase",
+    RESELLERS: "repurchase",
+}
+
+RANKED_BY = {
+    "rising_vip": "vip_score (probability of reaching a VIP tier)",
+    "vip_at_risk": "tier-window spend x (1 - repurchase_score): spend at risk",
+    "high_price_browsers": "probability x mean viewed price",
+    RESELLERS: "max units of one product",
+}
 
 
 def score_customers(
@@ -62,10 +202,18 @@ def score_customers(
         scores[column] = np.nan  # a target without a model has no score
     for target, model in models.items():
         proba = model.predict_proba(snapshot)
-        scores[SCORE_COLUMNS[target]] = np.where(populations[target], proba, np.nan)
+        population = populations.get(target, np.ones(len(snapshot), dtype=bool))
+        scores[SCORE_COLUMNS.get(target, f"{target}_score")] = np.where(population, proba, np.nan)
     aov = snapshot["avg_order_value"].to_numpy()
     scores["expected_value"] = scores["repurchase_score"].to_numpy() * aov
     return scores
+
+
+def _col(snapshot: pd.DataFrame, name: str) -> np.ndarray:
+    """A feature as float array; all-NaN when the feature is absent (optional table missing)."""
+    if name not in snapshot:
+        return np.full(len(snapshot), np.nan)
+    return snapshot[name].to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _ranked(members: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -74,32 +222,210 @@ def _ranked(members: pd.DataFrame, by: str) -> pd.DataFrame:
     return ranked
 
 
-def active_segment(snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule) -> pd.DataFrame:
-    """Accelerating or rising-spend buyers with high repurchase propensity, by expected value."""
-    accelerating = (snapshot["gap_acceleration"] <= rule.max_gap_acceleration) | (
-        snapshot["last_gap_vs_median"] <= rule.max_gap_acceleration
-    )
-    rising = (snapshot["recent_vs_avg_order_value"] >= rule.min_order_value_rise) | (
-        snapshot["spend_trend_90d"] > 0
-    )
-    likely = scores["repurchase_score"] >= rule.min_repurchase_score
-    members = scores[(accelerating | rising).to_numpy() & likely.to_numpy()]
-    return _ranked(members, "expected_value")
+def _members(scores: pd.DataFrame, mask: np.ndarray, rank_score: np.ndarray) -> pd.DataFrame:
+    members = scores[mask].copy()
+    members["rank_score"] = rank_score[mask]
+    return _ranked(members, "rank_score")
 
 
-def rising_vip_segment(scores: pd.DataFrame, rule: RisingVipRule) -> pd.DataFrame:
-    """Non-VIPs most likely to climb into a VIP tier, by VIP probability."""
-    return _ranked(scores[scores["vip_score"] >= rule.min_vip_score], "vip_score")
+def reseller_mask(snapshot: pd.DataFrame, rule: ResellerRule) -> np.ndarray:
+    units = _col(snapshot, "max_units_one_product")
+    share = _col(snapshot, "top_product_spend_share")
+    return (units >= rule.min_units_one_product) & (share >= rule.min_top_product_spend_share)
+
+
+def _is_vip(snapshot: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
+    return snapshot["tier"].isin(tiers.vip_tiers).to_numpy()
+
+
+def active_mask(snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule) -> np.ndarray:
+    accelerating = (_col(snapshot, "gap_acceleration") <= rule.max_gap_acceleration) | (
+        _col(snapshot, "last_gap_vs_median") <= rule.max_gap_acceleration
+    )
+    rising = (_col(snapshot, "recent_vs_avg_order_value") >= rule.min_order_value_rise) | (
+        _col(snapshot, "spend_trend_90d") > 0
+    )
+    likely = _col(scores, "repurchase_score") >= rule.min_repurchase_score
+    return (accelerating | rising) & likely
+
+
+def vip_high_order_value_mask(
+    snapshot: pd.DataFrame, tiers: TierSettings, rule: VipHighOrderValueRule
+) -> np.ndarray:
+    vip = _is_vip(snapshot, tiers)
+    aov = _col(snapshot, "avg_order_value")
+    median = np.nanmedian(aov[vip]) if vip.any() else np.nan
+    return vip & (aov >= rule.min_aov_vs_vip_median * median)
+
+
+def vip_new_big_spender_mask(
+    snapshot: pd.DataFrame, tiers: TierSettings, rule: VipNewBigSpenderRule
+) -> np.ndarray:
+    return _is_vip(snapshot, tiers) & (_col(snapshot, "tenure_days") <= rule.max_tenure_days)
+
+
+def vip_steady_mask(snapshot: pd.DataFrame, tiers: TierSettings, rule: VipSteadyRule) -> np.ndarray:
+    long = _col(snapshot, "days_since_first_order") >= rule.min_days_since_first_order
+    return _is_vip(snapshot, tiers) & long & (_col(snapshot, "orders_lifetime") >= rule.min_orders)
+
+
+def vip_at_risk_mask(
+    snapshot: pd.DataFrame, scores: pd.DataFrame, tiers: TierSettings, rule: VipAtRiskRule
+) -> np.ndarray:
+    spend = _col(snapshot, "tier_window_spend")
+    margin = _col(snapshot, "margin_above_tier_line")
+    line = spend - margin
+    near_line = margin <= rule.max_margin_share * np.where(line > 0, line, np.nan)
+    overdue = _col(snapshot, "overdue_ratio") >= rule.min_overdue_ratio
+    weak = ~(_col(scores, "repurchase_score") > rule.max_repurchase_score)
+    return _is_vip(snapshot, tiers) & (near_line | overdue) & weak
+
+
+def high_price_browser_mask(snapshot: pd.DataFrame, rule: HighPriceBrowserRule) -> np.ndarray:
+    never_bought = ~(_col(snapshot, "orders_lifetime") > 0)
+    many = _col(snapshot, "high_price_views") >= rule.min_high_price_views
+    still = _col(snapshot, "last_vs_median_viewed_price") >= rule.min_last_vs_median_viewed_price
+    return never_bought & many & still
+
+
+def next_purchase_window(
+    snapshot: pd.DataFrame, share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected next purchase = last order + the customer's median gap (peers' median gap when
+    they have one order); the window is that day +- `share` of the gap, never before the cutoff.
+    Returns (expected, window start, window end) as datetime64 arrays."""
+    gap = _col(snapshot, "median_gap_days")
+    peers = np.nanmedian(gap) if np.isfinite(gap).any() else 30.0
+    gap = np.where(np.isfinite(gap), gap, peers)
+    cutoff = snapshot["cutoff"].to_numpy("datetime64[ns]")
+    last = cutoff - (_col(snapshot, "days_since_last_order") * 86400e9).astype("timedelta64[ns]")
+    days = np.timedelta64(86_400_000_000_000, "ns")
+    expected = last + (gap * days.astype("float64")).astype("timedelta64[ns]")
+    spread = (share * gap * days.astype("float64")).astype("timedelta64[ns]")
+    start = np.maximum(expected - spread, cutoff)
+    end = np.maximum(expected + spread, cutoff + days)
+    day = "datetime64[D]"
+    return expected.astype(day), start.astype(day), end.astype(day)
 
 
 def build_segments(
-    snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings
+    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
+    settings: SegmentSettings,
+    tiers: TierSettings | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Every segment by name, each ranked."""
-    return {
-        "active": active_segment(snapshot, scores, settings.active),
-        "rising_vip": rising_vip_segment(scores, settings.rising_vip),
+    """Every segment by name, each ranked by its `rank_score`; resellers excluded elsewhere.
+
+    `snapshot` and `scores` must be row-aligned (scores comes from score_customers(snapshot)).
+    """
+    tiers = tiers or TierSettings()
+    snapshot = snapshot.reset_index(drop=True)
+    scores = scores.reset_index(drop=True)
+    reseller = reseller_mask(snapshot, settings.suspected_resellers)
+    keep = ~reseller
+    ev = _col(scores, "expected_value")
+    p_rep = _col(scores, "repurchase_score")
+    vip_score = _col(scores, "vip_score")
+    spend = _col(snapshot, "tier_window_spend")
+    viewed = _col(snapshot, "mean_viewed_price")
+    browse_p = _col(scores, "first_purchase_score")
+    if not np.isfinite(browse_p).any():
+        browse_p = vip_score
+    rules: dict[str, tuple[Callable[[], np.ndarray], np.ndarray]] = {
+        "active": (lambda: active_mask(snapshot, scores, settings.active), ev),
+        # the probability of reaching a VIP tier within the horizon
+        "rising_vip": (
+            lambda: vip_score >= settings.rising_vip.min_vip_score,
+            vip_score,
+        ),
+        "vip_high_order_value": (
+            lambda: vip_high_order_value_mask(snapshot, tiers, settings.vip_high_order_value),
+            ev,
+        ),
+        "vip_new_big_spender": (
+            lambda: vip_new_big_spender_mask(snapshot, tiers, settings.vip_new_big_spender),
+            ev,
+        ),
+        "vip_steady": (lambda: vip_steady_mask(snapshot, tiers, settings.vip_steady), ev),
+        # spend at risk: trailing spend x probability of not buying again
+        "vip_at_risk": (
+            lambda: vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk),
+            spend * (1 - np.nan_to_num(p_rep, nan=0.0)),
+        ),
+        "high_price_browsers": (
+            lambda: high_price_browser_mask(snapshot, settings.high_price_browsers),
+            np.nan_to_num(browse_p, nan=0.0) * np.nan_to_num(viewed, nan=0.0),
+        ),
+        "repurchase_prospects": (
+            lambda: p_rep >= settings.repurchase_prospects.min_repurchase_score,
+            ev,
+        ),
     }
+    segments: dict[str, pd.DataFrame] = {}
+    for name, (mask, rank_score) in rules.items():
+        segments[name] = _members(scores, mask() & keep, rank_score)
+    expected, start, end = next_purchase_window(
+        snapshot, settings.repurchase_prospects.window_share
+    )
+    browsers = segments["high_price_browsers"]
+    # no order value yet: the expected value is the probability x the mean viewed price
+    browsers["expected_value"] = browsers["rank_score"]
+    prospects = segments["repurchase_prospects"]
+    where = pd.Index(scores["customer_id"]).get_indexer(prospects["customer_id"])
+    prospects["expected_next_purchase"] = expected[where]
+    prospects["next_purchase_from"] = start[where]
+    prospects["next_purchase_to"] = end[where]
+    units = _col(snapshot, "max_units_one_product")
+    segments[RESELLERS] = _members(scores, reseller, np.nan_to_num(units, nan=0.0))
+    return segments
+
+
+def explain_members(
+    snapshot: pd.DataFrame,
+    segments: dict[str, pd.DataFrame],
+    models: dict[str, CalibratedBooster],
+    settings: SegmentSettings,
+    currency: str,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Add the top reasons (from the explaining model's SHAP contributions) to every member.
+
+    Contributions are computed once per model for the union of the members it explains.
+    Returns (segments with reason columns, contributions per model indexed by customer_id).
+    """
+    by_id = snapshot.set_index("customer_id", drop=False)
+    explained: dict[str, pd.DataFrame] = {}
+    contributions_by_model: dict[str, pd.DataFrame] = {}
+    reasons_by_model: dict[str, pd.DataFrame] = {}
+    for target, model in models.items():
+        names = [n for n, t in EXPLAINED_BY.items() if t == target and n in segments]
+        if not names:
+            continue
+        ids = pd.Index(pd.concat([segments[n]["customer_id"] for n in names]).unique())
+        rows = by_id.loc[ids]
+        contrib = contributions(model, rows)
+        contributions_by_model[target] = contrib
+        reasons_by_model[target] = top_reasons(
+            contrib, rows, settings.reasons, settings.language, currency
+        )
+    for name, members in segments.items():
+        target = EXPLAINED_BY.get(name, "repurchase")
+        if target not in reasons_by_model:
+            target = next(iter(reasons_by_model), None)
+        if target is None:
+            explained[name] = members
+            continue
+        reasons = reasons_by_model[target].reindex(members["customer_id"])
+        explained[name] = pd.concat(
+            [members, reasons.reset_index(drop=True).set_index(members.index)], axis=1
+        )
+        explained[name]["explained_by"] = target
+    return explained, contributions_by_model
+
+
+def expected_order_value(snapshot: pd.DataFrame) -> np.ndarray:
+    """Value of one more order: own average order, else the mean viewed price."""
+    aov = _col(snapshot, "avg_order_value")
+    return np.where(np.isfinite(aov), aov, _col(snapshot, "mean_viewed_price"))
 
 
 def write_export(
@@ -108,6 +434,8 @@ def write_export(
     scores: pd.DataFrame,
     segments: dict[str, pd.DataFrame],
     stamp: datetime,
+    summary: dict | None = None,
+    summary_markdown: str | None = None,
 ) -> Path:
     """Write every file into a fresh dated folder, then move `latest` to it in one step.
 
@@ -124,6 +452,11 @@ def write_export(
     for name, members in segments.items():
         members.to_csv(staging / f"segment_{name}.csv", index=False, encoding="utf-8-sig")
         members.to_parquet(staging / f"segment_{name}.parquet", index=False)
+    if summary is not None:
+        text = json.dumps(summary, indent=2, ensure_ascii=False, default=str)
+        (staging / "summary.json").write_text(text, encoding="utf-8")
+    if summary_markdown is not None:
+        (staging / "summary.md").write_text(summary_markdown, encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)

@@ -1,0 +1,222 @@
+"""The analyst report end to end: champions in a temp MLflow store, exports with reasons, and
+the HTML opened in a real headless Chromium (images render, no console errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CONFIG = """
+data:
+  timezone: Asia/Seoul
+  currency: KRW
+  end: 2026-01-01
+  tables:
+    customers: {path: shop/customers.parquet}
+    orders: {path: shop/orders.parquet}
+    order_items: {path: shop/order_items.parquet}
+    content_views: {path: shop/content_views.parquet}
+synthetic: {customers: 3000, seed: 11, out_dir: shop}
+training:
+  cutoff_every_days: 28
+  lightgbm: {n_estimators: 60, min_child_samples: 20}
+segments:
+  language: ko
+  report: {out_dir: reports, shap_sample: 300}
+paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory):
+    """A config whose champions were trained on a small shop and logged like the retrain flow."""
+    import mlflow
+
+    from flows import steps
+    from flows.config import load_config
+    from flows.retrain import _log_target
+    from models import registry
+
+    root = tmp_path_factory.mktemp("report")
+    (root / "dangol.yaml").write_text(CONFIG)
+    config = load_config(root / "dangol.yaml")
+    tables, _ = steps.load_shop(config, progress=lambda _line: None)
+    frame, split = steps.build_training_data(tables, config)
+    mlruns = config.resolve(config.paths.mlruns)
+    registry.configure_mlflow(mlruns)
+    experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
+    models = {}
+    with mlflow.start_run(experiment_id=experiment, run_name="retrain"):
+        for target in steps.TARGETS:
+            trained = steps.train_target(frame, split, target, config, steps.scratch_dir())
+            name = config.registry.model_names[target]
+            with mlflow.start_run(run_name=target, nested=True) as child:
+                uri = _log_target(trained, split, config)
+                version = registry.register(uri, name, child.info.run_id)
+            decision = registry.decide_promotion("pr_auc", 0.0, trained.metrics["pr_auc"], None)
+            registry.apply_promotion(name, version, decision)
+            models[target] = trained.model
+    return config, tables, models
+
+
+def test_score_export_has_ranked_explained_segments_and_summary(project) -> None:
+    from flows import steps
+
+    config, tables, models = project
+    snapshot = steps.latest_snapshot(tables, config, None)
+    folder, sizes = steps.score_and_export(snapshot, models, config, datetime(2026, 1, 1))
+    latest = folder.parent / "latest"
+    assert latest.resolve() == folder.resolve()
+    assert sizes["active"] > 0 and sizes["repurchase_prospects"] > 0
+    active = pd.read_csv(latest / "segment_active.csv", encoding="utf-8-sig")
+    assert list(active["rank"]) == list(range(1, len(active) + 1))
+    assert active["expected_value"].is_monotonic_decreasing
+    assert {"customer_id", "repurchase_score", "vip_score", "tier"} <= set(active.columns)
+    # Korean reasons (config language: ko) for every member
+    assert active[["reason_1", "reason_2", "reason_3"]].notna().all().all()
+    assert active["reason_1"].str.contains(r"[가-힣]").all()
+    prospects = pd.read_parquet(latest / "segment_repurchase_prospects.parquet")
+    assert (prospects["next_purchase_to"] > prospects["next_purchase_from"]).all()
+    summary = json.loads((latest / "summary.json").read_text(encoding="utf-8"))
+    assert summary["segments"]["active"]["members"] == sizes["active"]
+    whatif = summary["segments"]["active"]["whatif"]
+    assert [w["uplift_pp"] for w in whatif] == [3, 5, 7]
+    assert whatif[0]["extra_buyers"] == pytest.approx(0.03 * sizes["active"])
+    resellers = set(pd.read_parquet(latest / "segment_suspected_resellers.parquet")["customer_id"])
+    for name in sizes:
+        if name != "suspected_resellers":
+            members = pd.read_parquet(latest / f"segment_{name}.parquet")["customer_id"]
+            assert not resellers & set(members)
+
+
+@pytest.fixture(scope="module")
+def report(project) -> Path:
+    from flows.report import build_report
+
+    config, _tables, _models = project
+    return build_report(config, progress=lambda _line: None)
+
+
+def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path) -> None:
+    from mlflow import MlflowClient
+
+    config, _, _ = project
+    assert report.is_file() and report.parent == config.resolve(Path("reports"))
+    page = report.read_text(encoding="utf-8")
+    for heading in ("Models against baselines", "Tier migration", "SHAP", "Example explanations"):
+        assert heading in page
+    assert "recency" in page  # the repurchase baseline from the run's baseline.* metrics
+    assert page.count("<img") >= 8  # gain + calibration x2, beeswarm + bar x2, segments, examples
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("dangol-repurchase", "champion")
+    logged = [a.path for a in client.list_artifacts(version.run_id, "report")]
+    assert logged == [f"report/{report.name}"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
+    """Open `page` in headless Chromium over the DevTools protocol; report images and errors."""
+    from websockets.sync.client import connect
+
+    process = subprocess.Popen(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert process.poll() is None, "chromium exited before opening DevTools"
+            assert time.monotonic() < deadline, "chromium did not open DevTools in 60 s"
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        events: dict = {"errors": [], "loaded": False}
+        with connect(url, max_size=None, open_timeout=30) as ws:
+            ids = iter(range(1, 10_000))
+
+            def call(method: str, **params) -> dict:
+                ident = next(ids)
+                ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+                while True:
+                    message = _pump(ws, events)
+                    if message.get("id") == ident:
+                        return message.get("result", {})
+
+            for domain in ("Page", "Runtime", "Log"):
+                call(f"{domain}.enable")
+            call("Page.navigate", url=page.resolve().as_uri())
+            while not events["loaded"]:
+                _pump(ws, events)
+            script = (
+                "JSON.stringify({title: document.title, ready: document.readyState, images: "
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth]),"
+                " h1: document.querySelector('h1') && document.querySelector('h1').innerText})"
+            )
+            result = call("Runtime.evaluate", expression=script, returnByValue=True)
+            time.sleep(0.5)  # late console errors (e.g. a failed image decode) still arrive
+            call("Runtime.evaluate", expression="1")
+        return {**json.loads(result["result"]["value"]), "errors": events["errors"]}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _pump(ws, events: dict) -> dict:
+    """Read one DevTools message, recording load and error events; returns the message."""
+    message = json.loads(ws.recv(timeout=60))
+    method, params = message.get("method"), message.get("params", {})
+    errors = events["errors"]
+    if method == "Page.loadEventFired":
+        events["loaded"] = True
+    elif method == "Runtime.exceptionThrown":
+        errors.append(str(params.get("exceptionDetails")))
+    elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+        errors.append(str(params.get("args")))
+    elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+        errors.append(str(params["entry"].get("text")))
+    return message
+
+
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is missing in CI: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium not installed: apt-get install -y chromium to run the browser check")
+    seen = _devtools_check(browser, report, tmp_path / "profile")
+    assert seen["ready"] == "complete"
+    assert seen["title"].startswith("dangol report")
+    assert seen["h1"].startswith("dangol analyst report")
+    assert len(seen["images"]) >= 8
+    broken = [i for i, (complete, width) in enumerate(seen["images"]) if not complete or width == 0]
+    assert broken == [], f"images that did not render: {broken}"
+    assert seen["errors"] == []
