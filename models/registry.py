@@ -51,13 +51,17 @@ class RegistrySettings(BaseModel):
         raise KeyError(f"registry.model_names has no entry for target {target!r}")
 
 
+def store_uri(mlruns_dir: Path) -> str:
+    """The SQLite URI of the store in `mlruns_dir` (nothing is created or set)."""
+    return f"sqlite:///{mlruns_dir.resolve() / 'mlflow.db'}"
+
+
 def configure_mlflow(mlruns_dir: Path) -> str:
     """Point tracking and registry at the SQLite store in `mlruns_dir`; returns the URI."""
     import mlflow
 
-    mlruns_dir = mlruns_dir.resolve()
-    mlruns_dir.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{mlruns_dir / 'mlflow.db'}"
+    mlruns_dir.resolve().mkdir(parents=True, exist_ok=True)
+    uri = store_uri(mlruns_dir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -103,13 +107,18 @@ def register(model_uri: str, name: str, run_id: str) -> str:
     return str(version_.version)
 
 
-def champion_version(name: str) -> str | None:
-    """The version behind the champion alias, or None when there is none yet."""
+def champion_version(name: str, uri: str | None = None) -> str | None:
+    """The version behind the champion alias, or None when there is none yet.
+
+    With `uri`, that store is read without touching the process-wide MLflow URI (a
+    background reader must not redirect another thread's logging).
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
@@ -119,6 +128,9 @@ def load_version(name: str, model_version: str) -> CalibratedBooster:
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")
+    # MLflow 3 makes a loaded model the process's "active model" and links every metric logged
+    # afterwards to it: a champion loaded for comparison would collect the challenger's metrics.
+    mlflow.clear_active_model()
     return pyfunc.unwrap_python_model().model
 
 

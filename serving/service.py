@@ -81,6 +81,11 @@ class Dangol:
         self._reloader = threading.Thread(target=self._reload_loop, name="reload", daemon=True)
         self._reloader.start()
 
+    @bentoml.on_shutdown
+    def stop_reloading(self) -> None:
+        """Stop the reload thread with the service."""
+        self._stop.set()
+
     def _reload_loop(self) -> None:
         while not self._stop.wait(LIMITS.reload_seconds):
             try:

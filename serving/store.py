@@ -142,7 +142,8 @@ def latest_export(config: DangolConfig) -> Path:
 
 def champion_versions(config: DangolConfig) -> dict[str, str | None]:
     """The registry's current champion versions (a cheap SQLite read)."""
-    return {t: registry.champion_version(n) for t, n in config.registry.model_names.items()}
+    uri = registry.store_uri(config.resolve(config.paths.mlruns))
+    return {t: registry.champion_version(n, uri) for t, n in config.registry.model_names.items()}
 
 
 def load_state(config: DangolConfig, stored: dict[str, object]) -> ScoringState:
