@@ -95,6 +95,7 @@ def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
             count(*) AS orders_lifetime,
             sum(o.amount) AS spend_lifetime,
             avg(o.amount) AS avg_order_value,
+            median(o.amount) AS median_order_value,
             max(o.amount) AS max_order_value,
             date_diff('second', max(o.ordered_at), c.cutoff) / 86400.0 AS days_since_last_order,
             date_diff('second', min(o.ordered_at), c.cutoff) / 86400.0 AS days_since_first_order,
@@ -110,6 +111,8 @@ def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
             max(o.gap_days) FILTER (WHERE o.back = 1) AS last_gap_days,
             avg(o.gap_days) FILTER (WHERE o.back <= 3) AS recent_gap_days,
             avg(o.gap_days) FILTER (WHERE o.back > 3) AS earlier_gap_days,
+            -- gaps against their order number (later orders have smaller `back`)
+            regr_slope(o.gap_days, -o.back) AS gap_slope,
             avg(o.amount) FILTER (WHERE o.back <= 3) AS recent_order_value
         FROM ranked o JOIN cutoffs c USING (cutoff)
         GROUP BY o.customer_id, c.cutoff
@@ -127,7 +130,8 @@ def _view_features_sql(features: FeatureSettings) -> str:
             count(*) AS views_lifetime,
             {windows},
             date_diff('second', max(v.viewed_at), c.cutoff) / 86400.0 AS days_since_last_view,
-            arg_max(v.price, v.viewed_at) AS last_viewed_price,
+            -- ties at the last instant: the highest price, so the value is deterministic
+            arg_max(v.price, (v.viewed_at, v.price)) AS last_viewed_price,
             avg(v.price) AS mean_viewed_price,
             median(v.price) AS median_viewed_price,
             max(v.price) AS max_viewed_price,
@@ -155,6 +159,15 @@ def _reseller_features_sql() -> str:
     """
 
 
+def _signup_features_sql() -> str:
+    return """
+        SELECT s.customer_id, c.cutoff,
+               date_diff('second', s.signed_up_at, c.cutoff) / 86400.0 AS days_since_signup
+        FROM (SELECT customer_id, min(signed_up_at) AS signed_up_at FROM customers GROUP BY 1) s
+        JOIN cutoffs c ON s.signed_up_at < c.cutoff
+    """
+
+
 def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     """Ratios and tier columns that follow from the aggregated columns."""
     out = frame
@@ -163,6 +176,12 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     out["last_gap_vs_median"] = out["last_gap_days"] / out["median_gap_days"]
     out["overdue_ratio"] = out["days_since_last_order"] / out["median_gap_days"]
     out["recent_vs_avg_order_value"] = out["recent_order_value"] / out["avg_order_value"]
+    # peers: the median customer's usual gap at the same cutoff (only pre-cutoff data)
+    peers = out.groupby("cutoff")["median_gap_days"].transform("median")
+    out["gap_vs_peers"] = out["median_gap_days"] / peers
+    if "days_since_signup" in out:
+        first_order = out["days_since_signup"] - out["days_since_first_order"]
+        out["signup_to_first_order_days"] = first_order
     if "last_viewed_price" in out:
         out["last_vs_mean_viewed_price"] = out["last_viewed_price"] / out["mean_viewed_price"]
         out["last_vs_median_viewed_price"] = out["last_viewed_price"] / out["median_viewed_price"]
@@ -193,6 +212,8 @@ def build_features(
         parts.append(_view_features_sql(features))
     if tables.order_items is not None:
         parts.append(_reseller_features_sql())
+    if tables.customers is not None:
+        parts.append(_signup_features_sql())
     for sql in parts:
         frame = frame.merge(con.sql(sql).df(), on=KEYS, how="left")
     con.close()
