@@ -16,7 +16,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.schema import ShopTables
-from features.tiers import TierSettings, current_tier_line, next_tier_line, tier_of_spend
+from features.tiers import (
+    TierSettings,
+    current_tier_line,
+    lines_at,
+    next_tier_line,
+    tier_of_spend,
+)
 
 KEYS = ["customer_id", "cutoff"]
 LABELS = ["repurchase", "first_purchase", "vip_conversion"]
@@ -187,10 +193,18 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
         out["last_vs_median_viewed_price"] = out["last_viewed_price"] / out["median_viewed_price"]
         out["viewed_price_vs_aov"] = out["mean_viewed_price"] / out["avg_order_value"]
     spend = out["tier_window_spend"].fillna(0.0).to_numpy()
-    tier = tier_of_spend(spend, tiers)
+    tier = np.zeros(len(out), dtype="int64")
+    upper = np.zeros(len(out))
+    lower = np.zeros(len(out))
+    # lines per cutoff: fixed for absolute tiers, that date's spend quantiles otherwise
+    for rows in out.groupby("cutoff").indices.values():
+        lines = lines_at(spend[rows], tiers)
+        tier[rows] = tier_of_spend(spend[rows], tiers, lines)
+        upper[rows] = next_tier_line(tier[rows], tiers, lines)
+        lower[rows] = current_tier_line(tier[rows], tiers, lines)
     out["tier"] = tier
-    out["distance_to_next_tier"] = next_tier_line(tier, tiers) - spend
-    out["margin_above_tier_line"] = spend - current_tier_line(tier, tiers)
+    out["distance_to_next_tier"] = upper - spend
+    out["margin_above_tier_line"] = spend - lower
     return out.replace([np.inf, -np.inf], np.nan)
 
 
@@ -233,8 +247,9 @@ def build_labels(
 ) -> pd.DataFrame:
     """Outcomes in [cutoff, cutoff + H) per (customer, cutoff) for customers with any order.
 
-    `bought` is any order in the horizon; `vip_reached` is whether the trailing spend, taken
-    just after some order in the horizon, reaches the lowest VIP line. Customers without an
+    `bought` is any order in the horizon; `max_trailing_spend` is the highest trailing tier
+    spend taken just after an order in the horizon (attach_labels compares it with the
+    lowest VIP line). Customers without an
     order in the horizon get no row (the caller fills False).
     """
     con = _connect(tables)
@@ -249,7 +264,7 @@ def build_labels(
         )
         SELECT r.customer_id, c.cutoff,
                TRUE AS bought,
-               max(r.trailing_spend) >= {tiers.vip_line} AS vip_reached
+               max(r.trailing_spend) AS max_trailing_spend
         FROM rolling r JOIN cutoffs c
           ON r.ordered_at >= c.cutoff
          AND r.ordered_at < c.cutoff + INTERVAL {labels.horizon_days} DAY
@@ -269,13 +284,18 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
     """
     merged = frame.merge(outcomes, on=KEYS, how="left")
     bought = merged["bought"].fillna(False).astype(bool)
-    vip_reached = merged["vip_reached"].fillna(False).astype(bool)
+    # the lowest VIP line in force at each cutoff (fixed, or that date's spend quantile)
+    vip_index = max(tiers.vip_tiers) - 1
+    vip_line = merged.groupby("cutoff")["tier_window_spend"].transform(
+        lambda spend: lines_at(spend.to_numpy(), tiers)[vip_index]
+    )
+    vip_reached = merged["max_trailing_spend"].fillna(0.0) >= vip_line
     has_ordered = merged["orders_lifetime"] > 0
     is_vip = merged["tier"].isin(tiers.vip_tiers)
     merged["repurchase"] = bought.astype("float64").where(has_ordered)
     merged["first_purchase"] = bought.astype("float64").where(~has_ordered)
     merged["vip_conversion"] = vip_reached.astype("float64").where(~is_vip)
-    return merged.drop(columns=["bought", "vip_reached"])
+    return merged.drop(columns=["bought", "max_trailing_spend"])
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
