@@ -413,3 +413,15 @@ def test_leakage_test_would_catch_a_leak() -> None:
     before = build_features(tables, later, SETTINGS, TIERS)
     after = build_features(_perturb_after(tables, cut, 0), later, SETTINGS, TIERS)
     assert not before.equals(after)
+
+
+def test_committed_feature_docs_match_the_generator() -> None:
+    """docs/features.md is regenerated with `python -m features.definitions > docs/features.md`."""
+    from pathlib import Path
+
+    from features.definitions import render_markdown
+
+    committed = (Path(__file__).parents[1] / "docs" / "features.md").read_text(encoding="utf-8")
+    assert committed == render_markdown(FeatureSettings(), TierSettings()), (
+        "docs/features.md is stale: run `python -m features.definitions > docs/features.md`"
+    )
