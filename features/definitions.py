@@ -126,9 +126,7 @@ def feature_definitions(features: FeatureSettings, tiers: TierSettings) -> list[
             "ratio",
             LIFETIME,
         ),
-        FeatureDef(
-            "last_gap_vs_median", "last_gap_days / median_gap_days", "ratio", LIFETIME
-        ),
+        FeatureDef("last_gap_vs_median", "last_gap_days / median_gap_days", "ratio", LIFETIME),
         FeatureDef(
             "overdue_ratio",
             "days_since_last_order / median_gap_days (> 1 = later than usual)",
@@ -164,9 +162,7 @@ def feature_definitions(features: FeatureSettings, tiers: TierSettings) -> list[
             "median_viewed_price", "median price of viewed products", "currency", LIFETIME, v
         ),
         FeatureDef("max_viewed_price", "highest viewed price", "currency", LIFETIME, v),
-        FeatureDef(
-            "high_price_views", f"views of products priced >= {line}", "views", LIFETIME, v
-        ),
+        FeatureDef("high_price_views", f"views of products priced >= {line}", "views", LIFETIME, v),
         FeatureDef(
             "high_price_view_share",
             f"share of views priced >= {line}",

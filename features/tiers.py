@@ -43,7 +43,7 @@ class TierSettings(BaseModel):
                     "tiers.quantiles needs one quantile per threshold "
                     f"({len(self.thresholds)}), got {self.quantiles}"
                 )
-            if any(not 0 < x < 1 for x in q) or any(a <= b for a, b in zip(q, q[1:])):
+            if any(not 0 < x < 1 for x in q) or any(a <= b for a, b in zip(q, q[1:], strict=False)):
                 raise ValueError(f"tiers.quantiles must descend strictly within (0, 1), got {q}")
         lowest = len(self.thresholds) + 1
         bad = [t for t in self.vip_tiers if not 1 <= t <= lowest]

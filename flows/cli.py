@@ -90,9 +90,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     snapshot.to_parquet(temporary, index=False)
     os.replace(temporary, out)
     cutoffs = snapshot["cutoff"].nunique()
-    print(
-        f"{len(snapshot):,} rows ({cutoffs} cutoffs) x {snapshot.shape[1] - 2} columns -> {out}"
-    )
+    print(f"{len(snapshot):,} rows ({cutoffs} cutoffs) x {snapshot.shape[1] - 2} columns -> {out}")
 
 
 def cmd_tiers(args: argparse.Namespace) -> None:

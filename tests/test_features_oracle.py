@@ -217,7 +217,9 @@ def oracle(
             lines.setdefault(cid, []).append((when, r.product_id, r.quantity, r.unit_price))
     signup: dict[str, pd.Timestamp] = {}
     if tables.customers is not None:
-        signup = dict(zip(tables.customers["customer_id"], tables.customers["signed_up_at"]))
+        signup = dict(
+            zip(tables.customers["customer_id"], tables.customers["signed_up_at"], strict=False)
+        )
     known = set(orders) | set(views) | set(signup)
     rows = []
     for cut in cutoffs:
@@ -246,7 +248,9 @@ def oracle(
             rows.append(row)
     frame = pd.DataFrame(rows)
     peers = frame.groupby("cutoff")["median_gap_days"].transform("median")
-    frame["gap_vs_peers"] = [_ratio(a, b) for a, b in zip(frame["median_gap_days"], peers)]
+    frame["gap_vs_peers"] = [
+        _ratio(a, b) for a, b in zip(frame["median_gap_days"], peers, strict=False)
+    ]
     return frame
 
 

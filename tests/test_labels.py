@@ -24,11 +24,14 @@ def _label_oracle(tables, cutoffs, horizon_days: int) -> pd.DataFrame:
             times, amounts = list(g["ordered_at"]), list(g["amount"])
             before = [t for t in times if t < cut]
             inside = [t for t in times if cut <= t < cut + horizon]
-            spend_at_cut = sum(a for t, a in zip(times, amounts) if cut - window <= t < cut)
+            spend_at_cut = sum(
+                a for t, a in zip(times, amounts, strict=False) if cut - window <= t < cut
+            )
             is_vip = spend_at_cut >= TIERS.vip_line
             # trailing spend just after each order in the horizon (orders at that instant too)
             reached = any(
-                sum(a for t, a in zip(times, amounts) if s - window <= t <= s) >= TIERS.vip_line
+                sum(a for t, a in zip(times, amounts, strict=False) if s - window <= t <= s)
+                >= TIERS.vip_line
                 for s in inside
             )
             rows.append(
@@ -65,9 +68,7 @@ def test_labels_match_the_oracle(horizon: int) -> None:
 
 def test_each_label_is_nan_outside_its_population() -> None:
     tables = random_shop(12)
-    frame = training_frame(
-        tables, random_cutoffs(tables, 12, 30), SETTINGS, LabelSettings(), TIERS
-    )
+    frame = training_frame(tables, random_cutoffs(tables, 12, 30), SETTINGS, LabelSettings(), TIERS)
     has_ordered = frame["orders_lifetime"] > 0
     assert frame.loc[has_ordered, "repurchase"].notna().all()
     assert frame.loc[~has_ordered, "repurchase"].isna().all()

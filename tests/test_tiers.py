@@ -32,9 +32,7 @@ def test_absolute_krw_tiers_of_design_section_1(spend: float, tier: int) -> None
 
 
 def test_quantile_tiers_follow_the_spend_distribution() -> None:
-    tiers = TierSettings(
-        basis="quantile", thresholds=[3, 2, 1], quantiles=[0.9, 0.5, 0.2]
-    )
+    tiers = TierSettings(basis="quantile", thresholds=[3, 2, 1], quantiles=[0.9, 0.5, 0.2])
     spend = np.concatenate([np.zeros(50), np.arange(1, 101, dtype="float64")])
     tier = tier_of_spend(spend, tiers)
     assert (tier[:50] == 4).all()  # no spend: lowest tier
