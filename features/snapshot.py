@@ -220,7 +220,6 @@ def build_features(
     """
     con = _connect(tables)
     _register_cutoffs(con, cutoffs)
-    frame = con.sql(_population_sql(tables)).df()
     parts = [_order_features_sql(features, tiers)]
     if tables.content_views is not None:
         parts.append(_view_features_sql(features))
@@ -228,8 +227,13 @@ def build_features(
         parts.append(_reseller_features_sql())
     if tables.customers is not None:
         parts.append(_signup_features_sql())
-    for sql in parts:
-        frame = frame.merge(con.sql(sql).df(), on=KEYS, how="left")
+    # one statement: DuckDB joins the per-table aggregates (faster than pandas merges)
+    ctes = [f"population AS ({_population_sql(tables)})"]
+    ctes += [f"part{i} AS ({sql})" for i, sql in enumerate(parts)]
+    columns = ", ".join(f"part{i}.* EXCLUDE (customer_id, cutoff)" for i in range(len(parts)))
+    joins = " ".join(f"LEFT JOIN part{i} USING (customer_id, cutoff)" for i in range(len(parts)))
+    sql = f"WITH {', '.join(ctes)} SELECT population.*, {columns} FROM population {joins}"
+    frame = con.sql(sql).df()
     con.close()
     counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
     counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
