@@ -82,20 +82,17 @@ def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
         for w in features.windows_days
     )
     return f"""
-        WITH gaps AS (
-            SELECT *, date_diff(
-                       'second',
-                       lag(ordered_at) OVER (PARTITION BY customer_id
-                                             ORDER BY ordered_at, order_id),
-                       ordered_at) / 86400.0 AS gap_days
-            FROM orders
-        ),
-        ranked AS (
-            -- order number counted back from the cutoff: 1 = the last order before it
-            SELECT g.*, c.cutoff,
-                   row_number() OVER (PARTITION BY g.customer_id, c.cutoff
-                                      ORDER BY g.ordered_at DESC, g.order_id DESC) AS back
-            FROM gaps g JOIN cutoffs c ON g.ordered_at < c.cutoff
+        WITH ranked AS (
+            -- one sort per (customer, cutoff): the previous order of an order before the
+            -- cutoff is itself before the cutoff, so the gap needs no later event.
+            -- back = order number counted back from the cutoff: 1 = the last order before it
+            SELECT o.*, c.cutoff,
+                   date_diff('second', lag(o.ordered_at) OVER w, o.ordered_at) / 86400.0
+                       AS gap_days,
+                   count(*) OVER (PARTITION BY o.customer_id, c.cutoff)
+                       - row_number() OVER w + 1 AS back
+            FROM orders o JOIN cutoffs c ON o.ordered_at < c.cutoff
+            WINDOW w AS (PARTITION BY o.customer_id, c.cutoff ORDER BY o.ordered_at, o.order_id)
         )
         SELECT o.customer_id, c.cutoff,
             count(*) AS orders_lifetime,
