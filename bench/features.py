@@ -116,7 +116,7 @@ def pandas_features(tables: ShopTables, cutoff: pd.Timestamp, s: FeatureSettings
             "mean_gap_days": g["gap"].mean(),
             "median_gap_days": g["gap"].median(),
             "last_gap_days": g["gap"].last(),
-            "recent_order_value": g["amount"].apply(lambda a: a.iloc[-3:].mean()),
+            "recent_order_value": g.tail(3).groupby("customer_id")["amount"].mean(),
         }
     )
     for w in s.windows_days:

@@ -91,3 +91,22 @@ def test_migration_matrix_counts_and_shares() -> None:
     assert counts.loc[5, 5] == 1  # e: signed up, never bought
     with pytest.raises(ValueError, match="start < end"):
         migration_matrix(orders, "2025-07-01", "2025-02-01", KRW)
+
+
+def test_quantile_tiers_in_features_and_labels_use_each_dates_own_lines() -> None:
+    from features.snapshot import LabelSettings, training_frame
+
+    tables = random_shop(22)
+    tiers = TierSettings(
+        window_days=90, basis="quantile", thresholds=[3, 2, 1], quantiles=[0.9, 0.6, 0.3]
+    )
+    cutoffs = list(pd.date_range("2025-03-01", "2025-12-01", freq="61D"))
+    frame = training_frame(tables, cutoffs, FeatureSettings(), LabelSettings(), tiers)
+    for _, rows in frame.groupby("cutoff"):
+        spend = rows["tier_window_spend"].to_numpy()
+        lines = lines_at(spend, tiers)
+        assert (rows["tier"].to_numpy() == tier_of_spend(spend, tiers, lines)).all()
+        spenders = rows[rows["tier_window_spend"] > 0]
+        top = (spenders["tier"] == 1).mean()
+        assert 0.0 < top <= 0.2  # roughly the top decile of that date's spenders
+        assert rows.loc[rows["tier"] <= 2, "vip_conversion"].isna().all()
