@@ -16,7 +16,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.schema import ShopTables
-from features.tiers import TierSettings, current_tier_line, next_tier_line, tier_of_spend
+from features.tiers import (
+    TierSettings,
+    current_tier_line,
+    lines_at,
+    next_tier_line,
+    tier_of_spend,
+)
 
 KEYS = ["customer_id", "cutoff"]
 LABELS = ["repurchase", "first_purchase", "vip_conversion"]
@@ -76,25 +82,23 @@ def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
         for w in features.windows_days
     )
     return f"""
-        WITH gaps AS (
-            SELECT *, date_diff(
-                       'second',
-                       lag(ordered_at) OVER (PARTITION BY customer_id
-                                             ORDER BY ordered_at, order_id),
-                       ordered_at) / 86400.0 AS gap_days
-            FROM orders
-        ),
-        ranked AS (
-            -- order number counted back from the cutoff: 1 = the last order before it
-            SELECT g.*, c.cutoff,
-                   row_number() OVER (PARTITION BY g.customer_id, c.cutoff
-                                      ORDER BY g.ordered_at DESC, g.order_id DESC) AS back
-            FROM gaps g JOIN cutoffs c ON g.ordered_at < c.cutoff
+        WITH ranked AS (
+            -- one sort per (customer, cutoff): the previous order of an order before the
+            -- cutoff is itself before the cutoff, so the gap needs no later event.
+            -- back = order number counted back from the cutoff: 1 = the last order before it
+            SELECT o.*, c.cutoff,
+                   date_diff('second', lag(o.ordered_at) OVER w, o.ordered_at) / 86400.0
+                       AS gap_days,
+                   count(*) OVER (PARTITION BY o.customer_id, c.cutoff)
+                       - row_number() OVER w + 1 AS back
+            FROM orders o JOIN cutoffs c ON o.ordered_at < c.cutoff
+            WINDOW w AS (PARTITION BY o.customer_id, c.cutoff ORDER BY o.ordered_at, o.order_id)
         )
         SELECT o.customer_id, c.cutoff,
             count(*) AS orders_lifetime,
             sum(o.amount) AS spend_lifetime,
             avg(o.amount) AS avg_order_value,
+            median(o.amount) AS median_order_value,
             max(o.amount) AS max_order_value,
             date_diff('second', max(o.ordered_at), c.cutoff) / 86400.0 AS days_since_last_order,
             date_diff('second', min(o.ordered_at), c.cutoff) / 86400.0 AS days_since_first_order,
@@ -110,6 +114,8 @@ def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
             max(o.gap_days) FILTER (WHERE o.back = 1) AS last_gap_days,
             avg(o.gap_days) FILTER (WHERE o.back <= 3) AS recent_gap_days,
             avg(o.gap_days) FILTER (WHERE o.back > 3) AS earlier_gap_days,
+            -- gaps against their order number (later orders have smaller `back`)
+            regr_slope(o.gap_days, -o.back) AS gap_slope,
             avg(o.amount) FILTER (WHERE o.back <= 3) AS recent_order_value
         FROM ranked o JOIN cutoffs c USING (cutoff)
         GROUP BY o.customer_id, c.cutoff
@@ -127,7 +133,8 @@ def _view_features_sql(features: FeatureSettings) -> str:
             count(*) AS views_lifetime,
             {windows},
             date_diff('second', max(v.viewed_at), c.cutoff) / 86400.0 AS days_since_last_view,
-            arg_max(v.price, v.viewed_at) AS last_viewed_price,
+            -- ties at the last instant: the highest price, so the value is deterministic
+            arg_max(v.price, (v.viewed_at, v.price)) AS last_viewed_price,
             avg(v.price) AS mean_viewed_price,
             median(v.price) AS median_viewed_price,
             max(v.price) AS max_viewed_price,
@@ -155,6 +162,15 @@ def _reseller_features_sql() -> str:
     """
 
 
+def _signup_features_sql() -> str:
+    return """
+        SELECT s.customer_id, c.cutoff,
+               date_diff('second', s.signed_up_at, c.cutoff) / 86400.0 AS days_since_signup
+        FROM (SELECT customer_id, min(signed_up_at) AS signed_up_at FROM customers GROUP BY 1) s
+        JOIN cutoffs c ON s.signed_up_at < c.cutoff
+    """
+
+
 def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     """Ratios and tier columns that follow from the aggregated columns."""
     out = frame
@@ -163,15 +179,29 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     out["last_gap_vs_median"] = out["last_gap_days"] / out["median_gap_days"]
     out["overdue_ratio"] = out["days_since_last_order"] / out["median_gap_days"]
     out["recent_vs_avg_order_value"] = out["recent_order_value"] / out["avg_order_value"]
+    # peers: the median customer's usual gap at the same cutoff (only pre-cutoff data)
+    peers = out.groupby("cutoff")["median_gap_days"].transform("median")
+    out["gap_vs_peers"] = out["median_gap_days"] / peers
+    if "days_since_signup" in out:
+        first_order = out["days_since_signup"] - out["days_since_first_order"]
+        out["signup_to_first_order_days"] = first_order
     if "last_viewed_price" in out:
         out["last_vs_mean_viewed_price"] = out["last_viewed_price"] / out["mean_viewed_price"]
         out["last_vs_median_viewed_price"] = out["last_viewed_price"] / out["median_viewed_price"]
         out["viewed_price_vs_aov"] = out["mean_viewed_price"] / out["avg_order_value"]
     spend = out["tier_window_spend"].fillna(0.0).to_numpy()
-    tier = tier_of_spend(spend, tiers)
+    tier = np.zeros(len(out), dtype="int64")
+    upper = np.zeros(len(out))
+    lower = np.zeros(len(out))
+    # lines per cutoff: fixed for absolute tiers, that date's spend quantiles otherwise
+    for rows in out.groupby("cutoff").indices.values():
+        lines = lines_at(spend[rows], tiers)
+        tier[rows] = tier_of_spend(spend[rows], tiers, lines)
+        upper[rows] = next_tier_line(tier[rows], tiers, lines)
+        lower[rows] = current_tier_line(tier[rows], tiers, lines)
     out["tier"] = tier
-    out["distance_to_next_tier"] = next_tier_line(tier, tiers) - spend
-    out["margin_above_tier_line"] = spend - current_tier_line(tier, tiers)
+    out["distance_to_next_tier"] = upper - spend
+    out["margin_above_tier_line"] = spend - lower
     return out.replace([np.inf, -np.inf], np.nan)
 
 
@@ -187,14 +217,20 @@ def build_features(
     """
     con = _connect(tables)
     _register_cutoffs(con, cutoffs)
-    frame = con.sql(_population_sql(tables)).df()
     parts = [_order_features_sql(features, tiers)]
     if tables.content_views is not None:
         parts.append(_view_features_sql(features))
     if tables.order_items is not None:
         parts.append(_reseller_features_sql())
-    for sql in parts:
-        frame = frame.merge(con.sql(sql).df(), on=KEYS, how="left")
+    if tables.customers is not None:
+        parts.append(_signup_features_sql())
+    # one statement: DuckDB joins the per-table aggregates (faster than pandas merges)
+    ctes = [f"population AS ({_population_sql(tables)})"]
+    ctes += [f"part{i} AS ({sql})" for i, sql in enumerate(parts)]
+    columns = ", ".join(f"part{i}.* EXCLUDE (customer_id, cutoff)" for i in range(len(parts)))
+    joins = " ".join(f"LEFT JOIN part{i} USING (customer_id, cutoff)" for i in range(len(parts)))
+    sql = f"WITH {', '.join(ctes)} SELECT population.*, {columns} FROM population {joins}"
+    frame = con.sql(sql).df()
     con.close()
     counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
     counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
@@ -212,8 +248,9 @@ def build_labels(
 ) -> pd.DataFrame:
     """Outcomes in [cutoff, cutoff + H) per (customer, cutoff) for customers with any order.
 
-    `bought` is any order in the horizon; `vip_reached` is whether the trailing spend, taken
-    just after some order in the horizon, reaches the lowest VIP line. Customers without an
+    `bought` is any order in the horizon; `max_trailing_spend` is the highest trailing tier
+    spend taken just after an order in the horizon (attach_labels compares it with the
+    lowest VIP line). Customers without an
     order in the horizon get no row (the caller fills False).
     """
     con = _connect(tables)
@@ -228,7 +265,7 @@ def build_labels(
         )
         SELECT r.customer_id, c.cutoff,
                TRUE AS bought,
-               max(r.trailing_spend) >= {tiers.vip_line} AS vip_reached
+               max(r.trailing_spend) AS max_trailing_spend
         FROM rolling r JOIN cutoffs c
           ON r.ordered_at >= c.cutoff
          AND r.ordered_at < c.cutoff + INTERVAL {labels.horizon_days} DAY
@@ -248,13 +285,18 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
     """
     merged = frame.merge(outcomes, on=KEYS, how="left")
     bought = merged["bought"].fillna(False).astype(bool)
-    vip_reached = merged["vip_reached"].fillna(False).astype(bool)
+    # the lowest VIP line in force at each cutoff (fixed, or that date's spend quantile)
+    vip_index = max(tiers.vip_tiers) - 1
+    vip_line = merged.groupby("cutoff")["tier_window_spend"].transform(
+        lambda spend: lines_at(spend.to_numpy(), tiers)[vip_index]
+    )
+    vip_reached = merged["max_trailing_spend"].fillna(0.0) >= vip_line
     has_ordered = merged["orders_lifetime"] > 0
     is_vip = merged["tier"].isin(tiers.vip_tiers)
     merged["repurchase"] = bought.astype("float64").where(has_ordered)
     merged["first_purchase"] = bought.astype("float64").where(~has_ordered)
     merged["vip_conversion"] = vip_reached.astype("float64").where(~is_vip)
-    return merged.drop(columns=["bought", "vip_reached"])
+    return merged.drop(columns=["bought", "max_trailing_spend"])
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:

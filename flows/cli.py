@@ -49,18 +49,74 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     print(f"done in {time.perf_counter() - started:.1f} s")
 
 
+def _dates(text: str) -> list[date]:
+    return [_date(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _stacked_frame(args: argparse.Namespace, config, tables):
+    """Features at --cutoffs, or features and labels at every labelled cutoff (--training)."""
+    import pandas as pd
+
+    from features.snapshot import build_features, labelled_cutoffs, training_frame
+    from flows import steps
+
+    if args.training:
+        cutoffs = labelled_cutoffs(
+            steps.first_event(tables),
+            steps.data_end(tables, config),
+            config.training.cutoff_every_days,
+            config.labels.horizon_days,
+            config.training.min_history_days,
+        )
+        if not cutoffs:
+            raise SystemExit("dangol features: the data is too short for any labelled cutoff")
+        return training_frame(tables, cutoffs, config.features, config.labels, config.tiers)
+    cutoffs = [pd.Timestamp(c) for c in args.cutoffs]
+    return build_features(tables, cutoffs, config.features, config.tiers)
+
+
 def cmd_features(args: argparse.Namespace) -> None:
     from flows import steps
 
     config = _config(args)
     tables, _report = steps.load_shop(config)
-    snapshot = steps.latest_snapshot(tables, config, args.cutoff)
+    if args.cutoffs or args.training:
+        snapshot = _stacked_frame(args, config, tables)
+    else:
+        snapshot = steps.latest_snapshot(tables, config, args.cutoff)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     snapshot.to_parquet(temporary, index=False)
     os.replace(temporary, out)
-    print(f"{len(snapshot):,} customers x {snapshot.shape[1] - 2} features -> {out}")
+    cutoffs = snapshot["cutoff"].nunique()
+    print(f"{len(snapshot):,} rows ({cutoffs} cutoffs) x {snapshot.shape[1] - 2} columns -> {out}")
+
+
+def cmd_tiers(args: argparse.Namespace) -> None:
+    from features.tiers import migration_matrix
+    from flows import steps
+
+    config = _config(args)
+    tables, _report = steps.load_shop(config)
+    counts, shares = migration_matrix(
+        tables.orders, args.start, args.end, config.tiers, tables.customers
+    )
+    print(f"tier migration {args.start} -> {args.end} (rows: from, columns: to; 'new' = not")
+    print(f"yet known at {args.start}); window {config.tiers.window_days} days")
+    print("counts:")
+    print(counts.to_string())
+    print("shares of each row:")
+    print(shares.round(3).to_string())
+    if args.out:
+        long = counts.stack().rename("count").to_frame()
+        long["share"] = shares.stack().reindex(long.index)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out.with_name(f".{out.name}.tmp")
+        long.reset_index().to_csv(temporary, index=False)
+        os.replace(temporary, out)
+        print(f"-> {out}")
 
 
 def cmd_train(args: argparse.Namespace) -> list:
@@ -201,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     feats = add("features", cmd_features, "Write a point-in-time feature snapshot.")
     feats.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
     feats.add_argument("--out", required=True, help="output Parquet file")
+    feats.add_argument(
+        "--cutoffs", type=_dates, default=None, help="comma-separated YYYY-MM-DD: stack these"
+    )
+    feats.add_argument(
+        "--training",
+        action="store_true",
+        help="features and labels at every labelled cutoff of the config (training frame)",
+    )
+
+    tier = add("tiers", cmd_tiers, "Tier-migration matrix between two dates (counts, shares).")
+    tier.add_argument("--from", dest="start", type=_date, required=True, help="YYYY-MM-DD")
+    tier.add_argument("--to", dest="end", type=_date, required=True, help="YYYY-MM-DD")
+    tier.add_argument("--out", default=None, help="optional CSV: from_tier, to_tier, count, share")
 
     add("train", cmd_train, "Retrain both models, log to MLflow, promote the better ones.")
 

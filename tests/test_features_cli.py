@@ -1,0 +1,49 @@
+"""`dangol tiers` and `dangol features --cutoffs/--training` on a tiny shop in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.synthetic import write_shop
+from flows.cli import main
+from tests.test_features_oracle import random_shop
+
+
+def _config(tmp_path: Path) -> Path:
+    paths = write_shop(random_shop(31, customers=60), tmp_path / "shop")
+    tables = "\n".join(f"    {name}: {{path: {path}}}" for name, path in paths.items())
+    text = (
+        f"data:\n  end: 2026-02-05\n  tables:\n{tables}\n"
+        "tiers:\n  window_days: 60\n  thresholds: [3000, 1200, 400, 100]\n"
+        "training:\n  cutoff_every_days: 30\n  min_history_days: 30\n"
+        f"paths:\n  prefect_home: {tmp_path / 'prefect'}\n"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_tiers_and_stacked_features_commands(tmp_path: Path) -> None:
+    config = str(_config(tmp_path))
+    csv = tmp_path / "out" / "migration.csv"
+    args = ["tiers", "--config", config, "--from", "2025-06-01", "--to", "2025-12-01"]
+    assert main([*args, "--out", str(csv)]) == 0
+    matrix = pd.read_csv(csv)
+    assert list(matrix.columns) == ["from_tier", "to_tier", "count", "share"]
+    assert matrix["count"].sum() > 0
+    shares = matrix.groupby("from_tier")["share"].sum()
+    assert ((shares - 1).abs() < 1e-9).any()
+
+    out = tmp_path / "out" / "stacked.parquet"
+    args = ["features", "--config", config, "--cutoffs", "2025-06-01,2025-09-01", "--out"]
+    assert main([*args, str(out)]) == 0
+    frame = pd.read_parquet(out)
+    assert sorted(frame["cutoff"].unique()) == list(pd.to_datetime(["2025-06-01", "2025-09-01"]))
+
+    train = tmp_path / "out" / "train.parquet"
+    assert main(["features", "--config", config, "--training", "--out", str(train)]) == 0
+    frame = pd.read_parquet(train)
+    assert {"repurchase", "first_purchase", "vip_conversion"} <= set(frame.columns)
+    assert (frame["cutoff"] + pd.Timedelta(days=90) <= pd.Timestamp("2026-02-05")).all()
