@@ -9,6 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DriftSettings(BaseModel):
+    """When the score flow calls a shift large enough to warn, and whether it then retrains."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bins: int = Field(10, ge=2)
+    psi_alert: float = Field(0.25, gt=0)
+    retrain_on_drift: bool = False
+
 
 # An empty bin would make ln(a / e) infinite; this floor keeps PSI finite and comparable.
 _FLOOR = 1e-4

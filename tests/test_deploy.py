@@ -27,6 +27,7 @@ data:
     content_views: {path: shop/content_views.parquet}
 synthetic: {customers: 3000, seed: 5, out_dir: shop}
 training:
+  backtest_folds: 1
   lightgbm: {n_estimators: 60, min_child_samples: 20}
 schedules: {timezone: Asia/Seoul, retrain_cron: "0 3 * * 1", score_cron: "30 6 * * *"}
 paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}

@@ -28,6 +28,7 @@ data:
     content_views: {{path: shop/content_views.parquet}}
 synthetic: {{customers: {customers}, seed: 11, out_dir: shop}}
 training:
+  backtest_folds: 1
   lightgbm: {{n_estimators: 120, min_child_samples: 20}}
 paths: {{mlruns: mlruns, exports: exports, prefect_home: prefect}}
 """
