@@ -151,6 +151,7 @@ def cmd_score(args: argparse.Namespace):
     for name, size in outcome.segment_sizes.items():
         print(f"  segment {name}: {size:,}")
     print(f"export: {outcome.export_dir} (and {outcome.export_dir.parent / 'latest'})")
+    print(outcome.drift)
     return outcome
 
 

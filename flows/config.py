@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from features.loaders import DataSettings, TimeZoneName
 from features.snapshot import FeatureSettings, LabelSettings
 from features.tiers import TierSettings
+from models.drift import DriftSettings
 from models.registry import RegistrySettings
 from models.segments import SegmentSettings
 from models.train import TrainingSettings
@@ -103,6 +104,7 @@ class DangolConfig(BaseModel):
     segments: SegmentSettings = SegmentSettings()
     serving: ServingSettings = ServingSettings()
     schedules: ScheduleSettings = ScheduleSettings()
+    drift: DriftSettings = DriftSettings()
     paths: PathSettings = PathSettings()
 
     def resolve(self, path: Path) -> Path:

@@ -158,6 +158,7 @@ def log_and_register(
     split: TimeSplit,
     config: DangolConfig,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    run_key: str | None = None,
 ) -> list[TargetOutcome]:
     """Log every target in one parent MLflow run, then register and gate them all.
 
@@ -196,19 +197,20 @@ def log_and_register(
                 )
                 mlflow.set_tags(decision.tags())
             logged.append(_Logged(trained, name, child.info.run_id, model_uri, decision, previous))
-        outcomes = _register_all(logged, log)
+        mlflow.set_tag(registry.RUN_KEY_TAG, run_key or "")
+        outcomes = _register_all(logged, log, run_key)
         mlflow.set_tag("parent_run", parent.info.run_id)
     return outcomes
 
 
-def _register_all(logged: list[_Logged], log) -> list[TargetOutcome]:
+def _register_all(logged: list[_Logged], log, run_key: str | None) -> list[TargetOutcome]:
     """Register and gate every logged target, or none of them."""
     done: list[tuple[_Logged, str | None]] = []
     outcomes = []
     try:
         for item in logged:
             done.append((item, None))
-            version = registry.register(item.model_uri, item.name, item.run_id)
+            version = registry.register(item.model_uri, item.name, item.run_id, run_key)
             done[-1] = (item, version)
             registry.apply_promotion(item.name, version, item.decision)
             log.info("%s v%s: %s", item.name, version, item.decision.reason)
@@ -235,10 +237,38 @@ def _register_all(logged: list[_Logged], log) -> list[TargetOutcome]:
 
 @task(cache_policy=NO_CACHE)
 def register_task(
-    trained_targets: list[steps.TrainedTarget], split: TimeSplit, config: DangolConfig
+    trained_targets: list[steps.TrainedTarget],
+    split: TimeSplit,
+    config: DangolConfig,
+    run_key: str,
 ) -> list[TargetOutcome]:
     """Log, register and gate every target inside one parent MLflow run."""
-    return log_and_register(trained_targets, split, config, get_run_logger())
+    return log_and_register(trained_targets, split, config, get_run_logger(), run_key)
+
+
+def _already_registered(config: DangolConfig, run_key: str) -> list[TargetOutcome] | None:
+    """The outcomes of an earlier run on the same inputs, or None if any target lacks one."""
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    metric = config.registry.promotion_metric
+    outcomes = []
+    for target in steps.TARGETS:
+        name = config.registry.model_name(target)
+        version = registry.version_with_run_key(name, run_key)
+        if version is None:
+            return None
+        logged = registry.version_metrics(name, version)
+        metrics = {k.removeprefix("test."): v for k, v in logged.items() if k.startswith("test.")}
+        baselines: dict[str, dict[str, float]] = {}
+        for key, value in logged.items():
+            if key.startswith("baseline."):
+                _, baseline, measure = key.split(".", 2)
+                baselines.setdefault(baseline, {})[measure] = value
+        reason = f"already registered as v{version} for this data and configuration"
+        decision = registry.PromotionDecision(
+            False, reason, metrics.get(metric, float("nan")), None
+        )
+        outcomes.append(TargetOutcome(target, name, version, metrics, baselines, decision))
+    return outcomes
 
 
 def _backtest_cell(backtest: pd.DataFrame | None, scorer: str) -> str:
@@ -278,9 +308,14 @@ def retrain_flow(config_path: str) -> list[TargetOutcome]:
     config = load_config(config_path)
     # 1. load and validate the raw tables
     tables, _report = load_shop_task(config)
-    # 2. point-in-time features and labels at every labelled cutoff
+    # 2. the same data and configuration again: report what was registered, register nothing
+    run_key = steps.run_key(tables, config)
+    if (earlier := _already_registered(config, run_key)) is not None:
+        get_run_logger().info("inputs unchanged (run key %s): nothing to retrain", run_key)
+        return earlier
+    # 3. point-in-time features and labels at every labelled cutoff
     frame, split = training_data_task(tables, config)
-    # 3. train and evaluate each target on the later windows
+    # 4. train and evaluate each target on the later windows
     plot_dir = steps.scratch_dir()
     targets = steps.targets_to_train(frame)
     for target in sorted(set(steps.OPTIONAL_TARGETS) - set(targets)):
@@ -293,7 +328,7 @@ def retrain_flow(config_path: str) -> list[TargetOutcome]:
             if target in steps.TARGETS:
                 raise
             get_run_logger().warning("optional target %s skipped: %s", target, exc)
-    # 4. log, register and promote only once everything above succeeded
-    outcomes = register_task(trained, split, config)
+    # 5. log, register and promote only once everything above succeeded
+    outcomes = register_task(trained, split, config, run_key)
     create_markdown_artifact(summary_markdown(outcomes, split), key="retrain-summary")
     return outcomes

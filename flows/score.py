@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import steps
@@ -25,17 +25,21 @@ class ScoreOutcome:
     export_dir: Path
     segment_sizes: dict[str, int]
     model_versions: dict[str, str]
+    drift: str = ""
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_champions_task(
     config: DangolConfig,
 ) -> tuple[dict[str, CalibratedBooster], dict[str, str]]:
+    """Every target's champion; the optional ones only where they exist."""
     registry.configure_mlflow(config.resolve(config.paths.mlruns))
     models, versions = {}, {}
-    for target in steps.TARGETS:
-        name = config.registry.model_names[target]
+    for target in (*steps.TARGETS, *steps.OPTIONAL_TARGETS):
+        name = config.registry.model_name(target)
         version = registry.champion_version(name)
+        if version is None and target in steps.OPTIONAL_TARGETS:
+            continue
         if version is None:
             raise registry.NoChampionError(
                 f"no '{registry.CHAMPION}' alias on registered model {name}: "
@@ -53,6 +57,67 @@ def snapshot_task(tables, config: DangolConfig, cutoff: date | None) -> pd.DataF
         "snapshot: %s customers at %s", f"{len(snapshot):,}", snapshot["cutoff"].iloc[0]
     )
     return snapshot
+
+
+def _reference_cutoff(config: DangolConfig, versions: dict[str, str]) -> pd.Timestamp:
+    """The repurchase champion's last training cutoff: what "normal" looked like to it."""
+    window = registry.version_data_window(
+        config.registry.model_name("repurchase"), versions["repurchase"]
+    )
+    return pd.Timestamp(window["train"][-1])
+
+
+@task(cache_policy=NO_CACHE)
+def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> steps.DriftReport:
+    """PSI against the training window; logged to MLflow and the run's artifacts; warns."""
+    import mlflow
+
+    log = get_run_logger()
+    report = steps.drift_report(
+        tables, snapshot, models, _reference_cutoff(config, versions), config
+    )
+    mlruns = config.resolve(config.paths.mlruns)
+    experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
+    cutoff = snapshot["cutoff"].iloc[0].date()
+    with mlflow.start_run(experiment_id=experiment, run_name=f"score {cutoff}"):
+        mlflow.set_tags({"kind": "score", "reference_cutoff": str(report.reference_cutoff.date())})
+        mlflow.log_params({f"champion.{t}": v for t, v in versions.items()})
+        mlflow.log_metrics({f"psi.{row.column}": row.psi for row in report.features.itertuples()})
+        mlflow.log_metrics({f"psi.score.{t}": v for t, v in report.scores.items()})
+        mlflow.log_text(report.features.to_csv(index=False), "drift/feature_psi.csv")
+    rows = [{"column": f"{t} score", "psi": round(v, 4)} for t, v in report.scores.items()]
+    rows += report.features.head(15).round(4).to_dict("records")
+    create_table_artifact(
+        rows, key="drift", description=f"PSI against {report.reference_cutoff.date()}"
+    )
+    name, value = report.worst
+    if value > config.drift.psi_alert:
+        log.warning(
+            "drift: %s has PSI %.3f > %.3f against %s",
+            name,
+            value,
+            config.drift.psi_alert,
+            report.reference_cutoff.date(),
+        )
+    return report
+
+
+def _maybe_retrain(report: steps.DriftReport, config: DangolConfig) -> str:
+    """Trigger the retrain deployment on drift when configured; returns what was done."""
+    name, value = report.worst
+    if value <= config.drift.psi_alert:
+        return f"no drift above {config.drift.psi_alert} (worst: {name} {value:.3f})"
+    if not config.drift.retrain_on_drift:
+        return f"drift: {name} PSI {value:.3f}; retrain_on_drift is off"
+    from prefect.deployments import run_deployment
+    from prefect.runtime import deployment
+
+    from flows.deploy import RETRAIN_DEPLOYMENT
+
+    if deployment.id is None:
+        return f"drift: {name} PSI {value:.3f}; not deployed, run `dangol train` to retrain"
+    run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False)
+    return f"drift: {name} PSI {value:.3f}; triggered {RETRAIN_DEPLOYMENT} run {run.id}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -79,20 +144,26 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     tables, _report = load_shop_task(config)
     # 3. point-in-time features at the cutoff
     snapshot = snapshot_task(tables, config, cutoff)
-    # 4. scores, segments, and the export that `latest` moves to only when complete
+    # 4. how far today is from what the champions were trained on
+    drift = drift_task(tables, snapshot, models, versions, config)
+    # 5. scores, segments, and the export that `latest` moves to only when complete
     export_dir, sizes = export_task(snapshot, models, config)
+    # 6. retrain on drift, if configured (only after a good export)
+    drift_action = _maybe_retrain(drift, config)
+    get_run_logger().info(drift_action)
     outcome = ScoreOutcome(
         cutoff=str(snapshot["cutoff"].iloc[0].date()),
         customers=len(snapshot),
         export_dir=export_dir,
         segment_sizes=sizes,
         model_versions=versions,
+        drift=drift_action,
     )
     table = "\n".join(f"| {name} | {size:,} |" for name, size in sizes.items())
     create_markdown_artifact(
         f"# score {outcome.cutoff}\n\n{outcome.customers:,} customers scored with "
-        f"{versions}; export: `{export_dir}`\n\n| segment | members |\n|---|---|\n{table}"
-        + _whatif_markdown(export_dir),
+        f"{versions}; export: `{export_dir}`\n\n{drift_action}\n\n"
+        f"| segment | members |\n|---|---|\n{table}" + _whatif_markdown(export_dir),
         key="score-summary",
     )
     return outcome

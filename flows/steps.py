@@ -5,6 +5,8 @@ Kept free of Prefect so each step can be run and tested on its own.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from features.contract import LoadReport
+from features.fingerprint import data_fingerprint
 from features.loaders import load_tables
 from features.schema import ShopTables
 from features.snapshot import build_features, labelled_cutoffs, training_frame
 from flows.config import DangolConfig
+from models.drift import drift_table, psi
 from models.evaluate import (
     BaselineResults,
     baseline_rules,
@@ -30,7 +34,12 @@ from models.evaluate import (
     plot_importance,
     probability_metrics,
 )
-from models.segments import build_segments, explain_members, score_customers, write_export
+from models.segments import (
+    build_segments,
+    explain_members,
+    score_customers,
+    write_export,
+)
 from models.train import (
     CalibratedBooster,
     InsufficientDataError,
@@ -291,6 +300,62 @@ def score_and_export(
         summary_markdown=markdown,
     )
     return folder, {name: len(members) for name, members in segments.items()}
+
+
+@dataclass
+class DriftReport:
+    """Feature and score PSI of today's snapshot against the champion's last training cutoff."""
+
+    reference_cutoff: pd.Timestamp
+    features: pd.DataFrame
+    scores: dict[str, float]
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        """The most shifted feature or score and its PSI."""
+        candidates = dict(zip(self.features["column"], self.features["psi"], strict=True))
+        candidates |= {f"{target} score": value for target, value in self.scores.items()}
+        name = max(candidates, key=candidates.get)
+        return name, float(candidates[name])
+
+
+def drift_report(
+    tables: ShopTables,
+    snapshot: pd.DataFrame,
+    models: dict[str, CalibratedBooster],
+    reference_cutoff: pd.Timestamp,
+    config: DangolConfig,
+) -> DriftReport:
+    """PSI per model feature and per score, reference = features as of `reference_cutoff`."""
+    reference = build_features(tables, [reference_cutoff], config.features, config.tiers)
+    used = sorted({f for model in models.values() for f in model.features})
+    table = drift_table(reference, snapshot, used, config.drift.bins)
+    scores = {
+        target: psi(
+            model.predict_proba(reference), model.predict_proba(snapshot), config.drift.bins
+        )
+        for target, model in models.items()
+    }
+    return DriftReport(reference_cutoff, table, scores)
+
+
+def run_key(tables: ShopTables, config: DangolConfig) -> str:
+    """What a training run's result depends on: the data, the modelling settings and the code.
+
+    Paths, serving and schedule settings are left out: moving the store or the service does
+    not change what would be trained.
+    """
+    from importlib.metadata import version
+
+    settings = config.model_dump(
+        mode="json", include={"data", "tiers", "features", "labels", "training", "registry"}
+    )
+    settings["data"].pop("tables", None)  # where the files are is not what they hold
+    payload = json.dumps(
+        {"data": data_fingerprint(tables), "settings": settings, "dangol": version("dangol")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def scratch_dir() -> Path:

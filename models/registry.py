@@ -99,12 +99,50 @@ def log_classifier(model: CalibratedBooster, example: pd.DataFrame) -> str:
     return info.model_uri
 
 
-def register(model_uri: str, name: str, run_id: str) -> str:
-    """Register a logged model under `name`; returns the new version number."""
+RUN_KEY_TAG = "dangol.run_key"
+
+
+def register(model_uri: str, name: str, run_id: str, run_key: str | None = None) -> str:
+    """Register a logged model under `name`; returns the new version number.
+
+    `run_key` identifies the inputs (data and configuration) the model was trained on, so a
+    rerun on the same inputs can find it instead of registering it again.
+    """
     import mlflow
 
-    version_ = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    tags = {"run_id": run_id} | ({RUN_KEY_TAG: run_key} if run_key else {})
+    version_ = mlflow.register_model(model_uri, name, tags=tags)
     return str(version_.version)
+
+
+def version_with_run_key(name: str, run_key: str) -> str | None:
+    """The newest version of `name` trained on exactly these inputs, if any."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    matching = [int(v.version) for v in versions if v.tags.get(RUN_KEY_TAG) == run_key]
+    return str(max(matching)) if matching else None
+
+
+def version_data_window(name: str, model_version: str) -> dict[str, list[str]]:
+    """The train / validation / test cutoffs a registered version was fitted and judged on."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    run_id = MlflowClient().get_model_version(name, model_version).tags.get("run_id")
+    if not run_id:
+        return {}
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data_window.json")
+    return json.loads(Path(path).read_text())
+
+
+def version_metrics(name: str, model_version: str) -> dict[str, float]:
+    """The metrics of the run that logged a registered version."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run_id = client.get_model_version(name, model_version).tags.get("run_id")
+    return dict(client.get_run(run_id).data.metrics) if run_id else {}
 
 
 def champion_version(name: str, uri: str | None = None) -> str | None:

@@ -13,6 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from flows.config import load_config
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -72,21 +73,60 @@ def test_retrain_registers_champions_that_beat_baselines(project: Path, trained)
     assert "baseline.recency.roc_auc" in run.data.metrics
 
 
-def test_retraining_again_keeps_or_moves_the_alias_by_the_gate(project: Path, trained) -> None:
+def test_retraining_on_the_same_inputs_registers_nothing(project: Path, trained) -> None:
     from flows.retrain import retrain_flow
+    from models import registry
 
-    again = retrain_flow(str(project))
-    for first, second in zip(trained, again, strict=True):
-        # same data, same seed: the challenger ties the champion and must not be promoted
-        assert second.version != first.version
+    config = load_config(project)
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    before = {o.model_name: registry.version_numbers(o.model_name) for o in trained}
+    again = {o.target: o for o in retrain_flow(str(project))}
+    for first in trained:
+        if first.target not in again:  # optional targets are not re-reported
+            continue
+        second = again[first.target]
+        assert second.version == first.version
         assert not second.decision.promote
-        assert second.decision.champion_score == pytest.approx(first.metrics["pr_auc"])
+        assert "already registered" in second.decision.reason
+        assert second.metrics["roc_auc"] == pytest.approx(first.metrics["roc_auc"])
+        assert registry.champion_version(first.model_name) == first.version
+    after = {name: registry.version_numbers(name) for name in before}
+    assert after == before
+
+
+def test_score_logs_drift_against_the_training_window(project: Path, scored) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    assert "PSI" in scored.drift or "no drift" in scored.drift
+    mlflow.set_tracking_uri(f"sqlite:///{project.parent / 'mlruns' / 'mlflow.db'}")
+    experiment = MlflowClient().get_experiment_by_name("dangol")
+    (run,) = MlflowClient().search_runs(
+        [experiment.experiment_id], filter_string="tags.kind = 'score'"
+    )
+    assert run.data.tags["reference_cutoff"] < scored.cutoff
+    assert 0.0 <= run.data.metrics["psi.score.repurchase"] < 5.0
+    assert "psi.days_since_last_order" in run.data.metrics
+
+
+def test_scoring_the_same_inputs_again_gives_the_same_outputs(project: Path, scored) -> None:
+    import time as clock
+
+    from flows.score import score_flow
+
+    clock.sleep(1.1)  # export folders are stamped to the second
+    again = score_flow(str(project))
+    assert again.export_dir != scored.export_dir
+    assert (again.export_dir.parent / "latest").resolve() == again.export_dir.resolve()
+    first_files = sorted(p.name for p in scored.export_dir.iterdir())
+    assert first_files == sorted(p.name for p in again.export_dir.iterdir())
+    for name in first_files:
+        first, second = scored.export_dir / name, again.export_dir / name
+        assert first.read_bytes() == second.read_bytes(), name
 
 
 def test_score_exports_ranked_active_segment(scored) -> None:
-    latest = scored.export_dir.parent / "latest"
-    assert latest.resolve() == scored.export_dir.resolve()
-    active = pd.read_csv(latest / "segment_active.csv", encoding="utf-8-sig")
+    active = pd.read_csv(scored.export_dir / "segment_active.csv", encoding="utf-8-sig")
     assert len(active) == scored.segment_sizes["active"] > 0
     assert list(active["rank"]) == list(range(1, len(active) + 1))
     assert active["expected_value"].is_monotonic_decreasing
