@@ -218,10 +218,12 @@ def cmd_build(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     print(f"== dangol demo on {args.config}")
-    print("== 1/2 retrain flow: features -> LightGBM -> MLflow registry -> champion")
+    print("== 1/3 retrain flow: features -> LightGBM -> MLflow registry -> champion")
     outcomes = cmd_train(args)
-    print("== 2/2 score flow: snapshot -> scores -> segments -> export")
+    print("== 2/3 score flow: snapshot -> scores -> segments -> export")
     scored = cmd_score(args)
+    print("== 3/3 analyst report: metrics, gain and calibration, SHAP, segments")
+    report = cmd_report(args)
     config = _config(args)
     mlruns = config.resolve(config.paths.mlruns)
     print(f"\n== summary ({time.perf_counter() - started:.0f} s)")
@@ -230,8 +232,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     sizes = ", ".join(f"{k} {v:,}" for k, v in scored.segment_sizes.items())
     print(f"  segments at {scored.cutoff}: {sizes}")
     print(f"  exports:   {scored.export_dir.parent / 'latest'}")
+    print(f"  report:    {report}")
     print(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns}/mlflow.db")
-    print(f"  service:   .venv/bin/dangol serve --config {args.config}")
+    print("  service:   make serve  (or DANGOL_TOKEN=<token> .venv/bin/dangol serve)")
 
 
 def build_parser() -> argparse.ArgumentParser:
