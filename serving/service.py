@@ -77,6 +77,7 @@ class Dangol:
         }
         self.state = store.load_state(self.config, entries)
         self.registry_versions = self.state.versions
+        self._registry_stamp = store.registry_stamp(self.config)
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="reload", daemon=True)
         self._reloader.start()
@@ -100,7 +101,12 @@ class Dangol:
         one, so a request in flight keeps the state it started with.
         """
         current = self.state
-        versions = store.champion_versions(self.config) if self.has_registry else {}
+        # Asking the registry costs a store connection and holds the GIL long enough to stall
+        # requests; only ask when the store's file has changed since the last look.
+        stamp = store.registry_stamp(self.config) if self.has_registry else None
+        registry_touched = stamp != self._registry_stamp
+        versions = store.champion_versions(self.config) if registry_touched else {}
+        self._registry_stamp = stamp  # only once the registry was read without error
         models_moved = any(v is not None and v != current.versions[t] for t, v in versions.items())
         export_moved = store.latest_export(self.config) != current.export_dir
         if not (models_moved or export_moved):

@@ -156,6 +156,14 @@ def load_state(config: DangolConfig, stored: dict[str, object]) -> ScoringState:
     return build_state(models, cards, snapshot, read_segments(export_dir), config.tiers, export_dir)
 
 
+def registry_stamp(config: DangolConfig) -> int | None:
+    """When the MLflow store last changed (ns), or None without one: a free change check."""
+    try:
+        return os.stat(config.resolve(config.paths.mlruns) / "mlflow.db").st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def mlflow_store_exists(config: DangolConfig) -> bool:
     """Whether the MLflow registry is reachable from here (a Bento may ship without it)."""
     return os.path.exists(config.resolve(config.paths.mlruns) / "mlflow.db")
