@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from features.fingerprint import data_fingerprint
 from flows import steps
 from flows.config import DangolConfig, load_config
 from flows.tasks import load_shop_task
@@ -50,7 +53,23 @@ def load_champions_task(
     return models, versions
 
 
-@task(cache_policy=NO_CACHE)
+def snapshot_cache_key(context: object, parameters: dict) -> str:
+    """Snapshots are keyed by data version, cutoff and the settings that shape features."""
+    config: DangolConfig = parameters["config"]
+    tables = parameters["tables"]
+    cutoff = parameters["cutoff"] or steps.data_end(tables, config)
+    settings = config.model_dump(mode="json", include={"features", "tiers"})
+    payload = json.dumps(
+        [data_fingerprint(tables), str(pd.Timestamp(cutoff)), settings], sort_keys=True
+    )
+    return "snapshot-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@task(
+    cache_key_fn=snapshot_cache_key,
+    cache_expiration=timedelta(days=7),
+    persist_result=True,
+)
 def snapshot_task(tables, config: DangolConfig, cutoff: date | None) -> pd.DataFrame:
     snapshot = steps.latest_snapshot(tables, config, cutoff)
     get_run_logger().info(

@@ -109,13 +109,30 @@ def test_score_logs_drift_against_the_training_window(project: Path, scored) -> 
     assert "psi.days_since_last_order" in run.data.metrics
 
 
+def _task_states(flow_run_id) -> dict[str, str]:
+    """Task name (without the run suffix) -> state name, for one flow run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=50,
+        )
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
 def test_scoring_the_same_inputs_again_gives_the_same_outputs(project: Path, scored) -> None:
     import time as clock
 
     from flows.score import score_flow
 
     clock.sleep(1.1)  # export folders are stamped to the second
-    again = score_flow(str(project))
+    state = score_flow(str(project), return_state=True)
+    again = state.result()
+    assert _task_states(state.state_details.flow_run_id)["snapshot_task"] == "Cached"
     assert again.export_dir != scored.export_dir
     assert (again.export_dir.parent / "latest").resolve() == again.export_dir.resolve()
     first_files = sorted(p.name for p in scored.export_dir.iterdir())
