@@ -4,7 +4,6 @@ triggered through the API completes."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
+from tests.servers import free_port, stop, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,39 +34,11 @@ paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"process exited early:\n{process.stdout.read().decode()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} not ready after {seconds} s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` on a free loopback port, state in a temp dir."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -92,10 +64,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         api = f"http://127.0.0.1:{port}/api"
-        _wait_for(f"{api}/health", server, 180)
+        wait_for(f"{api}/health", server, 180)
         yield api
     finally:
-        _stop(server)
+        stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +96,7 @@ def deployed(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             pytest.fail("deployments did not appear in 120 s")
         yield prefect_api
     finally:
-        _stop(runner)
+        stop(runner)
 
 
 def _deployment(api: str, name: str) -> dict:

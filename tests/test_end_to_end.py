@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +9,7 @@ import pandas as pd
 import pytest
 
 from flows.config import load_config
-from tests.conftest import REPO
+from tests.servers import bentoml_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -149,46 +144,16 @@ def test_score_exports_ranked_active_segment(scored) -> None:
     assert active["expected_value"].is_monotonic_decreasing
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_service_scores_customers_over_http(project: Path, scored) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DANGOL_CONFIG": str(project),
-        "BENTOML_HOME": str(project.parent / "bento"),
-        "DANGOL_TOKEN": "end-to-end-token-0123456789",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("service did not become ready in 120 s")
+    token = "end-to-end-token-0123456789"
+    bento_home = str(project.parent / "bento")
+    with bentoml_serve(project, BENTOML_HOME=bento_home, DANGOL_TOKEN=token) as (base, _):
         snapshot = pd.read_parquet(scored.export_dir / "features.parquet")
         buyer = snapshot.loc[snapshot["orders_lifetime"] > 0, "customer_id"].iloc[0]
         response = httpx.post(
             f"{base}/score",
             json={"customer_ids": [buyer, "no-such-customer"]},
-            headers={"Authorization": "Bearer end-to-end-token-0123456789"},
+            headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         )
         assert response.status_code == 200, response.text
@@ -200,10 +165,7 @@ def test_service_scores_customers_over_http(project: Path, scored) -> None:
         bad = httpx.post(
             f"{base}/score",
             json={"customer_ids": "C1"},
-            headers={"Authorization": "Bearer end-to-end-token-0123456789"},
+            headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         )
         assert bad.status_code == 400
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
+from tests.servers import bentoml_serve
 
 TOKEN = "test-token-0123456789abcdef"
 CONFIG = """
@@ -389,38 +389,11 @@ def test_reload_swaps_champion_and_export_without_failing_requests(client, proje
 # --- a real `bentoml serve` over HTTP --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.integration
 def test_bentoml_serve_over_http(project, state) -> None:
     config, _ = project
-    port = _free_port()
-    env = {**os.environ, "DANGOL_CONFIG": str(config.base_dir / "dangol.yaml")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("service did not become ready in 120 s")
+    with bentoml_serve(config.base_dir / "dangol.yaml") as (base, server):
         ids = buyers(state, 100)
         response = httpx.post(f"{base}/score", json={"customer_ids": ids[:50]}, headers=AUTH)
         assert response.status_code == 200, response.text
@@ -434,9 +407,7 @@ def test_bentoml_serve_over_http(project, state) -> None:
         assert httpx.get(f"{base}/metrics").status_code == 401
         metrics = httpx.get(f"{base}/metrics", headers=AUTH)
         assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0].decode()
+    output = server.stdout.read().decode()
     assert TOKEN not in output
 
 

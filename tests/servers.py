@@ -1,0 +1,70 @@
+"""Real servers for integration tests: free loopback ports, readiness waits, clean stops."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
+    """Poll `url` until it answers 200; fail with the process's output if it dies first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited early:\n{process.stdout.read().decode()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready after {seconds} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate, and kill if it does not go within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A server subprocess from the repository root, output captured for failure messages."""
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+@contextmanager
+def bentoml_serve(config: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`bentoml serve serving.service:Dangol` on a free port, ready; yields (base URL, process)."""
+    port = free_port()
+    server = start(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol", "--port", str(port)],
+        {**os.environ, "DANGOL_CONFIG": str(config), **env},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/readyz", server, 120)
+        yield base, server
+    finally:
+        stop(server)
