@@ -98,6 +98,10 @@ def _log_backtest(trained: steps.TrainedTarget) -> None:
         mlflow.log_metrics(_finite(values))
 
 
+def _span(cutoffs: list[pd.Timestamp]) -> str:
+    return f"{cutoffs[0].date()}..{cutoffs[-1].date()} ({len(cutoffs)})"
+
+
 def _log_target(trained: steps.TrainedTarget, split: TimeSplit, config: DangolConfig) -> str:
     """Log one target in the active (child) run; returns the logged model's URI."""
     import mlflow
@@ -106,13 +110,14 @@ def _log_target(trained: steps.TrainedTarget, split: TimeSplit, config: DangolCo
         {f"lgbm.{k}": v for k, v in config.training.lightgbm.model_dump().items()}
         | {
             "target": trained.target,
-            "best_iteration": trained.model.booster.best_iteration,
+            "trees": trained.model.booster.num_trees(),
+            "refit": config.training.refit,
             "horizon_days": config.labels.horizon_days,
             "bgnbd_penalty": config.training.bgnbd_penalty,
             "backtest_folds": config.training.backtest_folds,
-            "train_cutoffs": f"{split.train[0].date()}..{split.train[-1].date()} "
-            f"({len(split.train)})",
+            "train_cutoffs": _span(split.train),
             "validation_cutoffs": ",".join(str(c.date()) for c in split.validation),
+            "fitted_cutoffs": _span(split.fitted(config.training.refit)),
             "test_cutoffs": ",".join(str(c.date()) for c in split.test),
             "test_rows": len(trained.test_rows),
             "features": len(trained.model.features),
@@ -131,7 +136,10 @@ def _log_target(trained: steps.TrainedTarget, split: TimeSplit, config: DangolCo
     _log_backtest(trained)
     for plot in trained.plots:
         mlflow.log_artifact(str(plot), artifact_path="plots")
-    registry.log_json(split.to_dict(), "data_window.json")
+    registry.log_json(
+        split.to_dict() | {"fitted": [str(c.date()) for c in split.fitted(config.training.refit)]},
+        "data_window.json",
+    )
     registry.log_json({"features": trained.model.features}, "features.json")
     importance = trained.model.booster.feature_importance("gain")
     registry.log_json(

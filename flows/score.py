@@ -79,11 +79,12 @@ def snapshot_task(tables, config: DangolConfig, cutoff: date | None) -> pd.DataF
 
 
 def _reference_cutoff(config: DangolConfig, versions: dict[str, str]) -> pd.Timestamp:
-    """The repurchase champion's last training cutoff: what "normal" looked like to it."""
+    """The repurchase champion's last fitted cutoff: what "normal" looked like to it (runs
+    logged before refitting record only the training window)."""
     window = registry.version_data_window(
         config.registry.model_name("repurchase"), versions["repurchase"]
     )
-    return pd.Timestamp(window["train"][-1])
+    return pd.Timestamp(window.get("fitted", window["train"])[-1])
 
 
 @task(cache_policy=NO_CACHE)

@@ -1,8 +1,11 @@
 """LightGBM classifiers on stacked cutoffs with a time-ordered train / validation / test split.
 
-The validation window (later than training) drives early stopping and calibration; the test
-window (later still) is touched only for evaluation. A cutoff's label horizon never reaches
-into a later window's cutoff, so no outcome used for fitting is observed after evaluation starts.
+The validation window (later than training) chooses the number of trees by early stopping;
+the test window (later still) is touched only for evaluation. By default the chosen recipe is
+then refitted on every cutoff whose labels end by the test window (the validation window
+included), so the model learns from the most recent behaviour it may see; with
+`training.refit: false` the first fit is kept and calibrated on the validation window instead.
+Either way no outcome used for fitting is observed after the test window starts.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class TrainingSettings(BaseModel):
     # Test windows of the rolling-origin backtest, the main one included (1 = none extra);
     # each extra fold moves the whole split back by `test_cutoffs` cutoffs and retrains.
     backtest_folds: int = Field(3, ge=1)
+    # Refit on every cutoff whose labels end by the test window with the validation-chosen
+    # number of trees. Measured (docs/evaluation.md): better ranking and log loss on both the
+    # synthetic shop and Online Retail than keeping the first fit with isotonic calibration,
+    # most of all on short histories, where the training window alone is a few early months.
+    refit: bool = True
     seed: int = 7
     lightgbm: LightGBMParams = LightGBMParams()
 
@@ -65,11 +73,18 @@ class InsufficientDataError(ValueError):
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Cutoffs of the three windows, each strictly later than the one before."""
+    """Cutoffs of the three windows, each strictly later than the one before, and `refit`:
+    every cutoff whose label horizon ends by the first test cutoff (training, the gap and
+    validation), which the final model may be refitted on."""
 
     train: list[pd.Timestamp]
     validation: list[pd.Timestamp]
     test: list[pd.Timestamp]
+    refit: list[pd.Timestamp] = field(default_factory=list)
+
+    def fitted(self, refit: bool) -> list[pd.Timestamp]:
+        """The cutoffs the final model is fitted on (`TrainingSettings.refit`)."""
+        return self.refit if refit and self.refit else self.train
 
     def to_dict(self) -> dict[str, list[str]]:
         return {k: [str(c.date()) for c in v] for k, v in self.__dict__.items()}
@@ -101,7 +116,12 @@ def split_cutoffs(
             f"no training cutoff: need cutoffs at least {horizon_days} days before the "
             f"validation window starting {validation[0].date()}; the data covers too little time"
         )
-    return TimeSplit(train=train, validation=validation, test=test)
+    refit = [c for c in ordered if c + horizon <= test[0]]
+    return TimeSplit(train=train, validation=validation, test=test, refit=refit)
+
+
+# A calibration map that leaves probabilities as they are.
+IDENTITY = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 
 
 @dataclass
@@ -158,16 +178,11 @@ def check_sufficient(rows: pd.DataFrame, target: str, window: str, settings: Tra
         )
 
 
-def _fit_booster(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    target: str,
-    features: list[str],
-    settings: TrainingSettings,
-) -> lgb.Booster:
+def _booster_params(settings: TrainingSettings) -> dict[str, object]:
+    """LightGBM's native parameters from the settings (without the number of rounds)."""
     params = settings.lightgbm.model_dump()
-    rounds = params.pop("n_estimators")
-    params |= {
+    params.pop("n_estimators")
+    return params | {
         "objective": "binary",
         "metric": "binary_logloss",
         "seed": settings.seed,
@@ -180,17 +195,35 @@ def _fit_booster(
         "min_data_in_leaf": params.pop("min_child_samples"),
         "lambda_l2": params.pop("reg_lambda"),
     }
+
+
+def _fit_booster(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    target: str,
+    features: list[str],
+    settings: TrainingSettings,
+) -> lgb.Booster:
+    """Boost on the training rows until the validation log loss stops improving."""
     train_set = lgb.Dataset(train[features].to_numpy("float64"), train[target], free_raw_data=True)
     valid_set = lgb.Dataset(
         validation[features].to_numpy("float64"), validation[target], reference=train_set
     )
     return lgb.train(
-        params,
+        _booster_params(settings),
         train_set,
-        num_boost_round=rounds,
+        num_boost_round=settings.lightgbm.n_estimators,
         valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
     )
+
+
+def _refit_booster(
+    rows: pd.DataFrame, target: str, features: list[str], settings: TrainingSettings, rounds: int
+) -> lgb.Booster:
+    """The same recipe on more rows, for the number of rounds the validation window chose."""
+    data = lgb.Dataset(rows[features].to_numpy("float64"), rows[target], free_raw_data=True)
+    return lgb.train(_booster_params(settings), data, num_boost_round=rounds)
 
 
 def _fit_calibration(raw: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,14 +235,21 @@ def _fit_calibration(raw: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, 
 def train_classifier(
     frame: pd.DataFrame, target: str, split: TimeSplit, settings: TrainingSettings
 ) -> CalibratedBooster:
-    """Fit on the training window, stop early and calibrate on the validation window."""
+    """Fit on the training window with early stopping on the validation window; then refit on
+    every cutoff labelled before the test window (`settings.refit`, the default: the booster's
+    own probabilities, from a proper scoring objective, are the output) or keep the first fit
+    and calibrate it on the validation window (isotonic)."""
     train = window_rows(frame, target, split.train)
     validation = window_rows(frame, target, split.validation)
     check_sufficient(train, target, "training", settings)
     check_sufficient(validation, target, "validation", settings)
     features = [c for c in feature_columns(frame) if frame[c].notna().any()]
     booster = _fit_booster(train, validation, target, features, settings)
-    model = CalibratedBooster(booster, np.array([0.0, 1.0]), np.array([0.0, 1.0]), features)
+    if split.fitted(settings.refit) != split.train:
+        rows = window_rows(frame, target, split.fitted(settings.refit))
+        final = _refit_booster(rows, target, features, settings, max(booster.best_iteration, 1))
+        return CalibratedBooster(final, IDENTITY[0], IDENTITY[1], features)
+    model = CalibratedBooster(booster, IDENTITY[0], IDENTITY[1], features)
     x, y = _fit_calibration(model.raw_proba(validation), validation[target].to_numpy())
     model.calibration_x, model.calibration_y = x, y
     return model

@@ -106,7 +106,14 @@ def _deployment(api: str, name: str) -> dict:
 
 
 def _run_to_completion(api: str, deployment_id: str, seconds: float) -> dict:
-    run = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}).json()
+    for _ in range(5):
+        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={})
+        # a fresh server on SQLite can answer 5xx while the runner is writing: try again
+        if created.status_code < 500:
+            break
+        time.sleep(2)
+    assert created.status_code == 201, created.text
+    run = created.json()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         state = httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from models.evaluate import top_decile
 from models.registry import decide_promotion
@@ -24,6 +25,9 @@ def test_split_windows_do_not_overlap_in_time(window: int) -> None:
     # every training label window closes before validation starts, and so on
     assert max(split.train) + horizon <= min(split.validation)
     assert max(split.validation) + horizon <= min(split.test)
+    # the refit window is everything labelled before the test window: training, gap, validation
+    assert split.refit == [c for c in _cutoffs(30) if c + horizon <= min(split.test)]
+    assert set(split.train + split.validation) <= set(split.refit)
 
 
 def test_split_refuses_short_history() -> None:
@@ -92,3 +96,35 @@ def test_training_refuses_an_empty_population() -> None:
     frame["repurchase"] = np.nan  # nobody in the population (a log with no such customers)
     with pytest.raises(InsufficientDataError, match="0 positives and 0 negatives"):
         train_classifier(frame, "repurchase", split_cutoffs(cutoffs, 90), TrainingSettings())
+
+
+def test_refit_learns_from_the_latest_labelled_cutoffs() -> None:
+    """Behaviour that only appears after the training window (label = x > 0.5 from the
+    validation window on, noise before) is learnt by the refit, not by the first fit alone."""
+    cutoffs = _cutoffs(30)
+    split = split_cutoffs(cutoffs, 90, test_cutoffs=2, validation_cutoffs=2)
+    rng = np.random.default_rng(1)
+    frame = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "customer_id": [f"C{i}" for i in range(400)],
+                    "cutoff": cutoff,
+                    "days_since_last_order": (x := rng.uniform(0, 1, 400)),
+                    "repurchase": (
+                        x > 0.5 if cutoff >= split.validation[0] else rng.uniform(size=400) > 0.5
+                    ).astype(float),
+                }
+            )
+            for cutoff in cutoffs
+        ],
+        ignore_index=True,
+    )
+    test = frame[frame["cutoff"].isin(split.test)]
+
+    def test_auc(refit: bool) -> float:
+        model = train_classifier(frame, "repurchase", split, TrainingSettings(refit=refit))
+        return roc_auc_score(test["repurchase"], model.predict_proba(test))
+
+    assert test_auc(refit=True) > 0.9
+    assert test_auc(refit=False) < 0.75
