@@ -1,8 +1,13 @@
 """Serving speed: dangol's BentoML service against `mlflow models serve` of the same model.
 
 Both servers run on loopback with one worker each, in the same run, under `wrk` (C load
-generator, `apt-get install wrk`). dangol answers by id (scores precomputed per snapshot) and
-by full feature rows (the same work MLflow does); MLflow scores feature rows.
+generator, `apt-get install wrk`) for throughput. dangol answers by id (scores precomputed per
+snapshot) and by full feature rows (the same work MLflow does); MLflow scores feature rows.
+
+Latency at moderate load comes from an open-loop generator (`open_loop`): requests leave on a
+fixed schedule whatever the server does, and each latency runs from the scheduled time, so a
+stall counts against every request it delays (a closed-loop tool like wrk waits for the
+server and hides them: coordinated omission).
 
     .venv/bin/python -m bench.serving            # builds a tiny trained project in a temp dir
     .venv/bin/python -m bench.serving --config C # uses an already trained and scored project
@@ -13,6 +18,7 @@ Prints a Markdown table and the throughput ratios; paste into docs/benchmarks.md
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -27,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +100,73 @@ def run_wrk(url: str, body: dict, connections: int, seconds: int, workdir: Path)
     return rps, p50, p99, errors
 
 
+@dataclass(frozen=True)
+class OpenLoopResult:
+    request: str
+    rate: int
+    sent: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    over_20ms: int
+    errors: int
+
+
+async def _connection(address: tuple[str, int], request: bytes, due: asyncio.Queue, out: list):
+    """One keep-alive connection: sends whenever a scheduled time is queued, records
+    (latency from the scheduled time, status)."""
+    reader, writer = await asyncio.open_connection(*address)
+    while (scheduled := await due.get()) is not None:
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        out.append((time.perf_counter() - scheduled, int(head.split(b" ", 2)[1])))
+    writer.close()
+
+
+async def _open_loop(url: str, body: dict, rate: int, seconds: int, connections: int) -> list:
+    parsed = httpx.URL(url)
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    due: asyncio.Queue = asyncio.Queue()
+    out: list = []
+    address = (parsed.host, parsed.port)
+    tasks = [
+        asyncio.create_task(_connection(address, request, due, out)) for _ in range(connections)
+    ]
+    start = time.perf_counter()
+    for i in range(rate * seconds):
+        scheduled = start + i / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        due.put_nowait(scheduled)
+    for _ in tasks:
+        due.put_nowait(None)
+    await asyncio.gather(*tasks)
+    return out
+
+
+def open_loop(url: str, body: dict, request: str, rate: int, seconds: int) -> OpenLoopResult:
+    """`rate` requests per second for `seconds` over 8 connections, latency from schedule."""
+    out = asyncio.run(_open_loop(url, body, rate, seconds, connections=8))
+    latency = np.array([elapsed for elapsed, _ in out]) * 1000
+    return OpenLoopResult(
+        request=request,
+        rate=rate,
+        sent=len(out),
+        p50_ms=float(np.percentile(latency, 50)),
+        p99_ms=float(np.percentile(latency, 99)),
+        max_ms=float(latency.max()),
+        over_20ms=int((latency > 20).sum()),
+        errors=sum(status != 200 for _, status in out),
+    )
+
+
 def tiny_project(root: Path) -> Path:
     """Train, register and score a 3,000-customer synthetic shop (as the tests do)."""
     from flows.config import load_config
@@ -109,6 +183,13 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None, help="trained and scored project")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument(
+        "--rates",
+        type=int,
+        nargs="+",
+        default=[100, 300, 600],
+        help="open-loop request rates (req/s) for the single-id latency runs",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -191,6 +272,12 @@ def main() -> None:
                 mlflow_body(100),
             ),
         ]
+        latency = [
+            open_loop(f"{bento}/score", {"customer_ids": ids[:1]}, "1 id", rate, args.seconds * 2)
+            for rate in args.rates
+        ]
+        for row in latency:
+            print(f"  open loop 1 id at {row.rate} req/s: p99 {row.p99_ms:.1f} ms", flush=True)
         results = []
         for server, request, url, body in plan:
             check = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -204,10 +291,17 @@ def main() -> None:
             process.terminate()
         for process in servers.values():
             process.wait(timeout=30)
-    report(results, args.connections)
+    report(results, args.connections, latency)
 
 
-def report(results: list[Result], connections: int) -> None:
+def report(results: list[Result], connections: int, latency: list[OpenLoopResult]) -> None:
+    print("\n| dangol request | rate | sent | p50 ms | p99 ms | max ms | > 20 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in latency:
+        print(
+            f"| {r.request} | {r.rate}/s | {r.sent} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+            f"{r.max_ms:.1f} | {r.over_20ms} | {r.errors} |"
+        )
     print("\n| server | request | connections | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

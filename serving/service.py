@@ -10,6 +10,7 @@ document.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from flows.config import DEFAULT_CONFIG, load_config
 from models import lookup
-from serving import store
+from serving import store, traffic
 from serving.auth import BearerTokenMiddleware, RedactInputErrors
 from serving.schemas import (
     CustomerId,
@@ -40,6 +41,7 @@ from serving.schemas import (
 )
 
 logger = logging.getLogger("dangol.serving")
+traffic.install()  # BentoML's request timeout kept every answered request alive (see module)
 
 CONFIG = load_config(Path(os.environ.get("DANGOL_CONFIG", DEFAULT_CONFIG)))
 LIMITS = CONFIG.serving
@@ -47,6 +49,20 @@ TAGS = store.store_tags(CONFIG)
 if store.mlflow_store_exists(CONFIG) and not store.all_stored(TAGS):
     # `bentoml serve` resolves class-scope models before __init__: import them first
     store.import_champions(CONFIG)
+
+
+def freeze_heap() -> None:
+    """Take everything alive now (libraries, champions, the snapshot and its per-customer
+    records) out of the cyclic collector's reach.
+
+    Without this, a full collection walks all of it every few thousand requests and stalls
+    the event loop for 300–400 ms (measured: p99 344 ms at 300 req/s). Unfreezing first lets
+    the collection after a reload free the previous state's cycles; that one collection runs
+    in the reload thread, once per reload.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 @bentoml.service(
@@ -76,6 +92,7 @@ class Dangol:
             "vip_conversion": self.vip_conversion_model,
         }
         self.state = store.load_state(self.config, entries)
+        freeze_heap()
         self.registry_versions = self.state.versions
         self._registry_stamp = store.registry_stamp(self.config)
         self._stop = threading.Event()
@@ -117,6 +134,7 @@ class Dangol:
         else:
             entries = {t: bentoml.models.get(c.store_tag) for t, c in current.cards.items()}
         self.state = store.load_state(self.config, entries)
+        freeze_heap()
         logger.info("reloaded: models %s, export %s", self.state.versions, self.state.export_dir)
         return True
 

@@ -112,6 +112,13 @@ def client(project):
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def test_the_app_times_out_requests_with_the_cancelling_middleware(client) -> None:
+    from serving.traffic import CancellingTimeoutMiddleware
+
+    classes = [m.cls for m in client.app.user_middleware]
+    assert CancellingTimeoutMiddleware in classes
+
+
 def buyers(state, n: int) -> list[str]:
     snapshot = state.snapshot
     return list(snapshot.loc[snapshot["orders_lifetime"] > 0, "customer_id"].astype(str)[:n])
