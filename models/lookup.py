@@ -16,6 +16,7 @@ import pandas as pd
 
 from features.tiers import TierSettings
 from models.explain import BASE_VALUE, contributions
+from models.reasons import reason_text
 from models.segments import SCORE_COLUMNS, score_customers
 from models.train import CalibratedBooster
 
@@ -172,8 +173,16 @@ def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list
     return score_records(pd.DataFrame(scores))
 
 
-def explain(state: ScoringState, customer_id: str, target: str, top: int) -> dict[str, Any]:
-    """The score of one customer and the features that move it most (TreeSHAP, log-odds)."""
+def explain(
+    state: ScoringState,
+    customer_id: str,
+    target: str,
+    top: int,
+    language: str = "en",
+    currency: str = "KRW",
+) -> dict[str, Any]:
+    """The score of one customer and the features that move it most (TreeSHAP, log-odds),
+    each with its phrase in plain words."""
     row = state.row_of.get(customer_id)
     if row is None:
         raise UnknownCustomerError(customer_id)
@@ -192,6 +201,7 @@ def explain(state: ScoringState, customer_id: str, target: str, top: int) -> dic
                 "feature": name,
                 "value": float(value) if pd.notna(value) else None,
                 "contribution": float(contrib.iloc[i]),
+                "text": reason_text(name, values, language, currency),
             }
         )
     record = state.records[row]

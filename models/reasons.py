@@ -183,6 +183,17 @@ def _texts_for(
     return out
 
 
+def reason_text(feature: str, row: pd.Series, language: str = "en", currency: str = "KRW") -> str:
+    """The phrase for one feature of one customer, as in the exports' reason columns."""
+
+    def value(name: str) -> np.ndarray:
+        raw = row.get(name)
+        return np.array([float(raw) if pd.notna(raw) else np.nan], dtype="float64")
+
+    extra = {"gap_acceleration": value("gap_acceleration")} if "gap_acceleration" in row else {}
+    return _texts_for(feature, value(feature), extra, language, currency)[0]
+
+
 def top_features(contrib: pd.DataFrame, k: int = 3) -> np.ndarray:
     """Column indices of each row's k largest contributions, largest first (n x k)."""
     values = contrib.drop(columns=BASE_VALUE, errors="ignore").to_numpy(dtype="float64")

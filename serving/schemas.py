@@ -58,6 +58,10 @@ class Reason(Strict):
     feature: str
     value: float | None = Field(description="the customer's feature value (null = missing)")
     contribution: float = Field(description="TreeSHAP contribution in log-odds")
+    text: str = Field(
+        description="the reason in plain words, in the shop's language and currency "
+        '(e.g. "last order 12 days ago", "spent £1,234 in total")'
+    )
 
 
 class Explanation(Strict):

@@ -178,7 +178,14 @@ class Dangol:
         """One customer's score and its largest TreeSHAP contributions (log-odds)."""
         state = self.state
         try:
-            result = lookup.explain(state, customer_id, target, top)
+            result = lookup.explain(
+                state,
+                customer_id,
+                target,
+                top,
+                language=self.config.segments.language,
+                currency=self.config.data.currency,
+            )
         except lookup.UnknownCustomerError:
             raise NotFound(f"customer_id: {customer_id!r} is not in the snapshot") from None
         return Explanation(**result, cutoff=state.cutoff, model_version=state.versions[target])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from models.explain import BASE_VALUE, contributions
-from models.reasons import format_money, top_features, top_reasons
+from models.reasons import format_money, reason_text, top_features, top_reasons
 from models.train import CalibratedBooster
 
 FEATURES = ["orders_30d", "mean_viewed_price", "days_since_last_order", "gap_acceleration", "x"]
@@ -110,3 +110,13 @@ def test_texts_carry_the_customers_own_values() -> None:
 )
 def test_money_is_currency_aware(value: float, currency: str, language: str, text: str) -> None:
     assert format_money(value, currency, language) == text
+
+
+def test_one_reason_in_words_uses_the_customers_value_language_and_currency() -> None:
+    row = pd.Series({"days_since_last_order": 12.0, "spend_lifetime": 1234.5, "orders_30d": 3.0})
+    assert reason_text("days_since_last_order", row) == "last order 12 days ago"
+    assert reason_text("spend_lifetime", row, "en", "GBP") == "spent £1,234 in total"
+    assert reason_text("spend_lifetime", row, "ko", "KRW") == "누적 구매 1,234원"
+    assert reason_text("orders_30d", row) == "3 orders in the last 30 days"
+    missing = pd.Series({"days_since_last_order": None})
+    assert reason_text("days_since_last_order", missing) == "no orders yet"

@@ -289,7 +289,12 @@ def test_explain_and_segments_over_asgi(client, state) -> None:
     (cid,) = buyers(state, 1)
     body = client.post("/explain", json={"customer_id": cid, "top": 3}, headers=AUTH).json()
     assert body["customer_id"] == cid and len(body["reasons"]) == 3
-    assert {"feature", "value", "contribution"} == set(body["reasons"][0])
+    assert {"feature", "value", "contribution", "text"} == set(body["reasons"][0])
+    # the phrase carries the customer's own value (e.g. "last order 12 days ago")
+    for reason in body["reasons"]:
+        assert reason["text"], reason
+        if reason["feature"] == "days_since_last_order":
+            assert f"{reason['value']:,.0f} days ago" in reason["text"]
     listed = client.post("/segments", json={}, headers=AUTH).json()["segments"]
     assert {s["name"]: s["size"] for s in listed} == {
         name: len(m) for name, m in state.segments.items()
