@@ -89,10 +89,9 @@ def _reference_cutoff(config: DangolConfig, versions: dict[str, str]) -> pd.Time
 
 @task(cache_policy=NO_CACHE)
 def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> steps.DriftReport:
-    """PSI against the training window; logged to MLflow and the run's artifacts; warns."""
+    """PSI against the training window, logged to MLflow and to the run's artifacts."""
     import mlflow
 
-    log = get_run_logger()
     report = steps.drift_report(
         tables, snapshot, models, _reference_cutoff(config, versions), config
     )
@@ -105,39 +104,36 @@ def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> step
         mlflow.log_metrics({f"psi.{row.column}": row.psi for row in report.features.itertuples()})
         mlflow.log_metrics({f"psi.score.{t}": v for t, v in report.scores.items()})
         mlflow.log_text(report.features.to_csv(index=False), "drift/feature_psi.csv")
-    rows = [{"column": f"{t} score", "psi": round(v, 4)} for t, v in report.scores.items()]
-    rows += report.features.head(15).round(4).to_dict("records")
+    rows = [
+        {"column": f"{t} score", "psi": round(v, 4), "alerts": True}
+        for t, v in report.scores.items()
+    ]
+    top = report.features.head(15).round(4)
+    top["alerts"] = ~top["column"].isin(config.drift.not_alerting)
+    rows += top.to_dict("records")
     create_table_artifact(
         rows, key="drift", description=f"PSI against {report.reference_cutoff.date()}"
     )
-    name, value = report.worst
-    if value > config.drift.psi_alert:
-        log.warning(
-            "drift: %s has PSI %.3f > %.3f against %s",
-            name,
-            value,
-            config.drift.psi_alert,
-            report.reference_cutoff.date(),
-        )
     return report
 
 
-def _maybe_retrain(report: steps.DriftReport, config: DangolConfig) -> str:
-    """Trigger the retrain deployment on drift when configured; returns what was done."""
-    name, value = report.worst
-    if value <= config.drift.psi_alert:
-        return f"no drift above {config.drift.psi_alert} (worst: {name} {value:.3f})"
-    if not config.drift.retrain_on_drift:
-        return f"drift: {name} PSI {value:.3f}; retrain_on_drift is off"
-    from prefect.deployments import run_deployment
+def _act_on_drift(report: steps.DriftReport, config: DangolConfig) -> str:
+    """Warn on drift and trigger the retrain deployment when configured; returns what was
+    done."""
     from prefect.runtime import deployment
+
+    decision = steps.drift_decision(report, config.drift, deployed=deployment.id is not None)
+    log = get_run_logger()
+    if decision.alert:
+        log.warning("%s (against %s)", decision.message, report.reference_cutoff.date())
+    if not decision.retrain:
+        return decision.message
+    from prefect.deployments import run_deployment
 
     from flows.deploy import RETRAIN_DEPLOYMENT
 
-    if deployment.id is None:
-        return f"drift: {name} PSI {value:.3f}; not deployed, run `dangol train` to retrain"
     run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False)
-    return f"drift: {name} PSI {value:.3f}; triggered {RETRAIN_DEPLOYMENT} run {run.id}"
+    return f"{decision.message}: triggered {RETRAIN_DEPLOYMENT} run {run.id}"
 
 
 @task(cache_policy=NO_CACHE)
@@ -169,8 +165,7 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     # 5. scores, segments, and the export that `latest` moves to only when complete
     export_dir, sizes = export_task(snapshot, models, config)
     # 6. retrain on drift, if configured (only after a good export)
-    drift_action = _maybe_retrain(drift, config)
-    get_run_logger().info(drift_action)
+    drift_action = _act_on_drift(drift, config)
     outcome = ScoreOutcome(
         cutoff=str(snapshot["cutoff"].iloc[0].date()),
         customers=len(snapshot),

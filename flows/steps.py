@@ -22,7 +22,7 @@ from features.loaders import load_tables
 from features.schema import ShopTables
 from features.snapshot import build_features, labelled_cutoffs, training_frame
 from flows.config import DangolConfig
-from models.drift import drift_table, psi
+from models.drift import DriftSettings, drift_table, psi
 from models.evaluate import (
     BaselineResults,
     baseline_rules,
@@ -310,13 +310,46 @@ class DriftReport:
     features: pd.DataFrame
     scores: dict[str, float]
 
-    @property
-    def worst(self) -> tuple[str, float]:
-        """The most shifted feature or score and its PSI."""
-        candidates = dict(zip(self.features["column"], self.features["psi"], strict=True))
+    def worst(self, not_alerting: list[str] | None = None) -> tuple[str, float]:
+        """The most shifted score or feature (leaving out `not_alerting`) and its PSI."""
+        skip = set(not_alerting or [])
+        candidates = {
+            column: float(value)
+            for column, value in zip(self.features["column"], self.features["psi"], strict=True)
+            if column not in skip
+        }
         candidates |= {f"{target} score": value for target, value in self.scores.items()}
         name = max(candidates, key=candidates.get)
         return name, float(candidates[name])
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """What the score flow does about drift: the message, and whether to start `retrain`."""
+
+    message: str
+    alert: bool
+    retrain: bool
+
+
+def drift_decision(report: DriftReport, settings: DriftSettings, deployed: bool) -> DriftDecision:
+    """Alert when a watched feature or a score moves past `psi_alert`; retrain only when
+    configured and running as a deployment (there is a retrain deployment to start)."""
+    name, value = report.worst(settings.not_alerting)
+    found = f"drift: {name} PSI {value:.3f} > {settings.psi_alert}"
+    if value <= settings.psi_alert:
+        return DriftDecision(
+            f"no drift above {settings.psi_alert} (worst watched: {name} {value:.3f})",
+            alert=False,
+            retrain=False,
+        )
+    if not settings.retrain_on_drift:
+        return DriftDecision(f"{found}; retrain_on_drift is off", alert=True, retrain=False)
+    if not deployed:
+        return DriftDecision(
+            f"{found}; not deployed, run `dangol train` to retrain", alert=True, retrain=False
+        )
+    return DriftDecision(f"{found}; retraining", alert=True, retrain=True)
 
 
 def drift_report(

@@ -20,6 +20,13 @@ class DriftSettings(BaseModel):
     bins: int = Field(10, ge=2)
     psi_alert: float = Field(0.25, gt=0)
     retrain_on_drift: bool = False
+    # Measured and logged like every feature, but they do not raise the alert: they grow
+    # with calendar time for every customer, so a young shop's population moves on them
+    # every day by construction (on the synthetic shop, days_since_first_order alone had PSI
+    # 0.44 six months after training while every score moved < 0.07).
+    not_alerting: list[str] = Field(
+        default=["tenure_days", "days_since_first_order", "days_since_signup"]
+    )
 
 
 # An empty bin would make ln(a / e) infinite; this floor keeps PSI finite and comparable.

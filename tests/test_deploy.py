@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -105,9 +106,12 @@ def _deployment(api: str, name: str) -> dict:
     return response.json()
 
 
-def _run_to_completion(api: str, deployment_id: str, seconds: float) -> dict:
+def _run_to_completion(
+    api: str, deployment_id: str, seconds: float, parameters: dict | None = None
+) -> dict:
+    body = {"parameters": parameters} if parameters else {}
     for _ in range(5):
-        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={})
+        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json=body)
         # a fresh server on SQLite can answer 5xx while the runner is writing: try again
         if created.status_code < 500:
             break
@@ -134,8 +138,35 @@ def test_deployments_carry_the_configured_schedules(deployed: str) -> None:
     assert retrain["parameters"]["config_path"].endswith("dangol.yaml")
 
 
-def test_triggered_runs_complete(deployed: str) -> None:
-    retrain = _run_to_completion(deployed, _deployment(deployed, "retrain/weekly")["id"], 300)
-    assert retrain["type"] == "COMPLETED", retrain
+@pytest.fixture(scope="module")
+def retrained(deployed: str) -> dict:
+    """The final state of one retrain run triggered through the API."""
+    return _run_to_completion(deployed, _deployment(deployed, "retrain/weekly")["id"], 300)
+
+
+def test_triggered_runs_complete(deployed: str, retrained: dict) -> None:
+    assert retrained["type"] == "COMPLETED", retrained
     score = _run_to_completion(deployed, _deployment(deployed, "score/daily")["id"], 180)
     assert score["type"] == "COMPLETED", score
+
+
+def _flow_run_ids(api: str, deployment_id: str) -> set[str]:
+    runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flow_runs": {"deployment_id": {"any_": [deployment_id]}}},
+    ).json()
+    return {run["id"] for run in runs}
+
+
+def test_drift_past_the_line_starts_a_retrain_run(deployed: str, retrained: dict) -> None:
+    """A score run whose config sets the alert line near zero starts the retrain deployment."""
+    assert retrained["type"] == "COMPLETED", retrained
+    retrain = _deployment(deployed, "retrain/weekly")
+    config = Path(retrain["parameters"]["config_path"])
+    eager = config.with_name("eager.yaml")  # same folder: same data, store and exports
+    eager.write_text(config.read_text() + "drift: {psi_alert: 0.000001, retrain_on_drift: true}\n")
+    before = _flow_run_ids(deployed, retrain["id"])
+    score = _deployment(deployed, "score/daily")
+    state = _run_to_completion(deployed, score["id"], 180, {"config_path": str(eager)})
+    assert state["type"] == "COMPLETED", state
+    assert len(_flow_run_ids(deployed, retrain["id"]) - before) == 1

@@ -39,3 +39,42 @@ def test_drift_table_orders_by_psi_and_skips_absent_columns(rng: np.random.Gener
     current = pd.DataFrame({"a": rng.normal(size=5000), "b": rng.normal(2, size=5000)})
     table = drift_table(reference, current, ["a", "b", "not_there"])
     assert list(table["column"]) == ["b", "a"]
+
+
+def _report(features: dict[str, float], scores: dict[str, float]):
+    from flows.steps import DriftReport
+
+    table = pd.DataFrame({"column": list(features), "psi": list(features.values())})
+    return DriftReport(pd.Timestamp("2025-06-13"), table, scores)
+
+
+def test_a_watched_feature_past_the_line_alerts_and_retrains_only_when_asked() -> None:
+    from flows.steps import drift_decision
+    from models.drift import DriftSettings
+
+    report = _report({"days_since_last_order": 0.4, "spend_90d": 0.1}, {"repurchase": 0.05})
+    quiet = drift_decision(report, DriftSettings(), deployed=True)
+    assert quiet.alert and not quiet.retrain
+    assert "days_since_last_order PSI 0.400" in quiet.message
+    assert "retrain_on_drift is off" in quiet.message
+    eager = DriftSettings(retrain_on_drift=True)
+    assert drift_decision(report, eager, deployed=True).retrain
+    undeployed = drift_decision(report, eager, deployed=False)
+    assert undeployed.alert and not undeployed.retrain and "dangol train" in undeployed.message
+
+
+def test_customer_age_features_are_measured_but_do_not_alert() -> None:
+    from flows.steps import drift_decision
+    from models.drift import DriftSettings
+
+    report = _report({"days_since_first_order": 0.9, "spend_90d": 0.1}, {"repurchase": 0.05})
+    settings = DriftSettings(retrain_on_drift=True)
+    decision = drift_decision(report, settings, deployed=True)
+    assert not decision.alert and not decision.retrain
+    assert "worst watched: spend_90d 0.100" in decision.message
+    # the same PSI on a score does alert
+    shifted_score = _report({"days_since_first_order": 0.9}, {"repurchase": 0.3})
+    assert drift_decision(shifted_score, settings, deployed=True).retrain
+    # and the list is the user's: an empty one watches everything
+    everything = DriftSettings(not_alerting=[])
+    assert drift_decision(report, everything, deployed=True).alert
