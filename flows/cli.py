@@ -197,14 +197,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> None:
     config = _config(args)
-    from flows.deploy import serve_deployments
+    from flows.deploy import deploy_to_work_pool, serve_deployments
 
     schedules = config.schedules
     print(
         f"deploying retrain ({schedules.retrain_cron}) and score ({schedules.score_cron}) "
         f"in {schedules.timezone}; API: {os.environ.get('PREFECT_API_URL', 'temporary local')}"
     )
-    serve_deployments(config, Path(args.config))
+    if args.work_pool is None:
+        serve_deployments(config, Path(args.config))
+        return
+    if not os.environ.get("PREFECT_API_URL"):
+        raise SystemExit(
+            "deploy --work-pool: set PREFECT_API_URL to a running Prefect server; a temporary "
+            "one would vanish with this command, and its workers with it"
+        )
+    deploy_to_work_pool(config, Path(args.config), args.work_pool)
+    print(
+        f"deployed on work pool {args.work_pool!r}; start a worker where this project lives: "
+        f".venv/bin/prefect worker start --pool {args.work_pool}"
+    )
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -285,7 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", cmd_serve, "Start the scoring service (BentoML).")
     serve.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
 
-    add("deploy", cmd_deploy, "Schedule retrain and score on Prefect and run them (blocks).")
+    deploy = add(
+        "deploy",
+        cmd_deploy,
+        "Schedule retrain and score on Prefect and run them here (blocks), or register them on "
+        "a work pool (--work-pool) for Prefect workers to run.",
+    )
+    deploy.add_argument(
+        "--work-pool",
+        default=None,
+        help="process work pool to deploy to (created if missing); returns at once",
+    )
     add(
         "build", cmd_build, "Import the champions into BentoML and build a Bento that carries them."
     )

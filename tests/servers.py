@@ -68,3 +68,25 @@ def bentoml_serve(config: Path, **env: str) -> Iterator[tuple[str, subprocess.Po
         yield base, server
     finally:
         stop(server)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A real `prefect server start` on a free loopback port, state in `home`; yields the
+    API URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "prefect", "server", "start"]
+    server = start(command + ["--host", "127.0.0.1", "--port", str(port)], env)
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        wait_for(f"{api}/health", server, 180)
+        yield api
+    finally:
+        stop(server)

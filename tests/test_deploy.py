@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.servers import free_port, stop, wait_for
+from tests.servers import prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -38,37 +38,8 @@ paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `prefect server start` on a free loopback port, state in a temp dir."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        api = f"http://127.0.0.1:{port}/api"
-        wait_for(f"{api}/health", server, 180)
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as api:
         yield api
-    finally:
-        stop(server)
 
 
 @pytest.fixture(scope="module")
