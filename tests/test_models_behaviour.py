@@ -140,9 +140,9 @@ def test_first_purchase_model_beats_view_rules(trained) -> None:
 
 @pytest.mark.parametrize("target", ["repurchase", "first_purchase"])
 def test_calibration_is_sane_on_later_data(trained, target: str) -> None:
-    """Calibrated on the validation window, judged on the later test window: the mean is near
-    the base rate and every decile's observed rate near its prediction (a seasonal shift
-    between the windows is allowed for)."""
+    """Judged on the test window, later than anything the model was fitted on (the default
+    refit's own probabilities): the mean is near the base rate and every decile's observed
+    rate near its prediction (a seasonal shift between the windows is allowed for)."""
     result = trained[target]
     outcome = result.test_rows[target].to_numpy()
     proba = result.test_scores()
