@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+
+from tests.servers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789abcdef"
@@ -54,26 +55,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.args}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready in {seconds} s")
 
 
 def _ms(text: str) -> float:
@@ -232,8 +213,8 @@ def main() -> None:
         ),
     }
     try:
-        wait_ready(f"http://127.0.0.1:{bento_port}/readyz", servers["dangol (BentoML)"])
-        wait_ready(f"http://127.0.0.1:{mlflow_port}/ping", servers["mlflow models serve"])
+        wait_for(f"http://127.0.0.1:{bento_port}/readyz", servers["dangol (BentoML)"], 180)
+        wait_for(f"http://127.0.0.1:{mlflow_port}/ping", servers["mlflow models serve"], 180)
         info = httpx.post(
             f"http://127.0.0.1:{bento_port}/model_info",
             json={},

@@ -28,7 +28,8 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"process exited early:\n{process.stdout.read().decode()}")
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"{process.args} exited early:\n{output}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
