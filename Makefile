@@ -37,12 +37,12 @@ format: install ## ruff format and import sorting
 	$(UV) run --frozen ruff check --fix .
 	$(UV) run --frozen ruff format .
 
-serve: install ## start the scoring service (uses $$DANGOL_TOKEN, or makes and prints a token)
+serve: install ## start the scoring service (uses DANGOL_TOKEN, or makes and prints a token)
 	@token="$${DANGOL_TOKEN:-$$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
 	[ -n "$$DANGOL_TOKEN" ] || echo "callers send: Authorization: Bearer $$token"; \
 	DANGOL_TOKEN="$$token" $(UV) run --frozen dangol serve
 
-bench: install ## run the benchmarks (not part of CI); results go to docs/benchmarks.md
+bench: install ## run every benchmark (~10 min, not part of CI; serving needs wrk); see docs/benchmarks.md
 	$(UV) run --frozen python -m bench.run
 
 clean: ## remove generated data, models, exports and Prefect state

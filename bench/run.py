@@ -1,12 +1,18 @@
 """`make bench`: time the pipeline's hot paths against named baselines in the same run.
 
-Prints a table; paste the result into docs/benchmarks.md with the machine and date.
+Runs, in order: a quick feature comparison on the synthetic shop, the features benchmark
+(1M customers), training (`bench.training`), segments and SHAP (`bench.segments`) and serving
+(`bench.serving`, which needs `wrk`: `apt-get install -y wrk`). About 10 minutes on 2 cores.
+Prints Markdown tables; paste them into docs/benchmarks.md with the machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import date
@@ -67,6 +73,13 @@ def main() -> None:
     )
     # issue 3: 1M customers / 10M orders / 30M views, vs pandas and lifetimes-style RFM
     features_bench.main([])
+    for module in ("bench.training", "bench.segments", "bench.serving"):
+        if module == "bench.serving" and shutil.which("wrk") is None:
+            print("\n# bench.serving skipped: wrk not found (apt-get install -y wrk)")
+            continue
+        print(f"\n# {module}", flush=True)
+        # each in its own process: its memory peak and threads do not carry into the next
+        subprocess.run([sys.executable, "-m", module], check=True)
 
 
 if __name__ == "__main__":
