@@ -207,7 +207,9 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     if args.work_pool is None:
         serve_deployments(config, Path(args.config))
         return
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # from the environment or the active Prefect profile
         raise SystemExit(
             "deploy --work-pool: set PREFECT_API_URL to a running Prefect server; a temporary "
             "one would vanish with this command, and its workers with it"

@@ -59,16 +59,26 @@ def deployments(config: DangolConfig, config_path: Path) -> list:
 
 
 def ensure_process_pool(name: str) -> None:
-    """Create the process work pool `name` unless it exists."""
+    """Create the process work pool `name` unless it exists; refuse a pool of another type."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_work_pool(name)
+            pool = client.read_work_pool(name)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            try:
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            except ObjectAlreadyExists:  # another deploy created it meanwhile
+                pool = client.read_work_pool(name)
+            else:
+                return
+        if pool.type != "process":
+            raise SystemExit(
+                f"deploy --work-pool: pool {name!r} is of type {pool.type!r}; dangol deploys "
+                "its code from this folder and needs a 'process' pool"
+            )
 
 
 def deploy_to_work_pool(config: DangolConfig, config_path: Path, pool: str) -> list[UUID]:

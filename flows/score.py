@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -89,7 +90,9 @@ def _reference_cutoff(config: DangolConfig, versions: dict[str, str]) -> pd.Time
 
 @task(cache_policy=NO_CACHE)
 def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> steps.DriftReport:
-    """PSI against the training window, logged to MLflow and to the run's artifacts."""
+    """PSI against the champion's last fitted cutoff, logged to MLflow and to the run's
+    artifacts; warns when it crosses the alert line (before the export, so a failed export
+    does not hide it)."""
     import mlflow
 
     report = steps.drift_report(
@@ -114,18 +117,23 @@ def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> step
     create_table_artifact(
         rows, key="drift", description=f"PSI against {report.reference_cutoff.date()}"
     )
+    decision = steps.drift_decision(report, config.drift, deployed=_deployed())
+    message = f"{decision.message} (against {report.reference_cutoff.date()})"
+    get_run_logger().log(logging.WARNING if decision.alert else logging.INFO, message)
     return report
 
 
-def _act_on_drift(report: steps.DriftReport, config: DangolConfig) -> str:
-    """Warn on drift and trigger the retrain deployment when configured; returns what was
-    done."""
+def _deployed() -> bool:
+    """Whether this flow run belongs to a deployment (there is a retrain one to start)."""
     from prefect.runtime import deployment
 
-    decision = steps.drift_decision(report, config.drift, deployed=deployment.id is not None)
-    log = get_run_logger()
-    if decision.alert:
-        log.warning("%s (against %s)", decision.message, report.reference_cutoff.date())
+    return deployment.id is not None
+
+
+def _act_on_drift(report: steps.DriftReport, config: DangolConfig) -> str:
+    """Trigger the retrain deployment when the drift decision says so; returns what was
+    done."""
+    decision = steps.drift_decision(report, config.drift, deployed=_deployed())
     if not decision.retrain:
         return decision.message
     from prefect.deployments import run_deployment

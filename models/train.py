@@ -87,7 +87,9 @@ class TimeSplit:
         return self.refit if refit and self.refit else self.train
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {k: [str(c.date()) for c in v] for k, v in self.__dict__.items()}
+        """The three windows (what a model was fitted on is `fitted`, logged by the caller)."""
+        windows = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {k: [str(c.date()) for c in v] for k, v in windows.items()}
 
 
 def split_cutoffs(
@@ -126,7 +128,8 @@ IDENTITY = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 
 @dataclass
 class CalibratedBooster:
-    """A LightGBM booster plus an isotonic map from raw probability to calibrated probability."""
+    """A LightGBM booster plus a map from raw to calibrated probability: isotonic from the
+    validation window when the first fit is kept, the identity after a refit."""
 
     booster: lgb.Booster
     calibration_x: np.ndarray
