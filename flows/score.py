@@ -89,7 +89,7 @@ def _reference_cutoff(config: DangolConfig, versions: dict[str, str]) -> pd.Time
 
 
 @task(cache_policy=NO_CACHE)
-def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> steps.DriftReport:
+def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> steps.DriftDecision:
     """PSI against the champion's last fitted cutoff, logged to MLflow and to the run's
     artifacts; warns when it crosses the alert line (before the export, so a failed export
     does not hide it)."""
@@ -120,7 +120,7 @@ def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> step
     decision = steps.drift_decision(report, config.drift, deployed=_deployed())
     message = f"{decision.message} (against {report.reference_cutoff.date()})"
     get_run_logger().log(logging.WARNING if decision.alert else logging.INFO, message)
-    return report
+    return decision
 
 
 def _deployed() -> bool:
@@ -130,10 +130,9 @@ def _deployed() -> bool:
     return deployment.id is not None
 
 
-def _act_on_drift(report: steps.DriftReport, config: DangolConfig) -> str:
+def _act_on_drift(decision: steps.DriftDecision) -> str:
     """Trigger the retrain deployment when the drift decision says so; returns what was
     done."""
-    decision = steps.drift_decision(report, config.drift, deployed=_deployed())
     if not decision.retrain:
         return decision.message
     from prefect.deployments import run_deployment
@@ -173,7 +172,7 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     # 5. scores, segments, and the export that `latest` moves to only when complete
     export_dir, sizes = export_task(snapshot, models, config)
     # 6. retrain on drift, if configured (only after a good export)
-    drift_action = _act_on_drift(drift, config)
+    drift_action = _act_on_drift(drift)
     outcome = ScoreOutcome(
         cutoff=str(snapshot["cutoff"].iloc[0].date()),
         customers=len(snapshot),

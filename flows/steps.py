@@ -121,7 +121,7 @@ def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.Da
     used = (
         cutoffs
         if config.training.backtest_folds > 1
-        else sorted(set(split.train + split.validation + split.refit + split.test))
+        else split.refit + split.test  # refit holds the training and validation cutoffs
     )
     frame = training_frame(tables, used, config.features, config.labels, config.tiers)
     return frame, split

@@ -248,8 +248,9 @@ def train_classifier(
     check_sufficient(validation, target, "validation", settings)
     features = [c for c in feature_columns(frame) if frame[c].notna().any()]
     booster = _fit_booster(train, validation, target, features, settings)
-    if split.fitted(settings.refit) != split.train:
-        rows = window_rows(frame, target, split.fitted(settings.refit))
+    fitted = split.fitted(settings.refit)
+    if fitted != split.train:
+        rows = window_rows(frame, target, fitted)
         final = _refit_booster(rows, target, features, settings, max(booster.best_iteration, 1))
         return CalibratedBooster(final, IDENTITY[0], IDENTITY[1], features)
     model = CalibratedBooster(booster, IDENTITY[0], IDENTITY[1], features)
