@@ -119,7 +119,7 @@ def pandas_features(tables: ShopTables, cutoff: pd.Timestamp, s: FeatureSettings
             "recent_order_value": g.tail(3).groupby("customer_id")["amount"].mean(),
         }
     )
-    for w in s.windows_days:
+    for w in s.windows():
         recent = o[o["ordered_at"] >= cutoff - pd.Timedelta(days=w)].groupby("customer_id")
         out[f"orders_{w}d"] = recent.size()
         out[f"spend_{w}d"] = recent["amount"].sum()
@@ -142,7 +142,7 @@ def pandas_features(tables: ShopTables, cutoff: pd.Timestamp, s: FeatureSettings
         ),
         how="outer",
     )
-    for w in s.windows_days:
+    for w in s.windows():
         out[f"views_{w}d"] = (
             v[v["viewed_at"] >= cutoff - pd.Timedelta(days=w)].groupby("customer_id").size()
         )

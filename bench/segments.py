@@ -22,9 +22,11 @@ import pandas as pd
 
 from features.snapshot import FeatureSettings, LabelSettings, build_features, training_frame
 from features.synthetic import generate_shop
+from features.targets import TARGETS
 from features.tiers import TierSettings
 from models.explain import contributions, contributions_shap
-from models.segments import SegmentSettings, build_segments, explain_members, score_customers
+from models.scoring import score_and_explain, score_customers
+from models.segments import SegmentSettings, build_segments
 from models.train import TrainingSettings, split_cutoffs, train_classifier
 
 
@@ -44,9 +46,7 @@ def train_models(shop_customers: int):
         tables, split.train + split.validation, FeatureSettings(), LabelSettings(), tiers
     )
     settings = TrainingSettings()
-    models = {
-        t: train_classifier(frame, t, split, settings) for t in ("repurchase", "vip_conversion")
-    }
+    models = {t: train_classifier(frame, t, split, settings) for t in TARGETS}
     snapshot = build_features(tables, [end], FeatureSettings(), tiers)
     return models, snapshot
 
@@ -88,23 +88,22 @@ def main() -> None:
     t_score, scores = timed(lambda: score_customers(big, models, tiers))
     t_segments, segments = timed(lambda: build_segments(big, scores, settings, tiers))
     members = sum(len(m) for m in segments.values())
-    t_explain, (explained, contrib) = timed(
-        lambda: explain_members(big, segments, models, settings, "KRW")
-    )
-    explained_rows = sum(len(c) for c in contrib.values())
-    total = t_score + t_segments + t_explain
+    t_core, scored = timed(lambda: score_and_explain(big, models, settings, tiers, "KRW"))
+    explained_rows = sum(len(c) for c in scored.contributions.values())
     print("\n| step | seconds |\n|---|---:|")
-    print(f"| score {args.customers:,} customers (both models) | {t_score:.1f} |")
+    print(f"| score {args.customers:,} customers ({len(models)} models) | {t_score:.1f} |")
     print(f"| build {len(segments)} segments ({members:,} memberships) | {t_segments:.1f} |")
     print(
-        f"| SHAP + top-3 reasons ({explained_rows:,} distinct explained rows) | {t_explain:.1f} |"
+        f"| the whole core: scores, segments, SHAP + top-3 reasons ({explained_rows:,} "
+        f"explained rows) | **{t_core:.1f}** |"
     )
-    print(f"| **total** | **{total:.1f}** |")
-    print("\nsegment sizes: " + ", ".join(f"{k} {len(v):,}" for k, v in explained.items()))
+    print("\nsegment sizes: " + ", ".join(f"{k} {len(v):,}" for k, v in scored.segments.items()))
 
     rows = big.iloc[: args.shap_rows]
-    print(f"\n| SHAP method, {len(rows):,} rows | repurchase s | vip s | rows/s (repurchase) |")
-    print("|---|---:|---:|---:|")
+    first = next(iter(models))
+    heads = " | ".join(f"{t} s" for t in models)
+    print(f"\n| SHAP method, {len(rows):,} rows | {heads} | rows/s ({first}) |")
+    print("|---|" + "---:|" * (len(models) + 1))
     results = {}
     for method, fn in (
         ("LightGBM pred_contrib", contributions),
@@ -113,10 +112,8 @@ def main() -> None:
         times = {}
         for target, model in models.items():
             times[target], results[(method, target)] = timed(lambda m=model, f=fn: f(m, rows))
-        print(
-            f"| {method} | {times['repurchase']:.2f} | {times['vip_conversion']:.2f} | "
-            f"{len(rows) / times['repurchase']:,.0f} |"
-        )
+        cells = " | ".join(f"{times[t]:.2f}" for t in models)
+        print(f"| {method} | {cells} | {len(rows) / times[first]:,.0f} |")
     for target in models:
         a = results[("LightGBM pred_contrib", target)].to_numpy()
         b = results[("shap.TreeExplainer", target)].to_numpy()

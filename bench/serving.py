@@ -35,6 +35,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from features.targets import TARGETS
+from serving.settings import CONTEXT_ENV
 from tests.servers import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,13 +151,15 @@ def open_loop(url: str, body: dict, request: str, rate: int, seconds: int) -> Op
 
 
 def tiny_project(root: Path) -> Path:
-    """Train, register and score a 3,000-customer synthetic shop (as the tests do)."""
+    """Train, release and score a 3,000-customer synthetic shop (as the tests do)."""
     from flows.config import load_config
-    from tests.test_serving import CONFIG, train_and_register
+    from tests import projects
 
-    path = root / "dangol.yaml"
-    path.write_text(CONFIG.replace("max_batch: 50", "max_batch: 1000"))
-    train_and_register(load_config(path), datetime(2026, 1, 1))
+    path = projects.write_project(root)
+    path.write_text(path.read_text().replace("max_batch: 50", "max_batch: 1000"))
+    config = load_config(path)
+    projects.train_release(config)
+    projects.score(config, datetime(2026, 1, 1))
     return path
 
 
@@ -183,19 +187,21 @@ def main() -> None:
     snapshot = pd.read_parquet(config.resolve(config.paths.exports) / "latest" / "features.parquet")
     buyers = snapshot[snapshot["orders_lifetime"] > 0]
     ids = list(buyers["customer_id"].astype(str)[:100])
+    context = config.service_context().write(workdir / "service.json")
     env = {
         **os.environ,
-        "DANGOL_CONFIG": str(config_path),
+        CONTEXT_ENV: str(context),
         "DANGOL_TOKEN": TOKEN,
         "BENTOML_HOME": str(workdir / "bento"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{config.resolve(config.paths.mlruns) / 'mlflow.db'}",
     }
     bento_port, mlflow_port = free_port(), free_port()
-    name = config.registry.model_names["repurchase"]
+    first = next(iter(TARGETS))
+    name = config.registry.model_name(first)
     servers = {
         "dangol (BentoML)": subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol"]
+            [sys.executable, "-m", "bentoml", "serve", "serving.app:Dangol"]
             + ["--host", "127.0.0.1", "--port", str(bento_port)],
             cwd=REPO,
             env=env,
@@ -220,7 +226,7 @@ def main() -> None:
             json={},
             headers={"Authorization": f"Bearer {TOKEN}"},
         ).json()
-        features = next(m for m in info["models"] if m["target"] == "repurchase")["features"]
+        features = next(m for m in info["models"] if m["target"] == first)["features"]
         all_features = sorted({f for m in info["models"] for f in m["features"]})
         rows = buyers.set_index("customer_id").loc[ids]
 

@@ -6,7 +6,9 @@ a table that appears or goes missing, changes it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 
@@ -27,3 +29,19 @@ def data_fingerprint(tables: ShopTables) -> str:
     for name, frame in sorted(tables.present().items()):
         digest.update(f"{name}:{table_fingerprint(frame)};".encode())
     return digest.hexdigest()[:16]
+
+
+CODE_PACKAGES = ("features", "models", "flows", "serving")
+
+
+@functools.cache
+def code_version() -> str:
+    """Hash of the package sources: a new or changed feature, label or model recipe changes
+    it, so runs and caches keyed by it are redone rather than reported as unchanged."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).glob("*.py")):
+            digest.update(f"{package}/{path.name}:".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

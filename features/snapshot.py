@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.schema import ShopTables
+from features.targets import LABELS, TARGETS
 from features.tiers import (
     TierSettings,
     current_tier_line,
@@ -25,7 +26,8 @@ from features.tiers import (
 )
 
 KEYS = ["customer_id", "cutoff"]
-LABELS = ["repurchase", "first_purchase", "vip_conversion"]
+# spend_trend_90d compares the last 90 days with the 90 before, whatever the windows
+TREND_WINDOW_DAYS = 90
 
 
 class FeatureSettings(BaseModel):
@@ -35,6 +37,10 @@ class FeatureSettings(BaseModel):
 
     windows_days: list[int] = Field(default=[30, 90, 180, 365], min_length=1)
     high_price_line: float = Field(1_000_000, gt=0)
+
+    def windows(self) -> list[int]:
+        """The configured windows plus 90 days, which the spend trend always needs."""
+        return sorted({*self.windows_days, TREND_WINDOW_DAYS})
 
 
 class LabelSettings(BaseModel):
@@ -79,7 +85,7 @@ def _order_features_sql(features: FeatureSettings, tiers: TierSettings) -> str:
         f"count(*) FILTER (WHERE o.ordered_at >= c.cutoff - INTERVAL {w} DAY) AS orders_{w}d,\n"
         f"coalesce(sum(o.amount) FILTER (WHERE o.ordered_at >= c.cutoff - INTERVAL {w} DAY), 0)"
         f" AS spend_{w}d"
-        for w in features.windows_days
+        for w in features.windows()
     )
     return f"""
         WITH ranked AS (
@@ -126,7 +132,7 @@ def _view_features_sql(features: FeatureSettings) -> str:
     line = features.high_price_line
     windows = ",\n".join(
         f"count(*) FILTER (WHERE v.viewed_at >= c.cutoff - INTERVAL {w} DAY) AS views_{w}d"
-        for w in features.windows_days
+        for w in features.windows()
     )
     return f"""
         SELECT v.customer_id, c.cutoff,
@@ -278,25 +284,22 @@ def build_labels(
 
 
 def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
-    """Add the three label columns, each NaN outside its population (DESIGN §3.3).
+    """Add every target's label column (features.targets), each NaN outside its population.
 
-    repurchase: customers with >= 1 order before the cutoff; first_purchase: those with none;
-    vip_conversion: customers not in a VIP tier at the cutoff.
+    The outcomes the targets' labels read: `bought` (any order in the horizon) and
+    `vip_reached` (the trailing tier spend after an order in the horizon reached the lowest
+    VIP line in force at the cutoff: fixed, or that date's spend quantile).
     """
     merged = frame.merge(outcomes, on=KEYS, how="left")
-    bought = merged["bought"].fillna(False).astype(bool)
-    # the lowest VIP line in force at each cutoff (fixed, or that date's spend quantile)
+    merged["bought"] = merged["bought"].fillna(False).astype(bool)
     vip_index = max(tiers.vip_tiers) - 1
     vip_line = merged.groupby("cutoff")["tier_window_spend"].transform(
         lambda spend: lines_at(spend.to_numpy(), tiers)[vip_index]
     )
-    vip_reached = merged["max_trailing_spend"].fillna(0.0) >= vip_line
-    has_ordered = merged["orders_lifetime"] > 0
-    is_vip = merged["tier"].isin(tiers.vip_tiers)
-    merged["repurchase"] = bought.astype("float64").where(has_ordered)
-    merged["first_purchase"] = bought.astype("float64").where(~has_ordered)
-    merged["vip_conversion"] = vip_reached.astype("float64").where(~is_vip)
-    return merged.drop(columns=["bought", "max_trailing_spend"])
+    merged["vip_reached"] = merged["max_trailing_spend"].fillna(0.0) >= vip_line
+    for spec in TARGETS.values():
+        merged[spec.name] = spec.label(merged, tiers)
+    return merged.drop(columns=["bought", "max_trailing_spend", "vip_reached"])
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:

@@ -656,7 +656,7 @@ def realism(
         orders[orders.ordered_at.between(t, h, inclusive="left")],
     )
     buyers = pd.Index(before.customer_id.unique())
-    repurchase = buyers.isin(after.customer_id.unique())
+    bought_again = buyers.isin(after.customer_id.unique())
     # VIP conversion: known, non-VIP members whose trailing spend reaches the line in [t, t+H).
     known = pd.Index(cust.customer_id[cust.signed_up_at < t])
     spend = before[before.ordered_at >= t - pd.Timedelta(days=window_days)]
@@ -682,7 +682,7 @@ def realism(
         "order_items": float(len(tables.order_items) if tables.order_items is not None else 0),
         "content_views": float(len(views)),
         "buyers_before_cutoff": float(len(buyers)),
-        "repurchase_rate": float(repurchase.mean()),
+        "repurchase_rate": float(bought_again.mean()),
         "non_vip_known": float(len(non_vip)),
         "vip_now": float(len(vip_now)),
         "vip_conversions": float(converted.sum()),

@@ -10,7 +10,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from flows.config import DEFAULT_CONFIG, PROJECT_ROOT
+from flows.paths import DEFAULT_CONFIG, PROJECT_ROOT
 
 
 def _date(text: str) -> date:
@@ -58,12 +58,12 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
     import pandas as pd
 
     from features.snapshot import build_features, labelled_cutoffs, training_frame
-    from flows import steps
+    from flows import data
 
     if args.training:
         cutoffs = labelled_cutoffs(
-            steps.first_event(tables),
-            steps.data_end(tables, config),
+            data.first_event(tables),
+            data.data_end(tables, config),
             config.training.cutoff_every_days,
             config.labels.horizon_days,
             config.training.min_history_days,
@@ -76,14 +76,14 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from flows import steps
+    from flows import data, export
 
     config = _config(args)
-    tables, _report = steps.load_shop(config)
+    tables, _report = data.load_shop(config)
     if args.cutoffs or args.training:
         snapshot = _stacked_frame(args, config, tables)
     else:
-        snapshot = steps.latest_snapshot(tables, config, args.cutoff)
+        snapshot = export.latest_snapshot(tables, config, args.cutoff)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
@@ -95,10 +95,10 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 def cmd_tiers(args: argparse.Namespace) -> None:
     from features.tiers import migration_matrix
-    from flows import steps
+    from flows import data
 
     config = _config(args)
-    tables, _report = steps.load_shop(config)
+    tables, _report = data.load_shop(config)
     counts, shares = migration_matrix(
         tables.orders, args.start, args.end, config.tiers, tables.customers
     )
@@ -119,27 +119,98 @@ def cmd_tiers(args: argparse.Namespace) -> None:
         print(f"-> {out}")
 
 
-def cmd_train(args: argparse.Namespace) -> list:
+def cmd_train(args: argparse.Namespace):
     _config(args)
     from flows.retrain import retrain_flow
 
-    outcomes = retrain_flow(str(Path(args.config).resolve()))
-    for outcome in outcomes:
-        print(_model_line(outcome))
-    return outcomes
+    outcome = retrain_flow(str(Path(args.config).resolve()))
+    for line in _release_lines(outcome):
+        print(line)
+    return outcome
+
+
+def _release_lines(outcome) -> list[str]:
+    """The retrain's verdict, then one line per target with its test metrics."""
+    state = "live" if outcome.promoted else "not promoted"
+    if outcome.unchanged:
+        state = "unchanged"
+    lines = [f"{outcome.release.label} ({state}): {outcome.reason}"]
+    lines += [f"repair: {message}" for message in outcome.repairs]
+    for target in outcome.targets:
+        lines.append("  " + _model_line(target))
+    lines += [f"  {target} skipped: {why}" for target, why in outcome.skipped.items()]
+    return lines
 
 
 def _model_line(outcome) -> str:
     m = outcome.metrics
-    baselines = ", ".join(f"{k} ROC-AUC {v['roc_auc']:.3f}" for k, v in outcome.baselines.items())
-    failed = getattr(outcome, "baseline_failures", {})
-    baselines += "".join(f", {k} FAILED ({reason})" for k, reason in failed.items())
-    verdict = "champion" if outcome.decision.promote else "not promoted"
-    return (
-        f"{outcome.model_name} v{outcome.version} ({verdict}): ROC-AUC {m['roc_auc']:.3f}, "
-        f"PR-AUC {m['pr_auc']:.3f}, lift@10% {m['lift_top_decile']:.2f}, "
-        f"Brier {m['brier']:.4f} | {baselines}"
+    metrics = ", ".join(
+        f"{label} {m[key]:.3f}"
+        for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("brier", "Brier"))
+        if key in m
     )
+    baselines = ", ".join(f"{k} ROC-AUC {v['roc_auc']:.3f}" for k, v in outcome.baselines.items())
+    failed = outcome.baseline_failures
+    baselines += "".join(f", {k} FAILED ({reason})" for k, reason in failed.items())
+    return f"{outcome.target}: {outcome.model_name} v{outcome.version}: {metrics}" + (
+        f" | {baselines}" if baselines else ""
+    )
+
+
+def cmd_models(args: argparse.Namespace) -> dict:
+    """The live release: per target its registered model, version, run, horizon, data window,
+    test metrics, and the promotion decision."""
+    import json
+
+    from models import registry, release
+
+    config = _config(args)
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    live = release.require_live(config.registry.release_name, str(args.config))
+    payload = {
+        "release": live.id,
+        "version": live.version,
+        "horizon_days": live.horizon_days,
+        "data_window": live.data_window,
+        "code_version": live.code_version,
+        "decision": {
+            "promote": live.decision.get("promote"),
+            "reason": live.decision.get("reason"),
+        },
+        "targets": {
+            target: {
+                "registered_name": entry.registered_name,
+                "version": entry.version,
+                "run_id": entry.run_id,
+                "horizon_days": live.horizon_days,
+                "data_window": live.data_window,
+                "test_metrics": entry.metrics,
+            }
+            for target, entry in live.targets.items()
+        },
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return payload
+    window = live.data_window
+    print(f"live {live.label} (id {live.id}), horizon {live.horizon_days} days")
+    print(
+        f"  fitted on {window.get('fitted', window.get('train', ['?']))[0]} .. "
+        f"{window.get('fitted', window.get('train', ['?']))[-1]}; tested on "
+        f"{', '.join(window.get('test', []))}"
+    )
+    print(f"  decision: {payload['decision']['reason']}")
+    for target, entry in payload["targets"].items():
+        metrics = ", ".join(
+            f"{k} {v:.3f}"
+            for k, v in entry["test_metrics"].items()
+            if k in ("roc_auc", "pr_auc", "brier")
+        )
+        print(
+            f"  {target}: {entry['registered_name']} v{entry['version']} "
+            f"(run {entry['run_id'][:8]}): {metrics}"
+        )
+    return payload
 
 
 def cmd_score(args: argparse.Namespace):
@@ -147,7 +218,7 @@ def cmd_score(args: argparse.Namespace):
     from flows.score import score_flow
 
     outcome = score_flow(str(Path(args.config).resolve()), getattr(args, "cutoff", None))
-    print(f"scored {outcome.customers:,} customers at {outcome.cutoff}")
+    print(f"scored {outcome.customers:,} customers at {outcome.cutoff} with {outcome.release}")
     for name, size in outcome.segment_sizes.items():
         print(f"  segment {name}: {size:,}")
     print(f"export: {outcome.export_dir} (and {outcome.export_dir.parent / 'latest'})")
@@ -155,14 +226,14 @@ def cmd_score(args: argparse.Namespace):
     return outcome
 
 
-def _import_champions(config) -> dict[str, str]:
-    """Copy the registry's champions into the BentoML store (a no-op when already there)."""
-    from serving.store import import_champions
+def _bentoml_env(config, context_file: Path) -> dict[str, str]:
+    """The environment of a `bentoml` subprocess: the project's own BentoML home (never the
+    machine-wide ~/bentoml) and the service context file."""
+    from serving.settings import CONTEXT_ENV
 
-    tags = import_champions(config)
-    for target, tag in tags.items():
-        print(f"{target}: {tag}")
-    return tags
+    home = config.resolve(config.paths.bentoml_home)
+    home.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "BENTOML_HOME": str(home), CONTEXT_ENV: str(context_file)}
 
 
 def cmd_report(args: argparse.Namespace) -> Path:
@@ -174,24 +245,27 @@ def cmd_report(args: argparse.Namespace) -> Path:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     config = _config(args)
+    from flows.export import live_release
     from serving.auth import resolve_token
 
     resolve_token(config.serving)  # fail here, clearly, rather than in every worker
-    _import_champions(config)
+    live = live_release(config)  # and here if there is nothing (or the wrong thing) to serve
+    context = config.service_context()
+    context_file = context.write(config.resolve(config.paths.bentoml_home) / "service.json")
     port = args.port or config.serving.port
-    env = {**os.environ, "DANGOL_CONFIG": str(Path(args.config).resolve())}
     command = [
         sys.executable,
         "-m",
         "bentoml",
         "serve",
-        "serving.service:Dangol",
+        "serving.app:Dangol",
         "--host",
         config.serving.host,
         "--port",
         str(port),
     ]
-    print(f"serving on http://{config.serving.host}:{port} (Ctrl-C stops)")
+    print(f"serving {live.label} on http://{config.serving.host}:{port} (Ctrl-C stops)")
+    env = _bentoml_env(config, context_file)
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 
@@ -222,10 +296,20 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
+    """A Bento that carries exactly the live release (as files) and the service context."""
     config = _config(args)
-    _import_champions(config)
-    env = {**os.environ, "DANGOL_CONFIG": str(Path(args.config).resolve())}
+    from flows.export import live_release
+    from models import release
+
+    live = live_release(config)
+    build_dir = PROJECT_ROOT / "outputs" / "bento"
+    release_dir = release.write_release_dir(live, release.load_models(live), build_dir / "release")
+    # inside the Bento the files sit under src/, the build context's root
+    bundled = config.service_context(release_dir=Path("outputs/bento/release"))
+    context_file = bundled.write(build_dir / "service.json")
+    print(f"packing {live.label} ({live.versions()}) from {release_dir}")
     command = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "."]
+    env = _bentoml_env(config, context_file)
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 
@@ -233,7 +317,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     print(f"== dangol demo on {args.config}")
     print("== 1/3 retrain flow: features -> LightGBM -> MLflow registry -> champion")
-    outcomes = cmd_train(args)
+    trained = cmd_train(args)
     print("== 2/3 score flow: snapshot -> scores -> segments -> export")
     scored = cmd_score(args)
     print("== 3/3 analyst report: metrics, gain and calibration, SHAP, segments")
@@ -241,8 +325,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     config = _config(args)
     mlruns = config.resolve(config.paths.mlruns)
     print(f"\n== summary ({time.perf_counter() - started:.0f} s)")
-    for outcome in outcomes:
-        print("  " + _model_line(outcome))
+    for line in _release_lines(trained):
+        print("  " + line)
     sizes = ", ".join(f"{k} {v:,}" for k, v in scored.segment_sizes.items())
     print(f"  segments at {scored.cutoff}: {sizes}")
     print(f"  exports:   {scored.export_dir.parent / 'latest'}")
@@ -289,7 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     tier.add_argument("--to", dest="end", type=_date, required=True, help="YYYY-MM-DD")
     tier.add_argument("--out", default=None, help="optional CSV: from_tier, to_tier, count, share")
 
-    add("train", cmd_train, "Retrain both models, log to MLflow, promote the better ones.")
+    add(
+        "train",
+        cmd_train,
+        "Retrain every target as one release, log to MLflow, promote it if better beyond noise.",
+    )
+    models = add("models", cmd_models, "Show the live release: versions, runs, windows, metrics.")
+    models.add_argument("--json", action="store_true", help="print the release as JSON")
 
     score = add("score", cmd_score, "Score customers with the champions and export segments.")
     score.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
@@ -310,9 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="process work pool to deploy to (created if missing); returns at once",
     )
-    add(
-        "build", cmd_build, "Import the champions into BentoML and build a Bento that carries them."
-    )
+    add("build", cmd_build, "Build a Bento that carries the live release and its settings.")
 
     add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
     return parser
@@ -323,11 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     from features.contract import ContractError
     from flows.config import ConfigError
     from models.registry import NoChampionError
+    from models.release import ReleaseMismatchError, TrainingLockedError
     from models.train import InsufficientDataError
     from serving.auth import MissingTokenError
 
     expected = (ConfigError, ContractError, InsufficientDataError, NoChampionError)
-    expected += (MissingTokenError,)
+    expected += (MissingTokenError, ReleaseMismatchError, TrainingLockedError)
     try:
         args.handler(args)
     except expected as exc:

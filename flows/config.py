@@ -16,13 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from features.loaders import DataSettings, TimeZoneName
 from features.snapshot import FeatureSettings, LabelSettings
 from features.tiers import TierSettings
+from flows.paths import DEFAULT_CONFIG, PROJECT_ROOT  # noqa: F401  (re-exported)
 from models.drift import DriftSettings
 from models.registry import RegistrySettings
 from models.segments import SegmentSettings
 from models.train import TrainingSettings
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+from serving.settings import ServiceContext, ServingSettings
 
 
 class ConfigError(ValueError):
@@ -49,24 +48,8 @@ class PathSettings(BaseModel):
     mlruns: Path = Path("../mlruns")
     exports: Path = Path("../outputs/exports")
     prefect_home: Path = Path("../.prefect")
-
-
-class ServingSettings(BaseModel):
-    """The scoring service: where it listens, its limits, its token and how often it reloads."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(3000, gt=0, lt=65536)
-    max_batch: int = Field(1000, gt=0, le=100_000)
-    max_page: int = Field(1000, gt=0, le=100_000)
-    workers: int = Field(1, ge=1, le=64)
-    reload_seconds: float = Field(10.0, gt=0)
-    # The bearer token: from `token` if set, else from the environment variable `token_env`.
-    # Prefer the variable: a config file is usually committed.
-    token: str | None = Field(None, min_length=16)
-    token_env: str = "DANGOL_TOKEN"
-    public_paths: list[str] = ["/livez", "/readyz", "/healthz", "/docs", "/docs.json"]
+    # BentoML's home for `dangol serve` and `dangol build` (never the machine-wide ~/bentoml)
+    bentoml_home: Path = Path("../bentoml_home")
 
 
 class ScheduleSettings(BaseModel):
@@ -110,6 +93,21 @@ class DangolConfig(BaseModel):
     def resolve(self, path: Path) -> Path:
         """A path from the config, absolute."""
         return (self.base_dir / path).resolve()
+
+    def service_context(self, release_dir: Path | None = None) -> ServiceContext:
+        """What the scoring service needs from this config (serving/ reads no YAML)."""
+        return ServiceContext(
+            mlruns=self.resolve(self.paths.mlruns),
+            exports=self.resolve(self.paths.exports),
+            release_name=self.registry.release_name,
+            release_dir=release_dir,
+            horizon_days=self.labels.horizon_days,
+            tiers=self.tiers,
+            features=self.features,
+            segments=self.segments,
+            currency=self.data.currency,
+            serving=self.serving,
+        )
 
 
 def _describe(error: ValidationError) -> str:

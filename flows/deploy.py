@@ -18,12 +18,11 @@ from prefect import Flow, serve
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
-from flows.config import PROJECT_ROOT, DangolConfig
+from flows.config import DangolConfig
+from flows.names import RETRAIN_DEPLOYMENT, SCORE_DEPLOYMENT
+from flows.paths import PROJECT_ROOT
 from flows.retrain import retrain_flow
 from flows.score import score_flow
-
-RETRAIN_DEPLOYMENT = "retrain/weekly"
-SCORE_DEPLOYMENT = "score/daily"
 
 
 def _plan(config: DangolConfig) -> list[tuple[Flow, str, str, str]]:

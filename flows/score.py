@@ -1,4 +1,5 @@
-"""The `score` flow: features at the cutoff -> champion scores -> segments -> atomic exports."""
+"""The `score` flow: the live release -> features at the cutoff -> scores, segments and reasons
+-> atomic exports."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features.fingerprint import data_fingerprint
-from flows import steps
+from features.fingerprint import code_version, data_fingerprint
+from flows import data, drift, export
 from flows.config import DangolConfig, load_config
 from flows.tasks import load_shop_task
-from models import registry
+from models import registry, release
 from models.train import CalibratedBooster
 
 
@@ -30,38 +31,29 @@ class ScoreOutcome:
     segment_sizes: dict[str, int]
     model_versions: dict[str, str]
     drift: str = ""
+    release: str = ""
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def load_champions_task(
+def load_release_task(
     config: DangolConfig,
-) -> tuple[dict[str, CalibratedBooster], dict[str, str]]:
-    """Every target's champion; the optional ones only where they exist."""
-    registry.configure_mlflow(config.resolve(config.paths.mlruns))
-    models, versions = {}, {}
-    for target in (*steps.TARGETS, *steps.OPTIONAL_TARGETS):
-        name = config.registry.model_name(target)
-        version = registry.champion_version(name)
-        if version is None and target in steps.OPTIONAL_TARGETS:
-            continue
-        if version is None:
-            raise registry.NoChampionError(
-                f"no '{registry.CHAMPION}' alias on registered model {name}: "
-                f"run `dangol train --config {config.base_dir}` first"
-            )
-        models[target] = registry.load_version(name, version)
-        versions[target] = version
-    return models, versions
+) -> tuple[release.Release, dict[str, CalibratedBooster]]:
+    """The live release (checked against the config) and its models."""
+    live = export.live_release(config)
+    get_run_logger().info("scoring with %s: %s", live.label, live.versions())
+    return live, release.load_models(live)
 
 
 def snapshot_cache_key(context: object, parameters: dict) -> str:
-    """Snapshots are keyed by data version, cutoff and the settings that shape features."""
+    """Snapshots are keyed by data version, cutoff, the settings that shape features and
+    the code that computes them."""
     config: DangolConfig = parameters["config"]
     tables = parameters["tables"]
-    cutoff = parameters["cutoff"] or steps.data_end(tables, config)
+    cutoff = parameters["cutoff"] or data.data_end(tables, config)
     settings = config.model_dump(mode="json", include={"features", "tiers"})
     payload = json.dumps(
-        [data_fingerprint(tables), str(pd.Timestamp(cutoff)), settings], sort_keys=True
+        [data_fingerprint(tables), str(pd.Timestamp(cutoff)), settings, code_version()],
+        sort_keys=True,
     )
     return "snapshot-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -72,38 +64,34 @@ def snapshot_cache_key(context: object, parameters: dict) -> str:
     persist_result=True,
 )
 def snapshot_task(tables, config: DangolConfig, cutoff: date | None) -> pd.DataFrame:
-    snapshot = steps.latest_snapshot(tables, config, cutoff)
+    snapshot = export.latest_snapshot(tables, config, cutoff)
     get_run_logger().info(
         "snapshot: %s customers at %s", f"{len(snapshot):,}", snapshot["cutoff"].iloc[0]
     )
     return snapshot
 
 
-def _reference_cutoff(config: DangolConfig, versions: dict[str, str]) -> pd.Timestamp:
-    """The repurchase champion's last fitted cutoff: what "normal" looked like to it (runs
-    logged before refitting record only the training window)."""
-    window = registry.version_data_window(
-        config.registry.model_name("repurchase"), versions["repurchase"]
-    )
+def _reference_cutoff(live: release.Release) -> pd.Timestamp:
+    """The release's last fitted cutoff: what "normal" looked like to its models."""
+    window = live.data_window
     return pd.Timestamp(window.get("fitted", window["train"])[-1])
 
 
 @task(cache_policy=NO_CACHE)
-def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> steps.DriftDecision:
+def drift_task(tables, snapshot, models, live, config: DangolConfig) -> drift.DriftDecision:
     """PSI against the champion's last fitted cutoff, logged to MLflow and to the run's
     artifacts; warns when it crosses the alert line (before the export, so a failed export
     does not hide it)."""
     import mlflow
 
-    report = steps.drift_report(
-        tables, snapshot, models, _reference_cutoff(config, versions), config
-    )
+    report = drift.drift_report(tables, snapshot, models, _reference_cutoff(live), config)
     mlruns = config.resolve(config.paths.mlruns)
     experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
     cutoff = snapshot["cutoff"].iloc[0].date()
     with mlflow.start_run(experiment_id=experiment, run_name=f"score {cutoff}"):
         mlflow.set_tags({"kind": "score", "reference_cutoff": str(report.reference_cutoff.date())})
-        mlflow.log_params({f"champion.{t}": v for t, v in versions.items()})
+        mlflow.log_params({f"champion.{t}": v for t, v in live.versions().items()})
+        mlflow.set_tag("release", live.id)
         mlflow.log_metrics({f"psi.{row.column}": row.psi for row in report.features.itertuples()})
         mlflow.log_metrics({f"psi.score.{t}": v for t, v in report.scores.items()})
         mlflow.log_text(report.features.to_csv(index=False), "drift/feature_psi.csv")
@@ -117,7 +105,7 @@ def drift_task(tables, snapshot, models, versions, config: DangolConfig) -> step
     create_table_artifact(
         rows, key="drift", description=f"PSI against {report.reference_cutoff.date()}"
     )
-    decision = steps.drift_decision(report, config.drift, deployed=_deployed())
+    decision = drift.drift_decision(report, config.drift, deployed=_deployed())
     message = f"{decision.message} (against {report.reference_cutoff.date()})"
     get_run_logger().log(logging.WARNING if decision.alert else logging.INFO, message)
     return decision
@@ -130,22 +118,22 @@ def _deployed() -> bool:
     return deployment.id is not None
 
 
-def _act_on_drift(decision: steps.DriftDecision) -> str:
+def _act_on_drift(decision: drift.DriftDecision) -> str:
     """Trigger the retrain deployment when the drift decision says so; returns what was
     done."""
     if not decision.retrain:
         return decision.message
     from prefect.deployments import run_deployment
 
-    from flows.deploy import RETRAIN_DEPLOYMENT
+    from flows.names import RETRAIN_DEPLOYMENT
 
     run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, as_subflow=False)
     return f"{decision.message}: triggered {RETRAIN_DEPLOYMENT} run {run.id}"
 
 
 @task(cache_policy=NO_CACHE)
-def export_task(snapshot, models, config: DangolConfig) -> tuple[Path, dict[str, int]]:
-    return steps.score_and_export(snapshot, models, config, datetime.now())
+def export_task(snapshot, models, live, config: DangolConfig) -> tuple[Path, dict[str, int]]:
+    return export.score_and_export(snapshot, models, config, datetime.now(), live)
 
 
 def _whatif_markdown(export_dir: Path) -> str:
@@ -161,18 +149,19 @@ def _whatif_markdown(export_dir: Path) -> str:
 def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     """Score every customer at the cutoff with the champions and export ranked segments."""
     config = load_config(config_path)
-    # 1. the champions first: without them there is nothing to score
-    models, versions = load_champions_task(config)
+    # 1. the live release first: without it there is nothing to score
+    live, models = load_release_task(config)
+    versions = live.versions()
     # 2. load and validate the raw tables
     tables, _report = load_shop_task(config)
     # 3. point-in-time features at the cutoff
     snapshot = snapshot_task(tables, config, cutoff)
     # 4. how far today is from what the champions were trained on
-    drift = drift_task(tables, snapshot, models, versions, config)
+    drifted = drift_task(tables, snapshot, models, live, config)
     # 5. scores, segments, and the export that `latest` moves to only when complete
-    export_dir, sizes = export_task(snapshot, models, config)
+    export_dir, sizes = export_task(snapshot, models, live, config)
     # 6. retrain on drift, if configured (only after a good export)
-    drift_action = _act_on_drift(drift)
+    drift_action = _act_on_drift(drifted)
     outcome = ScoreOutcome(
         cutoff=str(snapshot["cutoff"].iloc[0].date()),
         customers=len(snapshot),
@@ -180,11 +169,12 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
         segment_sizes=sizes,
         model_versions=versions,
         drift=drift_action,
+        release=live.label,
     )
     table = "\n".join(f"| {name} | {size:,} |" for name, size in sizes.items())
     create_markdown_artifact(
         f"# score {outcome.cutoff}\n\n{outcome.customers:,} customers scored with "
-        f"{versions}; export: `{export_dir}`\n\n{drift_action}\n\n"
+        f"{live.label} {versions}; export: `{export_dir}`\n\n{drift_action}\n\n"
         f"| segment | members |\n|---|---|\n{table}" + _whatif_markdown(export_dir),
         key="score-summary",
     )

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from features.contract import LoadReport
 from features.schema import ShopTables
-from flows import steps
+from flows import data
 from flows.config import DangolConfig
 
 
@@ -38,7 +38,7 @@ def retry_on_io_error(task: object, task_run: object, state: State) -> bool:
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io_error, cache_policy=NO_CACHE)
 def load_shop_task(config: DangolConfig) -> tuple[ShopTables, LoadReport]:
     """Read and validate the raw tables (retried: files may sit on flaky storage)."""
-    tables, report = steps.load_shop(config, get_run_logger().info)
+    tables, report = data.load_shop(config, get_run_logger().info)
     create_table_artifact(
         load_report_rows(report),
         key="data-load",

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from features.targets import TARGETS
 from models import baselines
 
 
@@ -62,27 +63,24 @@ def spend_rank_baseline(rows: pd.DataFrame) -> np.ndarray:
 
 Rule = Callable[[pd.DataFrame], np.ndarray]
 
-# Rules that need no fitting. BG/NBD is added by `baseline_rules` (it needs the horizon).
-BASELINES: dict[str, dict[str, Rule]] = {
-    "repurchase": {"recency": recency_baseline, "rfm": baselines.rfm_score},
-    "vip_conversion": {"spend_rank": spend_rank_baseline},
-    "first_purchase": {
-        "view_recency": baselines.view_recency_score,
-        "high_price_views": baselines.high_price_view_score,
-    },
+# Rules that need no fitting, by name; which target uses which is features.targets.
+BASELINES: dict[str, Rule] = {
+    "recency": recency_baseline,
+    "rfm": baselines.rfm_score,
+    "spend_rank": spend_rank_baseline,
+    "view_recency": baselines.view_recency_score,
+    "high_price_views": baselines.high_price_view_score,
 }
 # Baselines whose scores are probabilities: judged with log loss and Brier too.
 PROBABILISTIC = frozenset({"bgnbd"})
 
 
 def baseline_rules(target: str, horizon_days: int, bgnbd_penalty: float) -> dict[str, Rule]:
-    """Every baseline of a target, BG/NBD included for repurchase."""
-    rules = dict(BASELINES[target])
-    if target == "repurchase":
-        rules["bgnbd"] = partial(
-            baselines.bgnbd_score, horizon_days=horizon_days, penalty=bgnbd_penalty
-        )
-    return rules
+    """Every baseline the target's spec names; BG/NBD needs the horizon and its penalty."""
+    fitted = {
+        "bgnbd": partial(baselines.bgnbd_score, horizon_days=horizon_days, penalty=bgnbd_penalty)
+    }
+    return {name: fitted.get(name) or BASELINES[name] for name in TARGETS[target].baselines}
 
 
 @dataclass
@@ -108,11 +106,6 @@ def evaluate_baselines(target: str, rows: pd.DataFrame, rules: dict[str, Rule]) 
         results.scores[name] = score
         results.metrics[name] = judge(outcome, score)
     return results
-
-
-def baseline_metrics(target: str, rows: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Ranking metrics of each rule baseline of the target on the same rows."""
-    return evaluate_baselines(target, rows, BASELINES[target]).metrics
 
 
 def gaps(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:

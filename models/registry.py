@@ -6,49 +6,60 @@ usable without it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.targets import TARGETS
 from models.train import CalibratedBooster
 
 CHAMPION = "champion"
-# Targets trained only when the data has their population; not in the default `model_names`
-# because every name there must have a champion before scoring or serving.
-OPTIONAL_MODEL_NAMES = {"first_purchase": "dangol-first-purchase"}
+RUN_TAG = "dangol.run_id"  # the retrain run a version was made by
+RUN_KEY_TAG = "dangol.run_key"
 
 
 class NoChampionError(RuntimeError):
-    """Scoring needs a champion model; run `dangol train` first."""
+    """Scoring needs a live release; run `dangol train` first."""
 
 
 class RegistrySettings(BaseModel):
-    """Where runs and models live, what they are called and how the champion is chosen."""
+    """Where runs and models live, what they are called and how a release is promoted.
+
+    Every target's model is registered under `model_names[target]` (default: the target's
+    registered name in features.targets); the release, the unit of promotion, under
+    `release_name`, whose `live` alias is the one pointer everything scores with.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     experiment: str = "dangol"
-    model_names: dict[str, str] = Field(
-        default={"repurchase": "dangol-repurchase", "vip_conversion": "dangol-vip-conversion"}
-    )
-    promotion_metric: str = "pr_auc"
+    model_names: dict[str, str] = Field(default_factory=dict)
+    release_name: str = "dangol-release"
+    # None: each target's own promotion metric (features.targets)
+    promotion_metric: str | None = None
+    # the challenger must beat the champion by more than this on the metric's bootstrap
+    # interval (0: "better beyond noise" alone decides)
     promotion_margin: float = Field(0.0, ge=0)
+    bootstrap_replicates: int = Field(400, ge=50)
+
+    @field_validator("model_names")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
+        return value
 
     def model_name(self, target: str) -> str:
-        """The registered name of a target's model; optional targets missing from
-        `model_names` get their default name (so configs listing two targets stay valid)."""
-        if target in self.model_names:
-            return self.model_names[target]
-        if target in OPTIONAL_MODEL_NAMES:
-            return OPTIONAL_MODEL_NAMES[target]
-        raise KeyError(f"registry.model_names has no entry for target {target!r}")
+        """The registered name of a target's model."""
+        return self.model_names.get(target) or TARGETS[target].registered_name
+
+    def metric(self, target: str) -> str:
+        return self.promotion_metric or TARGETS[target].promotion_metric
 
 
 def store_uri(mlruns_dir: Path) -> str:
@@ -99,29 +110,12 @@ def log_classifier(model: CalibratedBooster, example: pd.DataFrame) -> str:
     return info.model_uri
 
 
-RUN_KEY_TAG = "dangol.run_key"
-
-
-def register(model_uri: str, name: str, run_id: str, run_key: str | None = None) -> str:
-    """Register a logged model under `name`; returns the new version number.
-
-    `run_key` identifies the inputs (data and configuration) the model was trained on, so a
-    rerun on the same inputs can find it instead of registering it again.
-    """
+def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
+    """Register a logged model under `name` with its tags; returns the new version number."""
     import mlflow
 
-    tags = {"run_id": run_id} | ({RUN_KEY_TAG: run_key} if run_key else {})
     version_ = mlflow.register_model(model_uri, name, tags=tags)
     return str(version_.version)
-
-
-def version_with_run_key(name: str, run_key: str) -> str | None:
-    """The newest version of `name` trained on exactly these inputs, if any."""
-    from mlflow import MlflowClient
-
-    versions = MlflowClient().search_model_versions(f"name = '{name}'")
-    matching = [int(v.version) for v in versions if v.tags.get(RUN_KEY_TAG) == run_key]
-    return str(max(matching)) if matching else None
 
 
 def version_data_window(name: str, model_version: str) -> dict[str, list[str]]:
@@ -145,22 +139,6 @@ def version_metrics(name: str, model_version: str) -> dict[str, float]:
     return dict(client.get_run(run_id).data.metrics) if run_id else {}
 
 
-def champion_version(name: str, uri: str | None = None) -> str | None:
-    """The version behind the champion alias, or None when there is none yet.
-
-    With `uri`, that store is read without touching the process-wide MLflow URI (a
-    background reader must not redirect another thread's logging).
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
 def load_version(name: str, model_version: str) -> CalibratedBooster:
     """Load a registered model version as the plain calibrated booster."""
     import mlflow.pyfunc
@@ -172,57 +150,6 @@ def load_version(name: str, model_version: str) -> CalibratedBooster:
     return pyfunc.unwrap_python_model().model
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Whether the challenger takes the champion alias, and why."""
-
-    promote: bool
-    reason: str
-    challenger_score: float
-    champion_score: float | None
-
-    def tags(self) -> dict[str, str]:
-        return {
-            "promotion.decision": "promoted" if self.promote else "kept",
-            "promotion.reason": self.reason,
-            "promotion.challenger_score": f"{self.challenger_score:.6f}",
-            "promotion.champion_score": "none"
-            if self.champion_score is None
-            else f"{self.champion_score:.6f}",
-        }
-
-
-def decide_promotion(
-    metric: str, margin: float, challenger_score: float, champion_score: float | None
-) -> PromotionDecision:
-    """The gate: promote only when the challenger beats the champion by `margin` on `metric`,
-    both measured on the same holdout. The first model always becomes champion."""
-    if champion_score is None:
-        return PromotionDecision(True, "no champion yet", challenger_score, None)
-    if not np.isfinite(champion_score):
-        return PromotionDecision(
-            True, "champion cannot be scored on this holdout", challenger_score, champion_score
-        )
-    gain = challenger_score - champion_score
-    verdict = "beats" if gain > margin else "does not beat"
-    reason = (
-        f"challenger {metric} {challenger_score:.4f} {verdict} champion {champion_score:.4f} "
-        f"by more than the margin {margin:.4f} (gain {gain:+.4f})"
-    )
-    return PromotionDecision(gain > margin, reason, challenger_score, champion_score)
-
-
-def apply_promotion(name: str, model_version: str, decision: PromotionDecision) -> None:
-    """Record the decision on the version and move the alias if it says so."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    for key, value in decision.tags().items():
-        client.set_model_version_tag(name, model_version, key, value)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, model_version)
-
-
 def version_numbers(name: str) -> list[str]:
     """Every version of a registered model (empty when the name is not registered)."""
     from mlflow import MlflowClient
@@ -230,21 +157,6 @@ def version_numbers(name: str) -> list[str]:
     return sorted(
         (str(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'")), key=int
     )
-
-
-def rollback(name: str, new_version: str | None, previous_champion: str | None) -> None:
-    """Undo a registration: delete the new version and put the champion alias back."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    if new_version is not None:
-        with contextlib.suppress(MlflowException):  # never created: nothing to undo
-            client.delete_model_version(name, new_version)
-    if previous_champion is not None:
-        client.set_registered_model_alias(name, CHAMPION, previous_champion)
-    elif champion_version(name) is not None:
-        client.delete_registered_model_alias(name, CHAMPION)
 
 
 def log_json(payload: dict, artifact_file: str) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.targets import TARGETS, ranking_target
+from features.tiers import TierSettings
 from models.explain import (
     BASE_VALUE,
     contributions,
@@ -25,13 +27,12 @@ from models.explain import (
     plot_segment_means,
     plot_waterfall,
 )
-from models.reasons import format_money, top_reasons
-from models.segments import EXPLAINED_BY, RESELLERS, SegmentSettings
+from models.reasons import format_money
+from models.segments import RESELLERS, SegmentSettings
 from models.train import CalibratedBooster
 
 PROFILE_COLUMNS = [
-    "repurchase_score",
-    "vip_score",
+    *(spec.score_column for spec in TARGETS.values()),
     "expected_value",
     "tier",
 ]
@@ -70,6 +71,8 @@ class ReportInputs:
     currency: str
     shap_sample: int = 2000
     examples_per_segment: int = 1
+    contributions: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tiers: TierSettings = field(default_factory=TierSettings)
 
 
 def fetch_model_run(target: str, name: str, version: str, directory: Path) -> ModelRun:
@@ -169,53 +172,98 @@ def _html_table(frame: pd.DataFrame, currency: str) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _global_shap(inputs: ReportInputs, target: str, directory: Path) -> list[str]:
+    """shap's beeswarm and bar plots over a sample of the target's population."""
+    model = inputs.models[target]
+    population = inputs.snapshot[TARGETS[target].in_population(inputs.snapshot, inputs.tiers)]
+    if population.empty:
+        return []
+    sample = population.sample(min(inputs.shap_sample, len(population)), random_state=0)
+    frame = sample.set_index("customer_id", drop=False)
+    contrib = contributions(model, frame)
+    parts = [
+        f"<h3>{html.escape(target)}: what drives the score overall</h3>",
+        f"<p>SHAP contributions (log-odds) of {len(sample):,} sampled customers of its "
+        f"population ({html.escape(TARGETS[target].population_text)}).</p>",
+    ]
+    parts += [
+        _img(path, f"{target} {path.stem}")
+        for path in plot_global(contrib, frame, target, directory)
+    ]
+    return parts
+
+
+def _by_customer(contrib: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
+    """Contributions indexed by customer id (the core indexes them by snapshot row)."""
+    ids = snapshot["customer_id"].to_numpy()[contrib.index.to_numpy()]
+    return contrib.set_axis(pd.Index(ids, name="customer_id"))
+
+
 def _shap_section(inputs: ReportInputs, directory: Path) -> tuple[list[str], list[str]]:
-    """Global plots per model, per-segment means, and waterfalls with reasons in words."""
+    """Global plots per model, per-segment means, and waterfalls with the export's reasons.
+
+    Per-segment views and examples use the contributions and reasons of the scoring core, so
+    the words are the exported ones; each example customer is shown once.
+    """
     parts, examples = [], []
     by_id = inputs.snapshot.set_index("customer_id", drop=False)
-    for target, model in inputs.models.items():
-        population = inputs.snapshot
-        if target == "repurchase":
-            population = population[population["orders_lifetime"] > 0]
-        sample = population.sample(min(inputs.shap_sample, len(population)), random_state=0)
-        contrib = contributions(model, sample.set_index("customer_id", drop=False))
-        frame = sample.set_index("customer_id", drop=False)
-        parts.append(f"<h3>{html.escape(target)}: what drives the score overall</h3>")
-        parts.append(f"<p>SHAP contributions (log-odds) of {len(sample):,} sampled customers.</p>")
-        for path in plot_global(contrib, frame, target, directory):
-            parts.append(_img(path, f"{target} {path.stem}"))
-        names = [n for n, t in EXPLAINED_BY.items() if t == target and n in inputs.segments]
-        groups = {}
-        member_contrib = {}
-        for name in names:
-            ids = inputs.segments[name]["customer_id"].head(inputs.shap_sample)
-            if len(ids):
-                member_contrib[name] = contributions(model, by_id.loc[ids])
-                groups[name] = member_contrib[name].index
+    shown: set[str] = set()
+    for target in inputs.models:
+        parts += _global_shap(inputs, target, directory)
+        if target not in inputs.contributions:
+            continue
+        contrib = _by_customer(inputs.contributions[target], inputs.snapshot)
+        names = [
+            n
+            for n, members in inputs.segments.items()
+            if ranking_target(n).name == target and len(members)
+        ]
+        groups = {
+            n: pd.Index(inputs.segments[n]["customer_id"].head(inputs.shap_sample)) for n in names
+        }
         if groups:
-            joined = pd.concat(member_contrib.values())
-            joined = joined[~joined.index.duplicated()]
-            means = mean_contributions(joined, groups)
             path = directory / f"{target}_segment_means.png"
-            plot_segment_means(means, f"{target}: mean SHAP per segment", path)
+            plot_segment_means(
+                mean_contributions(contrib, groups), f"{target}: mean SHAP per segment", path
+            )
             parts.append(f"<h3>{html.escape(target)}: per segment</h3>")
             parts.append(_img(path, f"{target} per-segment mean SHAP"))
-        for name, contrib_members in member_contrib.items():
-            for customer in contrib_members.index[: inputs.examples_per_segment]:
-                path = directory / f"waterfall_{name}_{customer}.png"
-                title = f"{name} #1: {customer}"
-                plot_waterfall(contrib_members, by_id, customer, title, path)
-                reasons = top_reasons(
-                    contrib_members.loc[[customer]],
-                    by_id.loc[[customer]],
-                    inputs.settings.reasons,
-                    inputs.settings.language,
-                    inputs.currency,
-                )
-                words = [reasons.iloc[0][f"reason_{k + 1}"] for k in range(inputs.settings.reasons)]
-                items = "".join(f"<li>{html.escape(str(w))}</li>" for w in words)
-                examples.append(f"<h3>{html.escape(title)}</h3><ol>{items}</ol>{_img(path, title)}")
+        for name in names:
+            examples += _examples(inputs, name, contrib, by_id, directory, shown)
     return parts, examples
+
+
+def _examples(
+    inputs: ReportInputs,
+    name: str,
+    contrib: pd.DataFrame,
+    by_id: pd.DataFrame,
+    directory: Path,
+    shown: set[str],
+) -> list[str]:
+    """The top-ranked members of a segment not shown yet: waterfall and reasons in words."""
+    out = []
+    members = inputs.segments[name]
+    fresh = members[~members["customer_id"].isin(shown)].head(inputs.examples_per_segment)
+    for row in fresh.itertuples(index=False):
+        customer = str(row.customer_id)
+        shown.add(customer)
+        title = f"{name} #{row.rank}: {customer}"
+        path = directory / f"waterfall_{name}_{customer}.png"
+        plot_waterfall(contrib, by_id, customer, title, path)
+        words = [
+            getattr(row, f"reason_{k}")
+            for k in range(1, inputs.settings.reasons + 1)
+            if isinstance(getattr(row, f"reason_{k}", None), str)
+        ]
+        direction = getattr(row, "reasons_direction", "raises")
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in words)
+        target = html.escape(ranking_target(name).name)
+        out.append(
+            f"<h3>{html.escape(title)}</h3><p>what {html.escape(direction)} its {target} "
+            f"score:</p><ol>{items}</ol>{_img(path, title)}"
+        )
+    return out
 
 
 STYLE = """

@@ -1,9 +1,10 @@
 """Scores at a cutoff, ranked segments and their atomic export (DESIGN §1, §3.5).
 
 Every segment is a rule over the feature snapshot and the scores, ranked by an explicit
-score (mostly expected value = probability x expected order value). Suspected resellers are
-found first and removed from every other segment. Rules, thresholds and recommended actions
-are configuration (`segments:` in the YAML).
+score (mostly expected value = probability x expected order value). Which target's score a
+segment uses, ranks by and is explained by is `features.targets.ranking_target(segment)`;
+the rules here name no target. Suspected resellers are found first and removed from every
+other segment. Rules, thresholds and recommended actions are configuration (`segments:`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.targets import ranking_target
 from features.tiers import TierSettings
-from models.explain import contributions
-from models.reasons import top_reasons
-from models.train import CalibratedBooster
 
-SCORE_COLUMNS = {
-    "repurchase": "repurchase_score",
-    "vip_conversion": "vip_score",
-    "first_purchase": "first_purchase_score",
-}
 RESELLERS = "suspected_resellers"
+# Reasons say what raises the ranking score (+1), or for a list ranked by a risk, what
+# lowers the probability of buying again (-1).
+RAISES, LOWERS = 1, -1
 
 
 class ActiveRule(BaseModel):
@@ -38,7 +35,7 @@ class ActiveRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_repurchase_score: float = Field(0.4, ge=0, le=1)
+    min_score: float = Field(0.4, ge=0, le=1)
     max_gap_acceleration: float = Field(0.9, gt=0)
     min_order_value_rise: float = Field(1.1, gt=0)
     action: str = "Send a '₩X+ purchase' discount to raise order value while they are buying fast"
@@ -49,7 +46,7 @@ class RisingVipRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_vip_score: float = Field(0.2, ge=0, le=1)
+    min_score: float = Field(0.2, ge=0, le=1)
     action: str = "Show how close the VIP tier is; offer a tier-up bonus on the next order"
 
 
@@ -88,7 +85,7 @@ class VipAtRiskRule(BaseModel):
 
     max_margin_share: float = Field(0.25, ge=0)
     min_overdue_ratio: float = Field(1.5, gt=0)
-    max_repurchase_score: float = Field(0.6, ge=0, le=1)
+    max_score: float = Field(0.6, ge=0, le=1)
     action: str = "Remind them of tier benefits and the spend needed to keep the tier"
 
 
@@ -107,7 +104,7 @@ class RepurchaseProspectRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_repurchase_score: float = Field(0.3, ge=0, le=1)
+    min_score: float = Field(0.3, ge=0, le=1)
     window_share: float = Field(0.25, ge=0, le=1)
     action: str = "Time a coupon to arrive just before the expected next purchase"
 
@@ -142,13 +139,50 @@ class ReportSettings(BaseModel):
     examples_per_segment: int = Field(1, ge=0)
 
 
+SEGMENT_NAMES = (
+    "active",
+    "rising_vip",
+    "vip_high_order_value",
+    "vip_new_big_spender",
+    "vip_steady",
+    "vip_at_risk",
+    "high_price_browsers",
+    "repurchase_prospects",
+    RESELLERS,
+)
+# A list ranked by a risk is explained by the contributions that lower its target's score.
+REASON_DIRECTION = {"vip_at_risk": LOWERS}
+RANKED_BY = {
+    "rising_vip": "score (probability of reaching a VIP tier)",
+    "vip_at_risk": "tier-window spend x (1 - score): spend at risk",
+    RESELLERS: "max units of one product",
+}
+
+
 class SegmentSettings(BaseModel):
-    """Segment rules, recommended actions, reason language and the campaign what-if."""
+    """Segment rules, recommended actions, reason language and the campaign what-if.
+
+    `priority` orders the segments for a customer's primary segment (the one campaign a
+    customer is in); every membership is kept as a flag in scores.parquet.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     language: Literal["en", "ko"] = "en"
     reasons: int = Field(3, ge=1, le=10)
+    priority: list[str] = Field(
+        default=[
+            RESELLERS,
+            "vip_at_risk",
+            "rising_vip",
+            "vip_high_order_value",
+            "vip_new_big_spender",
+            "vip_steady",
+            "high_price_browsers",
+            "active",
+            "repurchase_prospects",
+        ]
+    )
     active: ActiveRule = ActiveRule()
     rising_vip: RisingVipRule = RisingVipRule()
     vip_high_order_value: VipHighOrderValueRule = VipHighOrderValueRule()
@@ -161,52 +195,27 @@ class SegmentSettings(BaseModel):
     whatif: WhatIfSettings = WhatIfSettings()
     report: ReportSettings = ReportSettings()
 
+    @field_validator("priority")
+    @classmethod
+    def _known_segments(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SEGMENT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown segments {unknown}; known: {', '.join(SEGMENT_NAMES)}")
+        # segments left out of the list come last, in their usual order
+        return [*dict.fromkeys(value), *(name for name in SEGMENT_NAMES if name not in value)]
+
     def action(self, segment: str) -> str:
         return getattr(self, segment).action
 
 
-# The model whose contributions explain each segment's ranking.
-EXPLAINED_BY = {
-    "active": "repurchase",
-    "rising_vip": "vip_conversion",
-    "vip_high_order_value": "repurchase",
-    "vip_new_big_spender": "repurchase",
-    "vip_steady": "repurchase",
-    "vip_at_risk": "repurchase",
-    "high_price_browsers": "vip_conversion",
-    "repurchase_prospects": "repurchase",
-    RESELLERS: "repurchase",
-}
-
-RANKED_BY = {
-    "rising_vip": "vip_score (probability of reaching a VIP tier)",
-    "vip_at_risk": "tier-window spend x (1 - repurchase_score): spend at risk",
-    "high_price_browsers": "probability x mean viewed price",
-    RESELLERS: "max units of one product",
-}
+def reason_direction(segment: str) -> int:
+    """+1: reasons are what raises the ranking target's score; -1: what lowers it."""
+    return REASON_DIRECTION.get(segment, RAISES)
 
 
-def score_customers(
-    snapshot: pd.DataFrame, models: dict[str, CalibratedBooster], tiers: TierSettings
-) -> pd.DataFrame:
-    """Both scores for every customer of the snapshot, NaN outside each model's population."""
-    scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
-    has_ordered = snapshot["orders_lifetime"].to_numpy() > 0
-    not_vip = ~snapshot["tier"].isin(tiers.vip_tiers).to_numpy()
-    populations = {
-        "repurchase": has_ordered,
-        "vip_conversion": not_vip,
-        "first_purchase": ~has_ordered,
-    }
-    for column in SCORE_COLUMNS.values():
-        scores[column] = np.nan  # a target without a model has no score
-    for target, model in models.items():
-        proba = model.predict_proba(snapshot)
-        population = populations.get(target, np.ones(len(snapshot), dtype=bool))
-        scores[SCORE_COLUMNS.get(target, f"{target}_score")] = np.where(population, proba, np.nan)
-    aov = snapshot["avg_order_value"].to_numpy()
-    scores["expected_value"] = scores["repurchase_score"].to_numpy() * aov
-    return scores
+def _ranking_score(scores: pd.DataFrame, segment: str) -> np.ndarray:
+    """The score of the target that ranks `segment` (NaN where it has none)."""
+    return _col(scores, ranking_target(segment).score_column)
 
 
 def _col(snapshot: pd.DataFrame, name: str) -> np.ndarray:
@@ -245,7 +254,7 @@ def active_mask(snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule) 
     rising = (_col(snapshot, "recent_vs_avg_order_value") >= rule.min_order_value_rise) | (
         _col(snapshot, "spend_trend_90d") > 0
     )
-    likely = _col(scores, "repurchase_score") >= rule.min_repurchase_score
+    likely = _ranking_score(scores, "active") >= rule.min_score
     return (accelerating | rising) & likely
 
 
@@ -277,7 +286,7 @@ def vip_at_risk_mask(
     line = spend - margin
     near_line = margin <= rule.max_margin_share * np.where(line > 0, line, np.nan)
     overdue = _col(snapshot, "overdue_ratio") >= rule.min_overdue_ratio
-    weak = ~(_col(scores, "repurchase_score") > rule.max_repurchase_score)
+    weak = ~(_ranking_score(scores, "vip_at_risk") > rule.max_score)
     return _is_vip(snapshot, tiers) & (near_line | overdue) & weak
 
 
@@ -316,7 +325,8 @@ def build_segments(
 ) -> dict[str, pd.DataFrame]:
     """Every segment by name, each ranked by its `rank_score`; resellers excluded elsewhere.
 
-    `snapshot` and `scores` must be row-aligned (scores comes from score_customers(snapshot)).
+    `snapshot` and `scores` must be row-aligned (scores from models.scoring.score_customers).
+    A segment whose ranking target has no model has no members.
     """
     tiers = tiers or TierSettings()
     snapshot = snapshot.reset_index(drop=True)
@@ -324,19 +334,17 @@ def build_segments(
     reseller = reseller_mask(snapshot, settings.suspected_resellers)
     keep = ~reseller
     ev = _col(scores, "expected_value")
-    p_rep = _col(scores, "repurchase_score")
-    vip_score = _col(scores, "vip_score")
     spend = _col(snapshot, "tier_window_spend")
-    viewed = _col(snapshot, "mean_viewed_price")
-    browse_p = _col(scores, "first_purchase_score")
-    if not np.isfinite(browse_p).any():
-        browse_p = vip_score
+
+    def score(segment: str) -> np.ndarray:
+        return _ranking_score(scores, segment)
+
     rules: dict[str, tuple[Callable[[], np.ndarray], np.ndarray]] = {
         "active": (lambda: active_mask(snapshot, scores, settings.active), ev),
         # the probability of reaching a VIP tier within the horizon
         "rising_vip": (
-            lambda: vip_score >= settings.rising_vip.min_vip_score,
-            vip_score,
+            lambda: score("rising_vip") >= settings.rising_vip.min_score,
+            score("rising_vip"),
         ),
         "vip_high_order_value": (
             lambda: vip_high_order_value_mask(snapshot, tiers, settings.vip_high_order_value),
@@ -350,14 +358,18 @@ def build_segments(
         # spend at risk: trailing spend x probability of not buying again
         "vip_at_risk": (
             lambda: vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk),
-            spend * (1 - np.nan_to_num(p_rep, nan=0.0)),
+            spend * (1 - np.nan_to_num(score("vip_at_risk"), nan=0.0)),
         ),
+        # probability of a first order x the mean viewed price: their expected value
         "high_price_browsers": (
-            lambda: high_price_browser_mask(snapshot, settings.high_price_browsers),
-            np.nan_to_num(browse_p, nan=0.0) * np.nan_to_num(viewed, nan=0.0),
+            lambda: (
+                high_price_browser_mask(snapshot, settings.high_price_browsers)
+                & np.isfinite(score("high_price_browsers"))
+            ),
+            ev,
         ),
         "repurchase_prospects": (
-            lambda: p_rep >= settings.repurchase_prospects.min_repurchase_score,
+            lambda: score("repurchase_prospects") >= settings.repurchase_prospects.min_score,
             ev,
         ),
     }
@@ -367,9 +379,6 @@ def build_segments(
     expected, start, end = next_purchase_window(
         snapshot, settings.repurchase_prospects.window_share
     )
-    browsers = segments["high_price_browsers"]
-    # no order value yet: the expected value is the probability x the mean viewed price
-    browsers["expected_value"] = browsers["rank_score"]
     prospects = segments["repurchase_prospects"]
     where = pd.Index(scores["customer_id"]).get_indexer(prospects["customer_id"])
     prospects["expected_next_purchase"] = expected[where]
@@ -378,48 +387,6 @@ def build_segments(
     units = _col(snapshot, "max_units_one_product")
     segments[RESELLERS] = _members(scores, reseller, np.nan_to_num(units, nan=0.0))
     return segments
-
-
-def explain_members(
-    snapshot: pd.DataFrame,
-    segments: dict[str, pd.DataFrame],
-    models: dict[str, CalibratedBooster],
-    settings: SegmentSettings,
-    currency: str,
-) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Add the top reasons (from the explaining model's SHAP contributions) to every member.
-
-    Contributions are computed once per model for the union of the members it explains.
-    Returns (segments with reason columns, contributions per model indexed by customer_id).
-    """
-    by_id = snapshot.set_index("customer_id", drop=False)
-    explained: dict[str, pd.DataFrame] = {}
-    contributions_by_model: dict[str, pd.DataFrame] = {}
-    reasons_by_model: dict[str, pd.DataFrame] = {}
-    for target, model in models.items():
-        names = [n for n, t in EXPLAINED_BY.items() if t == target and n in segments]
-        if not names:
-            continue
-        ids = pd.Index(pd.concat([segments[n]["customer_id"] for n in names]).unique())
-        rows = by_id.loc[ids]
-        contrib = contributions(model, rows)
-        contributions_by_model[target] = contrib
-        reasons_by_model[target] = top_reasons(
-            contrib, rows, settings.reasons, settings.language, currency
-        )
-    for name, members in segments.items():
-        target = EXPLAINED_BY.get(name, "repurchase")
-        if target not in reasons_by_model:
-            target = next(iter(reasons_by_model), None)
-        if target is None:
-            explained[name] = members
-            continue
-        reasons = reasons_by_model[target].reindex(members["customer_id"])
-        explained[name] = pd.concat(
-            [members, reasons.reset_index(drop=True).set_index(members.index)], axis=1
-        )
-        explained[name]["explained_by"] = target
-    return explained, contributions_by_model
 
 
 def expected_order_value(snapshot: pd.DataFrame) -> np.ndarray:

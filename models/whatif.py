@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.targets import ranking_target
 from models.segments import (
     RANKED_BY,
     RESELLERS,
@@ -58,7 +59,7 @@ def whatif_table(
     """The what-if of every segment; `order_value` is indexed by customer_id."""
     rows = []
     for name, members in segments.items():
-        column = probability_column.get(name, "repurchase_score")
+        column = probability_column[name]
         probability = (
             members[column].to_numpy("float64", na_value=np.nan)
             if column in members
@@ -83,10 +84,7 @@ def segment_summary(
     order_value = pd.Series(
         expected_order_value(snapshot), index=snapshot["customer_id"].to_numpy()
     )
-    probability = {name: "repurchase_score" for name in segments}
-    probability |= {"rising_vip": "vip_score", "high_price_browsers": "vip_score"}
-    if any("first_purchase_score" in m for m in segments.values()):
-        probability["high_price_browsers"] = "first_purchase_score"
+    probability = {name: ranking_target(name).score_column for name in segments}
     table = whatif_table(
         {k: v for k, v in segments.items() if k != RESELLERS},
         probability,

@@ -8,7 +8,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from flows.config import ServingSettings
+from serving.settings import ServingSettings
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]

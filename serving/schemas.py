@@ -2,33 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, create_model
+
+from features.targets import TARGETS
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, description="customer id")]
-Target = Literal["repurchase", "vip_conversion"]
-ScoreField = Literal["repurchase_score", "vip_score", "expected_value"]
+Target = Literal[tuple(TARGETS)]  # type: ignore[valid-type]
+ScoreField = Literal[(*(s.score_column for s in TARGETS.values()), "expected_value")]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CustomerScore(Strict):
-    customer_id: str
-    tier: int = Field(description="membership tier at the cutoff (1 = highest)")
-    repurchase_score: float | None = Field(
-        description="P(order within the horizon); null if the customer never bought"
+def _score_fields() -> dict[str, Any]:
+    """One nullable score per target of the registry, described from its spec."""
+    return {
+        spec.score_column: (
+            float | None,
+            Field(
+                description=f"P({spec.title}); null outside its population "
+                f"({spec.population_text}) or without a model"
+            ),
+        )
+        for spec in TARGETS.values()
+    }
+
+
+_CustomerScoreBase = create_model(  # type: ignore[call-overload]
+    "_CustomerScoreBase",
+    __base__=Strict,
+    customer_id=(str, ...),
+    tier=(int, Field(description="membership tier at the cutoff (1 = highest)")),
+    **_score_fields(),
+    expected_value=(
+        float | None,
+        Field(description="probability of the next order x what one order is worth"),
+    ),
+)
+
+
+class CustomerScore(_CustomerScoreBase):
+    primary_segment: str | None = Field(
+        description="the customer's one campaign segment (by segments.priority), if any"
     )
-    vip_score: float | None = Field(
-        description="P(reaching a VIP tier within the horizon); null if already VIP"
+    explained_by: str | None = Field(description="the target whose model gives the reasons")
+    reasons_direction: str | None = Field(
+        description='"raises": what raises that score; "lowers": what lowers it (risk lists)'
     )
-    expected_value: float | None = Field(description="repurchase_score x average order value")
+    reasons: list[str] = Field(description="the top reasons in words, as in the exports")
 
 
 class ScoreResponse(Strict):
     cutoff: str = Field(description="the snapshot's cutoff date (features use events before it)")
+    release: str = Field(description="the live release's id")
     model_versions: dict[str, str] = Field(description="champion MLflow version per target")
     scores: list[CustomerScore] = Field(description="known ids, in request order")
     unknown_ids: list[str] = Field(description="ids not in the snapshot, in request order")
@@ -41,12 +70,14 @@ class FeatureRow(Strict):
     )
 
 
-class RowScore(Strict):
-    ref: str | None
-    tier: int
-    repurchase_score: float | None
-    vip_score: float | None
-    expected_value: float | None
+RowScore = create_model(  # type: ignore[call-overload]
+    "RowScore",
+    __base__=Strict,
+    ref=(str | None, ...),
+    tier=(int, ...),
+    **_score_fields(),
+    expected_value=(float | None, ...),
+)
 
 
 class RowScoreResponse(Strict):
@@ -69,10 +100,17 @@ class Explanation(Strict):
     target: Target
     cutoff: str
     model_version: str
+    release: str
     score: float | None = Field(description="calibrated probability; null outside the population")
+    direction: Literal["raises", "lowers"] = Field(
+        description="the reasons are what raises the score, or (for a customer whose primary "
+        "segment is a risk list ranked by this target) what lowers it"
+    )
     base_value: float = Field(description="the model's average raw margin (log-odds)")
     raw_margin: float = Field(description="base_value + sum of all contributions")
-    reasons: list[Reason] = Field(description="largest contributions by absolute size")
+    reasons: list[Reason] = Field(
+        description="the largest contributions in that direction, as in the exports"
+    )
 
 
 class SegmentSize(Strict):
@@ -85,17 +123,16 @@ class SegmentList(Strict):
     segments: list[SegmentSize]
 
 
-class SegmentMember(BaseModel):
-    """A ranked member; further export columns (e.g. reasons) are passed through."""
-
-    model_config = ConfigDict(extra="allow")
-
-    rank: int
-    customer_id: str
-    tier: int
-    repurchase_score: float | None = None
-    vip_score: float | None = None
-    expected_value: float | None = None
+SegmentMember = create_model(  # type: ignore[call-overload]
+    "SegmentMember",
+    __config__=ConfigDict(extra="allow"),
+    __doc__="A ranked member; further export columns (e.g. reasons) are passed through.",
+    rank=(int, ...),
+    customer_id=(str, ...),
+    tier=(int, ...),
+    **{name: (kind, None) for name, (kind, _) in _score_fields().items()},
+    expected_value=(float | None, None),
+)
 
 
 class SegmentPage(Strict):
@@ -112,14 +149,16 @@ class ModelDetails(Strict):
     registered_name: str
     version: str
     run_id: str
-    store_tag: str = Field(description="BentoML model store tag")
+    horizon_days: int
     training_window: dict[str, list[str]] = Field(description="train/validation/test cutoffs")
     test_metrics: dict[str, float]
     features: list[str]
 
 
 class ModelInfo(Strict):
+    release: str = Field(description="the live release's id (the retrain run that made it)")
+    release_version: str | None = Field(description="its version of the release model")
     cutoff: str
     customers: int
-    export: str = Field(description="the export folder the snapshot and segments come from")
+    export: str = Field(description="the export folder the snapshot comes from")
     models: list[ModelDetails]

@@ -56,12 +56,18 @@ def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 @contextmanager
-def bentoml_serve(config: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`bentoml serve serving.service:Dangol` on a free port, ready; yields (base URL, process)."""
+def bentoml_serve(config, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`bentoml serve serving.app:Dangol` for a project config on a free port, ready, as
+    `dangol serve` starts it (context file, the project's own BentoML home); yields
+    (base URL, process)."""
+    from serving.settings import CONTEXT_ENV
+
+    home = config.resolve(config.paths.bentoml_home)
+    context = config.service_context().write(home / f"service-{os.getpid()}.json")
     port = free_port()
     server = start(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Dangol", "--port", str(port)],
-        {**os.environ, "DANGOL_CONFIG": str(config), **env},
+        [sys.executable, "-m", "bentoml", "serve", "serving.app:Dangol", "--port", str(port)],
+        {**os.environ, "BENTOML_HOME": str(home), CONTEXT_ENV: str(context), **env},
     )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -42,14 +42,14 @@ def test_drift_table_orders_by_psi_and_skips_absent_columns(rng: np.random.Gener
 
 
 def _report(features: dict[str, float], scores: dict[str, float]):
-    from flows.steps import DriftReport
+    from flows.drift import DriftReport
 
     table = pd.DataFrame({"column": list(features), "psi": list(features.values())})
     return DriftReport(pd.Timestamp("2025-06-13"), table, scores)
 
 
 def test_a_watched_feature_past_the_line_alerts_and_retrains_only_when_asked() -> None:
-    from flows.steps import drift_decision
+    from flows.drift import drift_decision
     from models.drift import DriftSettings
 
     report = _report({"days_since_last_order": 0.4, "spend_90d": 0.1}, {"repurchase": 0.05})
@@ -64,7 +64,7 @@ def test_a_watched_feature_past_the_line_alerts_and_retrains_only_when_asked() -
 
 
 def test_customer_age_features_are_measured_but_do_not_alert() -> None:
-    from flows.steps import drift_decision
+    from flows.drift import drift_decision
     from models.drift import DriftSettings
 
     report = _report({"days_since_first_order": 0.9, "spend_90d": 0.1}, {"repurchase": 0.05})

@@ -8,6 +8,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from features.targets import TARGETS
 from flows.config import load_config
 from tests.servers import bentoml_serve
 
@@ -51,42 +52,73 @@ def scored(project: Path, trained):
     return score_flow(str(project))
 
 
-def test_retrain_registers_champions_that_beat_baselines(project: Path, trained) -> None:
-    import mlflow
+def test_retrain_publishes_a_live_release_that_beats_baselines(project: Path, trained) -> None:
     from mlflow import MlflowClient
 
-    assert {o.target for o in trained} == {"repurchase", "vip_conversion", "first_purchase"}
-    for outcome in trained:
-        assert outcome.decision.promote, "the first model must become champion"
+    from models import registry, release
+
+    assert {o.target for o in trained.targets} == set(TARGETS)
+    assert trained.promoted, "the first release goes live"
+    for outcome in trained.targets:
         for baseline in outcome.baselines.values():
             assert outcome.metrics["roc_auc"] > baseline["roc_auc"]
-    mlflow.set_tracking_uri(f"sqlite:///{project.parent / 'mlruns' / 'mlflow.db'}")
-    version = MlflowClient().get_model_version_by_alias("dangol-repurchase", "champion")
-    assert version.tags["promotion.decision"] == "promoted"
-    run = MlflowClient().get_run(version.run_id)
-    assert run.data.metrics["test.roc_auc"] > 0.6
-    assert "baseline.recency.roc_auc" in run.data.metrics
+    config = load_config(project)
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    live = release.live_release(config.registry.release_name)
+    assert live.id == trained.release.id and set(live.targets) == set(TARGETS)
+    assert live.horizon_days == config.labels.horizon_days
+    for target, entry in live.targets.items():
+        version = MlflowClient().get_model_version_by_alias(entry.registered_name, "champion")
+        assert str(version.version) == entry.version, target
+        run = MlflowClient().get_run(entry.run_id)
+        assert run.data.metrics["test.roc_auc"] > 0.6
+        assert any(k.startswith("baseline.") for k in run.data.metrics)
 
 
 def test_retraining_on_the_same_inputs_registers_nothing(project: Path, trained) -> None:
     from flows.retrain import retrain_flow
-    from models import registry
+    from models import registry, release
 
     config = load_config(project)
     registry.configure_mlflow(config.resolve(config.paths.mlruns))
-    before = {o.model_name: registry.version_numbers(o.model_name) for o in trained}
-    again = {o.target: o for o in retrain_flow(str(project))}
-    for first in trained:
-        if first.target not in again:  # optional targets are not re-reported
-            continue
-        second = again[first.target]
+    names = [config.registry.model_name(t) for t in TARGETS] + [config.registry.release_name]
+    before = {name: registry.version_numbers(name) for name in names}
+    again = retrain_flow(str(project))
+    assert again.unchanged and not again.promoted
+    assert "inputs unchanged" in again.reason
+    assert again.release.id == trained.release.id
+    for first, second in zip(trained.targets, again.targets, strict=True):
         assert second.version == first.version
-        assert not second.decision.promote
-        assert "already registered" in second.decision.reason
         assert second.metrics["roc_auc"] == pytest.approx(first.metrics["roc_auc"])
-        assert registry.champion_version(first.model_name) == first.version
-    after = {name: registry.version_numbers(name) for name in before}
-    assert after == before
+    assert {name: registry.version_numbers(name) for name in names} == before
+    assert release.live_release(config.registry.release_name).id == trained.release.id
+
+
+def test_the_next_retrain_first_rolls_back_a_run_that_died_midway(project: Path, trained):
+    """A retrain killed after registering a version (its run left RUNNING) is rolled back by
+    the next `retrain` before anything else."""
+    from mlflow import MlflowClient
+
+    from flows.retrain import retrain_flow
+    from models import registry, release
+
+    config = load_config(project)
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.registry.experiment).experiment_id
+    dead = client.create_run(experiment, tags={release.KIND_TAG: release.RETRAIN})
+    entry = next(iter(trained.release.targets.values()))
+    orphan = client.create_model_version(
+        entry.registered_name,
+        source=client.get_model_version(entry.registered_name, entry.version).source,
+        run_id=dead.info.run_id,
+        tags={registry.RUN_TAG: dead.info.run_id},
+    )
+    again = retrain_flow(str(project))
+    assert any(dead.info.run_id[:8] in message for message in again.repairs), again.repairs
+    assert str(orphan.version) not in registry.version_numbers(entry.registered_name)
+    assert client.get_run(dead.info.run_id).info.status == "KILLED"
+    assert release.live_release(config.registry.release_name).id == trained.release.id
 
 
 def test_score_logs_drift_against_the_training_window(project: Path, scored) -> None:
@@ -100,7 +132,9 @@ def test_score_logs_drift_against_the_training_window(project: Path, scored) -> 
         [experiment.experiment_id], filter_string="tags.kind = 'score'"
     )
     assert run.data.tags["reference_cutoff"] < scored.cutoff
-    assert 0.0 <= run.data.metrics["psi.score.repurchase"] < 5.0
+    first = next(iter(TARGETS))
+    assert 0.0 <= run.data.metrics[f"psi.score.{first}"] < 5.0
+    assert run.data.tags["release"]
     assert "psi.days_since_last_order" in run.data.metrics
 
 
@@ -146,8 +180,7 @@ def test_score_exports_ranked_active_segment(scored) -> None:
 
 def test_service_scores_customers_over_http(project: Path, scored) -> None:
     token = "end-to-end-token-0123456789"
-    bento_home = str(project.parent / "bento")
-    with bentoml_serve(project, BENTOML_HOME=bento_home, DANGOL_TOKEN=token) as (base, _):
+    with bentoml_serve(load_config(project), DANGOL_TOKEN=token) as (base, _):
         snapshot = pd.read_parquet(scored.export_dir / "features.parquet")
         buyer = snapshot.loc[snapshot["orders_lifetime"] > 0, "customer_id"].iloc[0]
         response = httpx.post(
@@ -161,7 +194,8 @@ def test_service_scores_customers_over_http(project: Path, scored) -> None:
         assert body["unknown_ids"] == ["no-such-customer"]
         (score,) = body["scores"]
         assert score["customer_id"] == buyer
-        assert 0.0 <= score["repurchase_score"] <= 1.0
+        assert 0.0 <= score[TARGETS[next(iter(TARGETS))].score_column] <= 1.0
+        assert score["reasons"]
         bad = httpx.post(
             f"{base}/score",
             json={"customer_ids": "C1"},
@@ -169,3 +203,35 @@ def test_service_scores_customers_over_http(project: Path, scored) -> None:
             timeout=30,
         )
         assert bad.status_code == 400
+
+
+def test_models_command_shows_the_live_release(project: Path, trained) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "models", "--config", str(project), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    payload = json.loads(shown.stdout)
+    assert payload["release"] == trained.release.id
+    assert set(payload["targets"]) == set(TARGETS)
+    for target, entry in payload["targets"].items():
+        live = trained.release.targets[target]
+        assert (entry["version"], entry["run_id"]) == (live.version, live.run_id)
+        assert entry["horizon_days"] == trained.release.horizon_days
+    text = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "models", "--config", str(project)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert text.returncode == 0 and trained.release.id in text.stdout

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from features.synthetic import archetypes
-from flows import steps
+from flows import data as flow_data
+from flows import training
 from flows.config import DangolConfig, load_config
 from models.evaluate import calibration_table
 
@@ -40,16 +41,16 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> DangolConfig:
 
 @pytest.fixture(scope="module")
 def data(config: DangolConfig):
-    tables, _ = steps.load_shop(config, progress=lambda _: None)
-    return steps.build_training_data(tables, config)
+    tables, _ = flow_data.load_shop(config, progress=lambda _: None)
+    return training.build_training_data(tables, config)
 
 
 @pytest.fixture(scope="module")
-def trained(config: DangolConfig, data, tmp_path_factory) -> dict[str, steps.TrainedTarget]:
+def trained(config: DangolConfig, data, tmp_path_factory) -> dict[str, training.TrainedTarget]:
     frame, split = data
     plots = tmp_path_factory.mktemp("plots")
     return {
-        target: steps.train_target(frame, split, target, config, plots)
+        target: training.train_target(frame, split, target, config, plots)
         for target in ("repurchase", "first_purchase")
     }
 
@@ -159,7 +160,7 @@ def test_backtest_moves_the_test_window_back(trained, config: DangolConfig) -> N
     assert list(starts.index) == [0, 1]
     step = pd.Timedelta(days=config.training.cutoff_every_days * config.training.test_cutoffs)
     assert starts[0] - starts[1] == step
-    summary = steps.backtest_summary(folds)
+    summary = training.backtest_summary(folds)
     assert summary.loc["model", ("folds", "")] == 2
     assert summary.loc["model", ("roc_auc", "mean")] > summary.loc["recency", ("roc_auc", "mean")]
 

@@ -40,42 +40,32 @@ paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory):
-    """A config whose champions were trained on a small shop and logged like the retrain flow."""
-    import mlflow
-
-    from flows import steps
+    """A config whose live release was trained on a small shop and published like the
+    retrain flow does."""
+    from flows import data, training
     from flows.config import load_config
-    from flows.retrain import _log_target
-    from models import registry
+    from flows.publish import log_and_publish
+    from models import release
 
     root = tmp_path_factory.mktemp("report")
     (root / "dangol.yaml").write_text(CONFIG)
     config = load_config(root / "dangol.yaml")
-    tables, _ = steps.load_shop(config, progress=lambda _line: None)
-    frame, split = steps.build_training_data(tables, config)
-    mlruns = config.resolve(config.paths.mlruns)
-    registry.configure_mlflow(mlruns)
-    experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
-    models = {}
-    with mlflow.start_run(experiment_id=experiment, run_name="retrain"):
-        for target in steps.TARGETS:
-            trained = steps.train_target(frame, split, target, config, steps.scratch_dir())
-            name = config.registry.model_names[target]
-            with mlflow.start_run(run_name=target, nested=True) as child:
-                uri = _log_target(trained, split, config)
-                version = registry.register(uri, name, child.info.run_id)
-            decision = registry.decide_promotion("pr_auc", 0.0, trained.metrics["pr_auc"], None)
-            registry.apply_promotion(name, version, decision)
-            models[target] = trained.model
-    return config, tables, models
+    tables, _ = data.load_shop(config, progress=lambda _line: None)
+    frame, split = training.build_training_data(tables, config)
+    trained = [
+        training.train_target(frame, split, target, config, training.scratch_dir())
+        for target in training.targets_to_train(frame)
+    ]
+    outcome = log_and_publish(trained, split, config, "report-test")
+    return config, tables, release.load_models(outcome.release), outcome.release
 
 
 def test_score_export_has_ranked_explained_segments_and_summary(project) -> None:
-    from flows import steps
+    from flows import export
 
-    config, tables, models = project
-    snapshot = steps.latest_snapshot(tables, config, None)
-    folder, sizes = steps.score_and_export(snapshot, models, config, datetime(2026, 1, 1))
+    config, tables, models, live = project
+    snapshot = export.latest_snapshot(tables, config, None)
+    folder, sizes = export.score_and_export(snapshot, models, config, datetime(2026, 1, 1), live)
     latest = folder.parent / "latest"
     assert latest.resolve() == folder.resolve()
     assert sizes["active"] > 0 and sizes["repurchase_prospects"] > 0
@@ -83,9 +73,17 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     assert list(active["rank"]) == list(range(1, len(active) + 1))
     assert active["expected_value"].is_monotonic_decreasing
     assert {"customer_id", "repurchase_score", "vip_score", "tier"} <= set(active.columns)
-    # Korean reasons (config language: ko) for every member
-    assert active[["reason_1", "reason_2", "reason_3"]].notna().all().all()
+    # Korean reasons (config language: ko) for every member, from the model that ranks it
+    assert active["reason_1"].notna().all()
     assert active["reason_1"].str.contains(r"[가-힣]").all()
+    assert (active["explained_by"] == "repurchase").all()
+    at_risk = pd.read_parquet(latest / "segment_vip_at_risk.parquet")
+    assert (at_risk["reasons_direction"] == "lowers").all()
+    assert (at_risk["reason_1_contribution"].dropna() < 0).all()
+    scores = pd.read_parquet(latest / "scores.parquet")
+    assert summary_release(latest) == live.id
+    assert scores["primary_segment"].notna().any()
+    assert {f"in_{name}" for name in sizes} <= set(scores.columns)
     prospects = pd.read_parquet(latest / "segment_repurchase_prospects.parquet")
     assert (prospects["next_purchase_to"] > prospects["next_purchase_from"]).all()
     summary = json.loads((latest / "summary.json").read_text(encoding="utf-8"))
@@ -100,18 +98,22 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
             assert not resellers & set(members)
 
 
+def summary_release(folder: Path) -> str:
+    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))["release"]["id"]
+
+
 @pytest.fixture(scope="module")
 def report(project) -> Path:
     from flows.report import build_report
 
-    config, _tables, _models = project
+    config, _tables, _models, _live = project
     return build_report(config, progress=lambda _line: None)
 
 
 def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path) -> None:
     from mlflow import MlflowClient
 
-    config, _, _ = project
+    config, _, _, live = project
     assert report.is_file() and report.parent == config.resolve(Path("reports"))
     page = report.read_text(encoding="utf-8")
     for heading in ("Models against baselines", "Tier migration", "SHAP", "Example explanations"):
@@ -119,9 +121,9 @@ def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path
     assert "recency" in page  # the repurchase baseline from the run's baseline.* metrics
     assert page.count("<img") >= 8  # gain + calibration x2, beeswarm + bar x2, segments, examples
     client = MlflowClient()
-    version = client.get_model_version_by_alias("dangol-repurchase", "champion")
-    logged = [a.path for a in client.list_artifacts(version.run_id, "report")]
-    assert logged == [f"report/{report.name}"]
+    for entry in live.targets.values():
+        logged = [a.path for a in client.list_artifacts(entry.run_id, "report")]
+        assert logged == [f"report/{report.name}"]
 
 
 def _chromium() -> str | None:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from features.tiers import TierSettings
+from models.scoring import expected_value
 from models.segments import (
     RESELLERS,
     SegmentSettings,
@@ -21,6 +22,7 @@ from models.segments import (
 from models.whatif import segment_summary, segment_whatif
 
 CUTOFF = pd.Timestamp("2026-01-01")
+SCORES = ["repurchase_score", "vip_score", "first_purchase_score"]
 
 # One crafted customer per rule, plus a reseller who would match several rules.
 BASE = {
@@ -45,6 +47,7 @@ BASE = {
     "tier": 4,
     "repurchase_score": 0.2,
     "vip_score": 0.05,
+    "first_purchase_score": np.nan,
 }
 CUSTOMERS = {
     # accelerating and likely to buy: Active and a repurchase prospect
@@ -90,6 +93,7 @@ CUSTOMERS = {
         "last_vs_median_viewed_price": 1.1,
         "mean_viewed_price": 1_500_000,
         "vip_score": 0.02,
+        "first_purchase_score": 0.1,
         "tier": 5,
     },
     # abnormal quantities of one product: would be Active, VIP steady, a prospect...
@@ -122,11 +126,9 @@ def _crafted() -> tuple[pd.DataFrame, pd.DataFrame]:
     ]
     frame = pd.DataFrame(rows)
     frame["customer_id"] = frame["customer_id"].astype("string")
-    frame["expected_value"] = frame["repurchase_score"] * frame["avg_order_value"]
-    scores = frame[
-        ["customer_id", "cutoff", "tier", "repurchase_score", "vip_score", "expected_value"]
-    ]
-    snapshot = frame.drop(columns=["repurchase_score", "vip_score", "expected_value"])
+    snapshot = frame.drop(columns=SCORES)
+    scores = frame[["customer_id", "cutoff", "tier", *SCORES]].copy()
+    scores["expected_value"] = expected_value(snapshot, scores)
     return snapshot, scores
 
 
@@ -165,7 +167,7 @@ def test_active_ranks_by_expected_value(segments: dict[str, pd.DataFrame]) -> No
 
 def test_thresholds_come_from_config() -> None:
     snapshot, scores = _crafted()
-    strict = SegmentSettings.model_validate({"active": {"min_repurchase_score": 0.65}})
+    strict = SegmentSettings.model_validate({"active": {"min_score": 0.65}})
     members = build_segments(snapshot, scores, strict, TierSettings())["active"]
     assert list(members["customer_id"]) == ["active"]
 

@@ -1,111 +1,67 @@
 """The scoring service in three layers: logic without a server, ASGI, and `bentoml serve`.
 
-One tiny project (3,000 customers) is trained and scored once for the module, without
-Prefect: the flows' plain steps plus the MLflow registry.
+One tiny project (3,000 customers) is trained, released and scored once for the module,
+without Prefect: the flows' plain stages plus the MLflow registry.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
+from features.targets import TARGETS
+from tests import projects
 from tests.conftest import REPO
 from tests.servers import bentoml_serve
 
 TOKEN = "test-token-0123456789abcdef"
-CONFIG = """
-data:
-  timezone: Asia/Seoul
-  end: 2026-01-01
-  tables:
-    customers: {path: shop/customers.parquet}
-    orders: {path: shop/orders.parquet}
-    order_items: {path: shop/order_items.parquet}
-    content_views: {path: shop/content_views.parquet}
-synthetic: {customers: 3000, seed: 11, out_dir: shop}
-training:
-  lightgbm: {n_estimators: 60, min_child_samples: 20}
-serving: {max_batch: 50, max_page: 20, reload_seconds: 0.5}
-paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
-"""
-
-
-def train_and_register(config, stamp: datetime, seed: int = 7) -> dict[str, str]:
-    """Train both targets, register them, promote by the gate; returns the new versions."""
-    import mlflow
-
-    from flows import steps
-    from models import registry
-
-    tables, _ = steps.load_shop(config, progress=lambda _: None)
-    frame, split = steps.build_training_data(tables, config)
-    mlruns = config.resolve(config.paths.mlruns)
-    registry.configure_mlflow(mlruns)
-    experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
-    config.training.seed = seed
-    versions = {}
-    for target in steps.TARGETS:
-        trained = steps.train_target(frame, split, target, config, steps.scratch_dir())
-        name = config.registry.model_names[target]
-        with mlflow.start_run(experiment_id=experiment, run_name=target) as run:
-            mlflow.log_metrics({f"test.{k}": v for k, v in trained.metrics.items()})
-            registry.log_json(split.to_dict(), "data_window.json")
-            uri = registry.log_classifier(trained.model, trained.test_rows)
-            version = registry.register(uri, name, run.info.run_id)
-        # always promote: these tests want a new champion, not the gate's verdict
-        decision = registry.PromotionDecision(True, "test", trained.metrics["pr_auc"], None)
-        registry.apply_promotion(name, version, decision)
-        versions[target] = version
-    snapshot = steps.latest_snapshot(tables, config, None)
-    models = {
-        t: registry.load_version(config.registry.model_names[t], v) for t, v in versions.items()
-    }
-    steps.score_and_export(snapshot, models, config, stamp)
-    return versions
+FIRST = next(iter(TARGETS))  # the registry's first target: buyers' repurchase-like score
+FIRST_SCORE = TARGETS[FIRST].score_column
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory):
-    """A trained, registered and scored tiny project; BentoML's home inside it."""
+    """A trained, released and scored tiny project."""
     from flows.config import load_config
 
     root = tmp_path_factory.mktemp("serving")
-    (root / "dangol.yaml").write_text(CONFIG)
-    config = load_config(root / "dangol.yaml")
-    versions = train_and_register(config, datetime(2026, 1, 1))
-    os.environ["BENTOML_HOME"] = str(root / "bento")
-    os.environ["DANGOL_CONFIG"] = str(root / "dangol.yaml")
+    config = load_config(projects.write_project(root))
+    outcome = projects.train_release(config)
+    projects.score(config, datetime(2026, 1, 1))
     os.environ["DANGOL_TOKEN"] = TOKEN
-    return config, versions
+    return config, outcome.release
 
 
 @pytest.fixture(scope="module")
 def state(project):
-    from serving import store
+    from serving import state as states
 
     config, _ = project
-    tags = store.import_champions(config)
-    import bentoml
-
-    return store.load_state(config, {t: bentoml.models.get(tag) for t, tag in tags.items()})
+    context = config.service_context()
+    live, models = states.load_release(context)
+    return states.load_state(context, live, models)
 
 
 @pytest.fixture(scope="module")
 def client(project):
     from starlette.testclient import TestClient
 
-    from serving.service import Dangol
+    from serving.service import create_service
 
-    with TestClient(Dangol.to_asgi()) as test_client:
+    config, _ = project
+    with TestClient(create_service(config.service_context()).to_asgi()) as test_client:
         yield test_client
 
 
@@ -127,21 +83,8 @@ def buyers(state, n: int) -> list[str]:
 # --- unit: the logic without a server ------------------------------------------------------
 
 
-def test_import_is_idempotent_and_carries_the_card(project, state) -> None:
-    from serving import store
-
-    config, versions = project
-    again = store.import_champions(config)
-    assert again == {t: c.store_tag for t, c in state.cards.items()}
-    card = state.cards["repurchase"]
-    assert card.version == versions["repurchase"]
-    assert card.registered_name == "dangol-repurchase" and card.run_id
-    assert card.training_window["test"] and card.training_window["train"]
-    assert 0.5 < card.test_metrics["roc_auc"] <= 1.0
-
-
 def test_score_ids_matches_the_export_in_request_order(state) -> None:
-    from models.lookup import score_ids
+    from serving.state import score_ids
 
     ids = buyers(state, 5)
     request = [ids[3], "nope-1", ids[0], ids[3], "nope-2"]
@@ -151,12 +94,18 @@ def test_score_ids_matches_the_export_in_request_order(state) -> None:
     exported = pd.read_parquet(state.export_dir / "scores.parquet").set_index("customer_id")
     for score in scores:
         expected = exported.loc[score["customer_id"]]
-        assert score["repurchase_score"] == pytest.approx(expected["repurchase_score"])
+        for spec in TARGETS.values():
+            if pd.isna(expected[spec.score_column]):
+                assert score[spec.score_column] is None
+            else:
+                assert score[spec.score_column] == pytest.approx(
+                    expected[spec.score_column], abs=1e-12
+                )
         assert score["tier"] == expected["tier"]
 
 
-def test_score_rows_agrees_with_lookup_and_names_bad_features(state) -> None:
-    from models.lookup import FeatureRowError, score_ids, score_rows
+def test_score_rows_agrees_with_the_ids_and_names_bad_features(state) -> None:
+    from serving.state import FeatureRowError, score_ids, score_rows
 
     ids = buyers(state, 3)
     frame = state.snapshot.set_index("customer_id").loc[ids, state.features]
@@ -167,51 +116,118 @@ def test_score_rows_agrees_with_lookup_and_names_bad_features(state) -> None:
     by_rows = score_rows(state, rows)
     by_ids, _ = score_ids(state, ids)
     for a, b in zip(by_rows, by_ids, strict=True):
-        assert a["repurchase_score"] == pytest.approx(b["repurchase_score"])
-        assert a["vip_score"] == pytest.approx(b["vip_score"])
+        for spec in TARGETS.values():
+            assert a[spec.score_column] == b[spec.score_column]
     with pytest.raises(FeatureRowError, match=r"rows\[1\].features: missing \['tier'\]"):
         score_rows(state, [rows[0], {k: v for k, v in rows[1].items() if k != "tier"}])
     with pytest.raises(FeatureRowError, match="unknown feature names"):
         score_rows(state, [{**rows[0], "shoe_size": 1.0}])
 
 
-def test_explain_contributions_add_up_to_the_raw_margin(state) -> None:
-    from models.lookup import UnknownCustomerError, explain
+def test_explain_contributions_add_up_and_move_the_score_the_way_shown(state) -> None:
+    from serving.state import UnknownCustomerError, explain
 
     (cid,) = buyers(state, 1)
-    result = explain(state, cid, "repurchase", top=4)
+    result = explain(state, cid, FIRST, top=4)
     row = state.snapshot.set_index("customer_id").loc[[cid]]
-    model = state.models["repurchase"]
+    model = state.models[FIRST]
     margin = model.booster.predict(row[model.features].to_numpy("float64"), raw_score=True)[0]
     assert result["raw_margin"] == pytest.approx(margin, abs=1e-6)
-    sizes = [abs(r["contribution"]) for r in result["reasons"]]
-    assert len(sizes) == 4 and sizes == sorted(sizes, reverse=True)
-    assert result["score"] == pytest.approx(model.predict_proba(row)[0])
+    sign = 1 if result["direction"] == "raises" else -1
+    sizes = [sign * r["contribution"] for r in result["reasons"]]
+    assert 0 < len(sizes) <= 4 and sizes == sorted(sizes, reverse=True)
+    assert all(size > 0 for size in sizes)  # each reason moves the score the way it says
+    assert len({r["text"] for r in result["reasons"]}) == len(result["reasons"])
+    assert result["score"] == pytest.approx(model.predict_proba(row)[0], abs=1e-12)
     with pytest.raises(UnknownCustomerError):
-        explain(state, "nope", "repurchase", top=3)
+        explain(state, "nope", FIRST, top=3)
 
 
-def test_segment_page_filters_and_pages(state) -> None:
-    from models.lookup import UnknownSegmentError, segment_page
+def test_segment_page_filters_pages_and_ranks_by_any_target(state) -> None:
+    from serving.state import UnknownSegmentError, segment_page
 
     active = state.segments["active"]
     total, first = segment_page(state, "active", 0, 5)
     assert total == len(active) and [m["rank"] for m in first] == [1, 2, 3, 4, 5]
     _, second = segment_page(state, "active", 5, 5)
     assert [m["rank"] for m in second] == [6, 7, 8, 9, 10]
-    threshold = float(active["repurchase_score"].median())
+    threshold = float(active[FIRST_SCORE].median())
     tier = int(active["tier"].mode()[0])
-    total, page = segment_page(state, "active", 0, 1000, threshold, "repurchase_score", [tier])
-    expected = active[(active["repurchase_score"] >= threshold) & (active["tier"] == tier)]
+    total, page = segment_page(state, "active", 0, 1000, threshold, FIRST_SCORE, [tier])
+    expected = active[(active[FIRST_SCORE] >= threshold) & (active["tier"] == tier)]
     assert total == len(expected) > 0
     assert [m["customer_id"] for m in page] == list(expected["customer_id"])
+    for spec in TARGETS.values():
+        _, ranked = segment_page(state, "active", 0, 1000, rank_by=spec.score_column)
+        values = [m[spec.score_column] for m in ranked if m[spec.score_column] is not None]
+        assert values == sorted(values, reverse=True)
     with pytest.raises(UnknownSegmentError):
         segment_page(state, "nope", 0, 5)
 
 
+def test_exports_score_explain_and_report_agree_for_50_customers(client, state, tmp_path) -> None:
+    """One core: the exported rows, /score, /explain and the report say the same."""
+    from models.report import ReportInputs, tier_migration, write_report
+
+    exported = pd.read_parquet(state.export_dir / "scores.parquet").set_index("customer_id")
+    members = exported[exported["primary_segment"].notna()]
+    assert len(members) >= 50
+    sample = members.sample(50, random_state=1)
+    body = client.post("/score", json={"customer_ids": list(sample.index)}, headers=AUTH).json()
+    for answer in body["scores"]:
+        row = sample.loc[answer["customer_id"]]
+        for spec in TARGETS.values():
+            if pd.isna(row[spec.score_column]):
+                assert answer[spec.score_column] is None
+            else:
+                assert abs(answer[spec.score_column] - row[spec.score_column]) <= 1e-12
+        words = [row[f"reason_{k}"] for k in (1, 2, 3) if isinstance(row[f"reason_{k}"], str)]
+        assert answer["reasons"] == words
+        assert answer["primary_segment"] == row["primary_segment"]
+        assert answer["explained_by"] == row["explained_by"]
+        segment = pd.read_parquet(state.export_dir / f"segment_{row['primary_segment']}.parquet")
+        in_segment = segment.set_index("customer_id").loc[answer["customer_id"]]
+        assert [in_segment[f"reason_{k}"] for k in range(1, len(words) + 1)] == words
+        explained = client.post(
+            "/explain", json={"customer_id": answer["customer_id"]}, headers=AUTH
+        ).json()
+        assert explained["target"] == row["explained_by"]
+        assert [r["text"] for r in explained["reasons"]] == words
+        assert [r["feature"] for r in explained["reasons"]] == [
+            row[f"reason_{k}_feature"] for k in range(1, len(words) + 1)
+        ]
+    snapshot = state.snapshot
+    inputs = ReportInputs(
+        runs=[],
+        models=state.models,
+        snapshot=snapshot,
+        segments=state.segments,
+        migration=tier_migration(snapshot, snapshot),
+        settings=state.context.segments,
+        currency=state.context.currency,
+        shap_sample=200,
+        contributions=state.scored.contributions,
+        tiers=state.context.tiers,
+    )
+    page = write_report(inputs, tmp_path).read_text(encoding="utf-8")
+    shown = re.findall(
+        r"<h3>([a-z_]+) #\d+: ([^<]+)</h3><p>[^<]*</p><ol>(.*?)</ol>", page, flags=re.S
+    )
+    assert shown, "the report shows example explanations"
+    assert len({cid for _, cid, _ in shown}) == len(shown), "each example customer once"
+    for segment, cid, items in shown:
+        words = [html.unescape(w) for w in re.findall(r"<li>(.*?)</li>", items)]
+        exported_rows = pd.read_parquet(state.export_dir / f"segment_{segment}.parquet")
+        row = exported_rows.set_index("customer_id").loc[cid]
+        assert words == [row[f"reason_{k}"] for k in range(1, len(words) + 1)]
+        if exported.loc[cid, "primary_segment"] == segment:
+            answer = client.post("/score", json={"customer_ids": [cid]}, headers=AUTH).json()
+            assert answer["scores"][0]["reasons"] == words
+
+
 def test_service_refuses_to_start_without_a_token(monkeypatch) -> None:
-    from flows.config import ServingSettings
     from serving.auth import MissingTokenError, resolve_token
+    from serving.settings import ServingSettings
 
     monkeypatch.delenv("SOME_UNSET_TOKEN_VAR", raising=False)
     with pytest.raises(MissingTokenError, match="SOME_UNSET_TOKEN_VAR"):
@@ -288,13 +304,10 @@ def test_rejected_input_values_stay_out_of_the_logs(client, caplog) -> None:
 def test_explain_and_segments_over_asgi(client, state) -> None:
     (cid,) = buyers(state, 1)
     body = client.post("/explain", json={"customer_id": cid, "top": 3}, headers=AUTH).json()
-    assert body["customer_id"] == cid and len(body["reasons"]) == 3
+    assert body["customer_id"] == cid and 0 < len(body["reasons"]) <= 3
     assert {"feature", "value", "contribution", "text"} == set(body["reasons"][0])
-    # the phrase carries the customer's own value (e.g. "last order 12 days ago")
     for reason in body["reasons"]:
-        assert reason["text"], reason
-        if reason["feature"] == "days_since_last_order":
-            assert f"{reason['value']:,.0f} days ago" in reason["text"]
+        assert reason["text"] and " = " not in reason["text"], reason
     listed = client.post("/segments", json={}, headers=AUTH).json()["segments"]
     assert {s["name"]: s["size"] for s in listed} == {
         name: len(m) for name, m in state.segments.items()
@@ -306,14 +319,28 @@ def test_explain_and_segments_over_asgi(client, state) -> None:
     assert page["total"] == len(state.segments["active"])
 
 
-def test_model_info_names_versions_window_and_metrics(client, project) -> None:
-    _, versions = project
+def test_score_answers_every_target_primary_segment_and_reasons(client, state) -> None:
+    ids = list(state.snapshot["customer_id"].astype(str)[:40])
+    body = client.post("/score", json={"customer_ids": ids}, headers=AUTH).json()
+    assert body["release"] == state.release.id
+    for answer in body["scores"]:
+        assert {spec.score_column for spec in TARGETS.values()} <= set(answer)
+        assert answer["reasons"], answer  # everyone scored by some target gets reasons
+        assert " = " not in " ".join(answer["reasons"])
+
+
+def test_model_info_names_the_release_versions_window_and_metrics(client, project) -> None:
+    _, live = project
     body = client.post("/model_info", json={}, headers=AUTH).json()
+    assert body["release"] == live.id
     by_target = {m["target"]: m for m in body["models"]}
-    assert by_target["repurchase"]["version"] == versions["repurchase"]
-    assert by_target["repurchase"]["training_window"]["test"]
-    assert "roc_auc" in by_target["vip_conversion"]["test_metrics"]
-    assert "tier" in by_target["repurchase"]["features"]
+    assert set(by_target) == set(live.targets)
+    for target, entry in live.targets.items():
+        assert by_target[target]["version"] == entry.version
+        assert by_target[target]["horizon_days"] == live.horizon_days
+        assert by_target[target]["training_window"]["test"]
+        assert "roc_auc" in by_target[target]["test_metrics"]
+    assert "tier" in by_target[FIRST]["features"]
     assert body["customers"] == 3000
 
 
@@ -322,6 +349,10 @@ def _resolve(spec: dict, ref: str) -> dict:
     for part in ref.removeprefix("#/").split("/"):
         node = node[part]
     return node
+
+
+def _deref(spec: dict, node: dict) -> dict:
+    return _resolve(spec, node["$ref"]) if "$ref" in node else node
 
 
 def _refs(node) -> list[str]:
@@ -348,19 +379,38 @@ def test_openapi_document_lists_every_endpoint_with_schemas(client) -> None:
     score_input = spec["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
     schema = score_input["schema"]
     schema = _resolve(spec, schema["$ref"]) if "$ref" in schema else schema
-    assert schema["properties"]["customer_ids"]["maxItems"] == 50
+    assert schema["properties"]["customer_ids"]["minItems"] == 1
+    answer = spec["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]
+    body = _deref(spec, answer["schema"])
+    item = _deref(spec, body["properties"]["scores"]["items"])
+    # every target of the registry has its score in the answer
+    assert {t.score_column for t in TARGETS.values()} <= set(item["properties"])
 
 
-def test_reload_swaps_champion_and_export_without_failing_requests(client, project, state):
-    """Register a new champion version and a new export; requests in flight keep answering."""
-    import threading
+def _republish(config) -> str:
+    """The live release again under a new release version (same models): a new live id."""
+    from dataclasses import replace
 
     import mlflow
 
-    from flows import steps
-    from models import registry
+    from models import registry, release
 
-    config, versions = project
+    mlruns = config.resolve(config.paths.mlruns)
+    registry.configure_mlflow(mlruns)
+    live = release.live_release(config.registry.release_name)
+    experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
+    with mlflow.start_run(experiment_id=experiment, run_name="republish") as run:
+        again = replace(live, id=run.info.run_id, run_key="republished")
+        created = release.create(config.registry.release_name, again, run.info.artifact_uri)
+    release.go_live(config.registry.release_name, created)
+    return created.id
+
+
+def test_reload_swaps_release_and_export_without_failing_requests(client, project, state):
+    """A new live release and a new export; requests in flight keep answering."""
+    import threading
+
+    config, _ = project
     ids = buyers(state, 3)
     failures: list[str] = []
     stop = threading.Event()
@@ -374,20 +424,12 @@ def test_reload_swaps_champion_and_export_without_failing_requests(client, proje
     worker = threading.Thread(target=hammer)
     worker.start()
     try:
-        registry.configure_mlflow(config.resolve(config.paths.mlruns))
-        name = config.registry.model_names["repurchase"]
-        new = mlflow.register_model(f"models:/{name}/{versions['repurchase']}", name)
-        decision = registry.PromotionDecision(True, "test", 1.0, None)
-        registry.apply_promotion(name, str(new.version), decision)
-        models = {
-            t: registry.load_version(config.registry.model_names[t], v) for t, v in versions.items()
-        }
-        export, _ = steps.score_and_export(state.snapshot, models, config, datetime(2026, 1, 2))
+        new_id = _republish(config)
+        export = projects.score(config, datetime(2026, 1, 2))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             info = client.post("/model_info", json={}, headers=AUTH).json()
-            moved = {m["target"]: m["version"] for m in info["models"]}
-            if moved["repurchase"] == str(new.version) and info["export"] == str(export):
+            if info["release"] == new_id and info["export"] == str(export):
                 break
             time.sleep(0.2)
         else:
@@ -398,6 +440,17 @@ def test_reload_swaps_champion_and_export_without_failing_requests(client, proje
     assert not failures, failures[:3]
 
 
+def test_score_refuses_a_config_whose_horizon_differs_from_the_live_release(project) -> None:
+    from flows import export
+    from models.release import ReleaseMismatchError
+
+    config, live = project
+    other = config.model_copy(deep=True)
+    other.labels.horizon_days = live.horizon_days // 3
+    with pytest.raises(ReleaseMismatchError, match=f"{live.horizon_days}-day horizon"):
+        export.live_release(other)
+
+
 # --- a real `bentoml serve` over HTTP --------------------------------------------------------
 
 
@@ -405,16 +458,14 @@ def test_reload_swaps_champion_and_export_without_failing_requests(client, proje
 @pytest.mark.integration
 def test_bentoml_serve_over_http(project, state) -> None:
     config, _ = project
-    with bentoml_serve(config.base_dir / "dangol.yaml") as (base, server):
+    with bentoml_serve(config) as (base, server):
         ids = buyers(state, 100)
         response = httpx.post(f"{base}/score", json={"customer_ids": ids[:50]}, headers=AUTH)
         assert response.status_code == 200, response.text
         assert len(response.json()["scores"]) == 50
-        assert all(math.isfinite(s["repurchase_score"]) for s in response.json()["scores"])
-        assert (
-            httpx.post(f"{base}/score", json={"customer_ids": ids[:51]}, headers=AUTH).status_code
-            == 400
-        )
+        assert all(math.isfinite(s[FIRST_SCORE]) for s in response.json()["scores"])
+        too_many = httpx.post(f"{base}/score", json={"customer_ids": ids[:51]}, headers=AUTH)
+        assert too_many.status_code == 400 and "max_batch" in too_many.text
         assert httpx.post(f"{base}/score", json={"customer_ids": ids[:1]}).status_code == 401
         assert httpx.get(f"{base}/metrics").status_code == 401
         metrics = httpx.get(f"{base}/metrics", headers=AUTH)
@@ -425,32 +476,73 @@ def test_bentoml_serve_over_http(project, state) -> None:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_dangol_build_makes_a_bento_that_carries_the_champions(project, state) -> None:
+def test_two_projects_on_one_machine_each_serve_their_own_release(project, tmp_path) -> None:
+    """Another project (same shop, another training seed, its own store) trained and served
+    beside this one: each service answers with its own release and its own export's scores."""
+    from flows.config import load_config
+
+    config, live = project
+    other = load_config(projects.write_project(tmp_path / "other", training_seed=3))
+    other_live = projects.train_release(other).release
+    projects.score(other, datetime(2026, 1, 1))
+    assert other_live.id != live.id
+    exports = {
+        name: pd.read_parquet(cfg.resolve(cfg.paths.exports) / "latest" / "scores.parquet")
+        for name, cfg in (("this", config), ("other", other))
+    }
+    scored = exports["this"][FIRST_SCORE].notna()
+    buyer = exports["this"].loc[scored, "customer_id"].iloc[0]
+    expected = {
+        name: float(frame.set_index("customer_id").loc[buyer, FIRST_SCORE])
+        for name, frame in exports.items()
+    }
+    assert expected["this"] != expected["other"], "the two projects' models differ"
+    with bentoml_serve(config) as (base, _), bentoml_serve(other) as (other_base, _):
+        for name, url, release_id in (
+            ("this", base, live.id),
+            ("other", other_base, other_live.id),
+        ):
+            info = httpx.post(f"{url}/model_info", json={}, headers=AUTH).json()
+            assert info["release"] == release_id
+            answer = httpx.post(
+                f"{url}/score", json={"customer_ids": [buyer]}, headers=AUTH
+            ).json()["scores"][0]
+            assert answer[FIRST_SCORE] == pytest.approx(expected[name], abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_dangol_build_makes_a_bento_that_carries_the_live_release(project) -> None:
     config, _ = project
-    env = {**os.environ, "BENTOML_HOME": os.environ["BENTOML_HOME"]}
+    from models import release
+
+    live = export_live(config)
     config_file = str(config.base_dir / "dangol.yaml")
     built = subprocess.run(
         [sys.executable, "-m", "flows.cli", "build", "--config", config_file],
         cwd=REPO,
-        env=env,
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    home = config.resolve(config.paths.bentoml_home)
     listed = subprocess.run(
-        [sys.executable, "-m", "bentoml", "get", "dangol:latest", "-o", "json"],
-        env=env,
+        [sys.executable, "-m", "bentoml", "get", "dangol:latest", "-o", "path"],
+        env={**os.environ, "BENTOML_HOME": str(home)},
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    bento = json.loads(listed.stdout)
-    carried = {m["tag"] for service in bento["services"] for m in service["models"]}
-    import bentoml
+    carried = Path(listed.stdout.strip()) / "src" / "outputs" / "bento" / "release"
+    packed, models = release.read_release_dir(carried)
+    assert packed.id == live.id and packed.versions() == live.versions()
+    assert set(models) == set(live.targets)
 
-    from serving.store import store_tags
 
-    latest = {str(bentoml.models.get(tag).tag) for tag in store_tags(config).values()}
-    assert carried == latest
+def export_live(config):
+    from flows import export
+
+    return export.live_release(config)

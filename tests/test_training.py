@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from models import promotion
 from models.evaluate import top_decile
-from models.registry import decide_promotion
 from models.train import InsufficientDataError, TrainingSettings, split_cutoffs, train_classifier
 
 
@@ -35,19 +35,34 @@ def test_split_refuses_short_history() -> None:
         split_cutoffs(_cutoffs(5), horizon_days=90)
 
 
-def test_first_model_becomes_champion() -> None:
-    decision = decide_promotion("pr_auc", 0.01, 0.3, None)
-    assert decision.promote and decision.reason == "no champion yet"
+def _comparison(verdict: str) -> promotion.Comparison:
+    return promotion.Comparison("t", "pr_auc", 0.5, 0.4, 0.1, 0.05, 0.15, verdict)
+
+
+def test_the_first_release_and_a_settings_change_go_live() -> None:
+    assert promotion.decide([_comparison(promotion.NEW)], "no live release yet").promote
+    decision = promotion.decide([_comparison(promotion.TIE)], "horizon 90 -> 30 days")
+    assert decision.promote and "horizon" in decision.reason
 
 
 @pytest.mark.parametrize(
-    ("challenger", "champion", "promote"),
-    [(0.50, 0.40, True), (0.405, 0.40, False), (0.39, 0.40, False)],
+    ("verdicts", "promote"),
+    [
+        ((promotion.BETTER, promotion.TIE), True),
+        ((promotion.TIE, promotion.TIE), False),
+        ((promotion.BETTER, promotion.WORSE), False),
+        ((promotion.NEW, promotion.TIE), True),
+    ],
 )
-def test_gate_needs_the_margin(challenger: float, champion: float, promote: bool) -> None:
-    decision = decide_promotion("pr_auc", 0.01, challenger, champion)
+def test_a_release_needs_a_gain_beyond_noise_and_no_loss(verdicts, promote: bool) -> None:
+    decision = promotion.decide([_comparison(v) for v in verdicts], None)
     assert decision.promote is promote
-    assert f"{champion:.4f}" in decision.reason
+    assert "95.0% CI" in decision.reason or promotion.NEW in verdicts
+
+
+def test_family_level_splits_the_error_rate_over_the_targets() -> None:
+    assert promotion.family_level(1) == pytest.approx(0.95)
+    assert promotion.family_level(3) == pytest.approx(1 - 0.05 / 3)
 
 
 def test_top_decile_lift_and_capture() -> None:

@@ -1,0 +1,159 @@
+"""The prediction targets: one spec per target, and the only place a target is named.
+
+Training, the registry, the score flow, the report, the service's schemas and the CLI all
+iterate over `TARGETS`; the segments ask `ranking_target` which target ranks and explains
+them. Adding a target is one spec here plus its outcome in `features.snapshot` and tests
+(tests/test_targets.py fails if a target's name is spelled out in any other module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from features.tiers import TierSettings
+
+Kind = Literal["probability", "amount"]
+Population = Callable[[pd.DataFrame, TierSettings], np.ndarray]
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame:
+        return np.full(len(frame), np.nan)
+    return frame[column].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def has_ordered(frame: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
+    """Customers with at least one order before the cutoff."""
+    return _numbers(frame, "orders_lifetime") > 0
+
+
+def never_ordered(frame: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
+    """Known members (signed up or seen) without any order before the cutoff."""
+    return ~has_ordered(frame, tiers)
+
+
+def not_vip(frame: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
+    """Customers whose tier at the cutoff is not a VIP tier."""
+    return ~frame["tier"].isin(tiers.vip_tiers).to_numpy()
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What one target predicts, for whom, how it is judged, named and used.
+
+    `outcome` names the per-(customer, cutoff) outcome column that `features.snapshot`
+    computes over [cutoff, cutoff + H); the label is that outcome inside `population`, NaN
+    outside it. `order_value` (probability targets) names the feature that values one
+    conversion in money: score x that value is the customer's expected value.
+    """
+
+    name: str
+    kind: Kind
+    title: str
+    population_text: str
+    population: Population
+    outcome: str
+    score_column: str
+    registered_name: str
+    baselines: tuple[str, ...]
+    promotion_metric: str
+    segments: tuple[str, ...] = ()
+    order_value: str | None = None
+    # a required target must train on every run (segments and scoring need it); an optional
+    # one is trained when the data holds its population and skipped with a message otherwise
+    required: bool = True
+
+    def in_population(self, frame: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
+        return np.asarray(self.population(frame, tiers), dtype=bool)
+
+    def label(self, outcomes: pd.DataFrame, tiers: TierSettings) -> pd.Series:
+        """The label column of a frame holding features and outcomes (NaN outside)."""
+        value = outcomes[self.outcome].astype("float64")
+        return value.where(self.in_population(outcomes, tiers))
+
+
+TARGETS: dict[str, TargetSpec] = {
+    spec.name: spec
+    for spec in (
+        TargetSpec(
+            name="repurchase",
+            kind="probability",
+            title="buys again within the horizon",
+            population_text="customers with at least one order before the cutoff",
+            population=has_ordered,
+            outcome="bought",
+            score_column="repurchase_score",
+            registered_name="dangol-repurchase",
+            baselines=("recency", "rfm", "bgnbd"),
+            promotion_metric="pr_auc",
+            segments=(
+                "active",
+                "vip_high_order_value",
+                "vip_new_big_spender",
+                "vip_steady",
+                "vip_at_risk",
+                "repurchase_prospects",
+                "suspected_resellers",
+            ),
+            order_value="avg_order_value",
+        ),
+        TargetSpec(
+            name="vip_conversion",
+            kind="probability",
+            title="reaches a VIP tier within the horizon",
+            population_text="customers not in a VIP tier at the cutoff",
+            population=not_vip,
+            outcome="vip_reached",
+            score_column="vip_score",
+            registered_name="dangol-vip-conversion",
+            baselines=("spend_rank",),
+            promotion_metric="pr_auc",
+            segments=("rising_vip",),
+        ),
+        TargetSpec(
+            name="first_purchase",
+            kind="probability",
+            title="places a first order within the horizon",
+            population_text="known members without any order before the cutoff",
+            population=never_ordered,
+            outcome="bought",
+            score_column="first_purchase_score",
+            registered_name="dangol-first-purchase",
+            baselines=("view_recency", "high_price_views"),
+            promotion_metric="pr_auc",
+            segments=("high_price_browsers",),
+            order_value="mean_viewed_price",
+            required=False,
+        ),
+    )
+}
+LABELS = tuple(TARGETS)
+SCORE_COLUMNS = {spec.name: spec.score_column for spec in TARGETS.values()}
+
+
+def target(name: str) -> TargetSpec:
+    """The spec of a target, with a message listing the known ones."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise KeyError(f"unknown target {name!r} (known: {', '.join(TARGETS)})") from None
+
+
+def ranking_target(segment: str) -> TargetSpec:
+    """The target whose score ranks a segment and whose model explains its members."""
+    for spec in TARGETS.values():
+        if segment in spec.segments:
+            return spec
+    raise KeyError(f"no target ranks segment {segment!r}")
+
+
+def by_score_column(column: str) -> TargetSpec:
+    for spec in TARGETS.values():
+        if spec.score_column == column:
+            return spec
+    raise KeyError(f"no target scores into {column!r}")

@@ -1,0 +1,81 @@
+"""Data stage: the validated contract tables, the data's time span, and the run key.
+
+Plain functions over the config (no Prefect), wrapped in tasks by the flows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import pandas as pd
+
+from features.contract import LoadReport
+from features.fingerprint import code_version, data_fingerprint
+from features.loaders import load_tables
+from features.schema import ShopTables
+from flows.config import DangolConfig
+
+Progress = Callable[[str], None]
+
+
+def ensure_synthetic_shop(config: DangolConfig, progress: Progress = print) -> None:
+    """Generate the embedded synthetic shop when the config asks for it and it is missing."""
+    if config.synthetic is None:
+        return
+    from features.synthetic import generate_shop, write_shop
+
+    out_dir = config.resolve(config.synthetic.out_dir)
+    expected = [out_dir / f"{name}.parquet" for name in ("customers", "orders")]
+    if all(path.exists() for path in expected):
+        return
+    progress(f"generating the synthetic shop ({config.synthetic.customers:,} customers)")
+    tables = generate_shop(
+        config.synthetic.customers,
+        config.synthetic.seed,
+        start=str(config.synthetic.start),
+        end=str(config.synthetic.end),
+    )
+    write_shop(tables, out_dir)
+
+
+def load_shop(config: DangolConfig, progress: Progress = print) -> tuple[ShopTables, LoadReport]:
+    """The validated contract tables of the configured source."""
+    ensure_synthetic_shop(config, progress)
+    tables, report = load_tables(config.data, base_dir=config.base_dir)
+    for line in report.summary_lines():
+        progress(line)
+    return tables, report
+
+
+def data_end(tables: ShopTables, config: DangolConfig) -> pd.Timestamp:
+    """The configured end of the data (naive, in the shop's time zone), else the day after
+    the last event."""
+    if config.data.end is not None:
+        return config.data.end_timestamp()
+    last = tables.orders["ordered_at"].max()
+    if tables.content_views is not None and len(tables.content_views):
+        last = max(last, tables.content_views["viewed_at"].max())
+    return pd.Timestamp(last).normalize() + pd.Timedelta(days=1)
+
+
+def first_event(tables: ShopTables) -> pd.Timestamp:
+    return pd.Timestamp(tables.orders["ordered_at"].min())
+
+
+def run_key(tables: ShopTables, config: DangolConfig) -> str:
+    """What a training run's result depends on: the data, the modelling settings and the code.
+
+    Paths, serving and schedule settings are left out: moving the store or the service does
+    not change what would be trained.
+    """
+    settings = config.model_dump(
+        mode="json", include={"data", "tiers", "features", "labels", "training", "registry"}
+    )
+    settings["data"].pop("tables", None)  # where the files are is not what they hold
+    payload = json.dumps(
+        {"data": data_fingerprint(tables), "settings": settings, "code": code_version()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

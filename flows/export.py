@@ -1,0 +1,72 @@
+"""Scoring stage: the live release, the snapshot at the cutoff, and the atomic export.
+
+Scores, segments and reasons come from the one core (models.scoring) so the exported rows
+equal what the report and the service say for the same release and snapshot.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from features.schema import ShopTables
+from features.snapshot import build_features
+from flows.config import DangolConfig
+from flows.data import data_end
+from models import registry, release
+from models.scoring import Scored, score_and_explain
+from models.segments import write_export
+from models.train import CalibratedBooster
+from models.whatif import segment_summary
+
+
+def live_release(config: DangolConfig) -> release.Release:
+    """The live release of the config's store, checked against the config's settings."""
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    live = release.require_live(config.registry.release_name, str(config.base_dir))
+    release.check_matches(live, config.labels.horizon_days, config.tiers, config.features)
+    return live
+
+
+def latest_snapshot(
+    tables: ShopTables, config: DangolConfig, cutoff: datetime | None
+) -> pd.DataFrame:
+    """Features of every known customer at the scoring cutoff (default: the data's end)."""
+    when = pd.Timestamp(cutoff) if cutoff is not None else data_end(tables, config)
+    return build_features(tables, [when], config.features, config.tiers)
+
+
+def score_snapshot(
+    snapshot: pd.DataFrame, models: dict[str, CalibratedBooster], config: DangolConfig
+) -> Scored:
+    """The core's scores, segments and reasons for the config's rules and wording."""
+    return score_and_explain(snapshot, models, config.segments, config.tiers, config.data.currency)
+
+
+def score_and_export(
+    snapshot: pd.DataFrame,
+    models: dict[str, CalibratedBooster],
+    config: DangolConfig,
+    stamp: datetime,
+    live: release.Release | None = None,
+) -> tuple[Path, dict[str, int]]:
+    """Scores, segments and the atomic export; returns the export folder and segment sizes."""
+    scored = score_snapshot(snapshot, models, config)
+    versions = live.versions() if live is not None else {}
+    summary, markdown = segment_summary(
+        scored.segments, snapshot, config.segments, config.data.currency, versions
+    )
+    if live is not None:
+        summary["release"] = {"id": live.id, "version": live.version, "models": versions}
+    folder = write_export(
+        config.resolve(config.paths.exports),
+        snapshot,
+        scored.scores,
+        scored.segments,
+        stamp,
+        summary=summary,
+        summary_markdown=markdown,
+    )
+    return folder, {name: len(members) for name, members in scored.segments.items()}

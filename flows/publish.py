@@ -1,0 +1,336 @@
+"""Publishing stage: log every trained target in one MLflow run, judge the candidate release
+against the live one beyond noise, register it, and promote it in one atomic step.
+
+Order of the steps, and what a crash (kill -9) at each leaves behind:
+1. the parent run and one child run per target are logged (nothing registered: the next
+   retrain marks the dead run KILLED);
+2. each target's version is registered, tagged with the parent run's id (not part of any
+   release: the next retrain deletes them);
+3. the release version is created with its record and decision as tags, in one transaction
+   (not live: deleted by the next retrain);
+4. if promoted, the release's `live` alias moves: one transaction, the commit point;
+5. the targets' `champion` aliases follow (repaired by the next retrain if cut short).
+An exception (rather than a kill) rolls back steps 2-3 at once and re-raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.fingerprint import code_version
+from features.targets import TARGETS
+from flows.config import DangolConfig
+from flows.training import TrainedTarget, backtest_summary
+from models import promotion, registry, release
+from models.train import CalibratedBooster, TimeSplit
+
+CRASH_ENV = "DANGOL_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Die here, as kill -9 would, when DANGOL_CRASH_AT names this point (crash tests)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class TargetOutcome:
+    """What the retrain reports for one target of the candidate release."""
+
+    target: str
+    model_name: str
+    version: str
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    comparison: promotion.Comparison | None = None
+    baseline_failures: dict[str, str] = field(default_factory=dict)
+    backtest: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """The candidate release, whether it went live, and per target what was measured."""
+
+    release: release.Release
+    promoted: bool
+    reason: str
+    targets: list[TargetOutcome]
+    skipped: dict[str, str] = field(default_factory=dict)
+    unchanged: bool = False
+    repairs: list[str] = field(default_factory=list)
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def _log_backtest(trained: TrainedTarget) -> None:
+    """Per-fold table as an artifact; mean and spread per scorer and metric as metrics."""
+    import mlflow
+
+    if trained.backtest is None or trained.backtest.empty:
+        return
+    mlflow.log_text(trained.backtest.to_csv(index=False), "backtest/folds.csv")
+    summary = backtest_summary(trained.backtest)
+    mlflow.log_text(summary.to_csv(), "backtest/summary.csv")
+    mlflow.log_metric("backtest.folds", int(trained.backtest["fold"].nunique()))
+    for scorer, row in summary.iterrows():
+        values = {
+            f"backtest.{scorer}.{metric}.{stat}": value
+            for (metric, stat), value in row.items()
+            if stat in ("mean", "std")
+        }
+        mlflow.log_metrics(_finite(values))
+
+
+def _span(cutoffs: list[pd.Timestamp]) -> str:
+    return f"{cutoffs[0].date()}..{cutoffs[-1].date()} ({len(cutoffs)})"
+
+
+def data_window(split: TimeSplit, config: DangolConfig) -> dict[str, list[str]]:
+    return split.to_dict() | {
+        "fitted": [str(c.date()) for c in split.fitted(config.training.refit)]
+    }
+
+
+def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) -> str:
+    """Log one target in the active (child) run; returns the logged model's URI."""
+    import mlflow
+
+    mlflow.log_params(
+        {f"lgbm.{k}": v for k, v in config.training.lightgbm.model_dump().items()}
+        | {
+            "target": trained.target,
+            "trees": trained.model.booster.num_trees(),
+            "refit": config.training.refit,
+            "horizon_days": config.labels.horizon_days,
+            "bgnbd_penalty": config.training.bgnbd_penalty,
+            "backtest_folds": config.training.backtest_folds,
+            "train_cutoffs": _span(split.train),
+            "validation_cutoffs": ",".join(str(c.date()) for c in split.validation),
+            "fitted_cutoffs": _span(split.fitted(config.training.refit)),
+            "test_cutoffs": ",".join(str(c.date()) for c in split.test),
+            "test_rows": len(trained.test_rows),
+            "features": len(trained.model.features),
+        }
+    )
+    mlflow.log_metrics(_finite({f"test.{k}": v for k, v in trained.metrics.items()}))
+    for baseline, metrics in trained.baselines.items():
+        mlflow.log_metrics(_finite({f"baseline.{baseline}.{k}": v for k, v in metrics.items()}))
+        mlflow.set_tag(f"baseline.{baseline}.status", "ok")
+    for baseline, gap in trained.gaps().items():
+        mlflow.log_metrics(_finite({f"gap_vs_{baseline}.{k}": v for k, v in gap.items()}))
+    for baseline, reason in trained.baseline_failures.items():
+        mlflow.set_tags(
+            {f"baseline.{baseline}.status": "failed", f"baseline.{baseline}.reason": reason[:4000]}
+        )
+    _log_backtest(trained)
+    for plot in trained.plots:
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+    registry.log_json(data_window(split, config), "data_window.json")
+    registry.log_json({"features": trained.model.features}, "features.json")
+    importance = trained.model.booster.feature_importance("gain")
+    registry.log_json(
+        dict(zip(trained.model.features, importance.tolist(), strict=True)),
+        "feature_importance.json",
+    )
+    return registry.log_classifier(trained.model, trained.test_rows)
+
+
+def _champion_predictions(
+    trained: TrainedTarget, champions: dict[str, CalibratedBooster]
+) -> np.ndarray | None:
+    """The live model's probabilities on the challenger's test rows (None: no live model for
+    the target; NaN: it cannot score these rows)."""
+    champion = champions.get(trained.target)
+    if champion is None:
+        return None
+    try:
+        return champion.predict_proba(trained.test_rows)
+    except (KeyError, ValueError):
+        return np.full(len(trained.test_rows), np.nan)
+
+
+def compare_with_live(
+    trained: TrainedTarget,
+    champions: dict[str, CalibratedBooster],
+    config: DangolConfig,
+    level: float = 0.95,
+) -> promotion.Comparison:
+    """The challenger against the live release's model on the challenger's own holdout."""
+    rows = trained.test_rows
+    return promotion.compare(
+        trained.target,
+        config.registry.metric(trained.target),
+        rows[trained.target].to_numpy(),
+        trained.test_scores(),
+        _champion_predictions(trained, champions),
+        rows["customer_id"].to_numpy(),
+        margin=config.registry.promotion_margin,
+        replicates=config.registry.bootstrap_replicates,
+        level=level,
+    )
+
+
+def _log_comparison(comparison: promotion.Comparison) -> None:
+    import mlflow
+
+    mlflow.set_tags({"promotion.verdict": comparison.verdict})
+    values = {
+        "promotion.delta": comparison.delta,
+        "promotion.ci_low": comparison.ci_low,
+        "promotion.ci_high": comparison.ci_high,
+    }
+    mlflow.log_metrics(_finite({k: v for k, v in values.items() if v is not None}))
+
+
+def settings_change(live: release.Release | None, config: DangolConfig) -> str | None:
+    if live is None:
+        return "no live release yet"
+    return release.mismatch(live, config.labels.horizon_days, config.tiers, config.features)
+
+
+def _decide(
+    comparisons: list[promotion.Comparison],
+    live: release.Release | None,
+    config: DangolConfig,
+) -> promotion.ReleaseDecision:
+    change = settings_change(live, config)
+    dropped = sorted(set(live.targets) - {c.target for c in comparisons}) if live else []
+    decision = promotion.decide(comparisons, change)
+    if dropped and not change and decision.promote:
+        return promotion.ReleaseDecision(
+            False,
+            f"the candidate lacks {', '.join(dropped)}, which the live release has; "
+            + decision.reason,
+            decision.comparisons,
+        )
+    return decision
+
+
+def log_and_publish(
+    trained_targets: list[TrainedTarget],
+    split: TimeSplit,
+    config: DangolConfig,
+    run_key: str,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> RetrainOutcome:
+    """Log, judge, register and (if it wins) promote the candidate release; see the module
+    docstring for what a crash at each step leaves."""
+    import mlflow
+
+    log = log or logging.getLogger(__name__)
+    mlruns = config.resolve(config.paths.mlruns)
+    registry.configure_mlflow(mlruns)
+    experiment_id = registry.ensure_experiment(config.registry.experiment, mlruns)
+    release_name = config.registry.release_name
+    live = release.live_release(release_name)
+    champions = release.load_models(live) if live is not None else {}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="retrain") as parent:
+        parent_id = parent.info.run_id
+        mlflow.set_tags(
+            {
+                release.KIND_TAG: release.RETRAIN,
+                registry.RUN_KEY_TAG: run_key,
+                "code_version": code_version(),
+                "data.window": str(split.to_dict()),
+                "config": str(config.base_dir),
+                "targets": ",".join(t.target for t in trained_targets),
+            }
+        )
+        crash_point("logging")
+        logged = []
+        for trained in trained_targets:
+            # the experiment must be named again: nested runs otherwise land in "Default"
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=trained.target, nested=True
+            ) as child:
+                model_uri = _log_target(trained, split, config)
+                level = promotion.family_level(len(trained_targets))
+                comparison = compare_with_live(trained, champions, config, level)
+                _log_comparison(comparison)
+            logged.append((trained, child.info.run_id, model_uri, comparison))
+        decision = _decide([item[3] for item in logged], live, config)
+        mlflow.set_tags({"promotion.decision": "promoted" if decision.promote else "kept"})
+        mlflow.set_tag("promotion.reason", decision.reason[:4000])
+        try:
+            published = _register_release(logged, parent_id, split, config, run_key, decision)
+            crash_point("before_live")
+            if decision.promote:
+                release.set_live(release_name, published)
+                crash_point("before_mirror")
+                release.mirror_champions(published)
+        except Exception:
+            _undo(parent_id, config)
+            raise
+        crash_point("after_live")
+        mlflow.set_tag("dangol.release_version", published.version)
+    log.info("%s: %s", published.label, decision.reason)
+    outcomes = [
+        TargetOutcome(
+            t.target,
+            published.targets[t.target].registered_name,
+            published.targets[t.target].version,
+            t.metrics,
+            t.baselines,
+            comparison,
+            t.baseline_failures,
+            t.backtest,
+        )
+        for t, _child, _uri, comparison in logged
+    ]
+    return RetrainOutcome(published, decision.promote, decision.reason, outcomes)
+
+
+def _register_release(
+    logged: list,
+    parent_id: str,
+    split: TimeSplit,
+    config: DangolConfig,
+    run_key: str,
+    decision: promotion.ReleaseDecision,
+) -> release.Release:
+    """Register every target's version, then the release that binds them (not yet live)."""
+    import mlflow
+
+    crash_point("before_register")
+    versions = {}
+    for trained, child_id, model_uri, _comparison in logged:
+        name = config.registry.model_name(trained.target)
+        tags = {registry.RUN_TAG: parent_id, "run_id": child_id, registry.RUN_KEY_TAG: run_key}
+        versions[trained.target] = release.TargetVersion(
+            name, registry.register(model_uri, name, tags), child_id, _finite(trained.metrics)
+        )
+        crash_point("registering")
+    candidate = release.Release(
+        id=parent_id,
+        run_key=run_key,
+        **release.settings_record(config.labels.horizon_days, config.tiers, config.features),
+        code_version=code_version(),
+        data_window=data_window(split, config),
+        targets=versions,
+        decision=decision.to_dict(),
+    )
+    mlflow.log_text(candidate.to_json(), f"release/{release.RECORD_FILE}")
+    crash_point("before_release")
+    artifact_uri = f"{mlflow.active_run().info.artifact_uri}/release"
+    return release.create(config.registry.release_name, candidate, artifact_uri)
+
+
+def _undo(run_id: str, config: DangolConfig) -> None:
+    """After an error: remove what the run registered unless its release already went live
+    (then only the mirror aliases may lag, and the next retrain repairs them)."""
+    live = release.live_release(config.registry.release_name)
+    if live is not None and live.id == run_id:
+        return
+    names = [config.registry.model_name(t) for t in TARGETS]
+    removed = release.discard_run(run_id, [config.registry.release_name, *names])
+    logging.getLogger(__name__).error(
+        "registration failed: removed what run %s registered: %s", run_id[:8], removed
+    )

@@ -1,0 +1,254 @@
+"""The one score-and-explain core: live models + snapshot rows -> every target's score, the
+expected value, segment memberships, the primary segment and the top reasons in words.
+
+The score flow (exports), the report and the service call these functions and nothing else
+to score or explain, so a customer's numbers and words are the same wherever they are read.
+A customer's reasons come from the model of the target that ranks their primary segment, in
+that segment's direction (what raises the score, or for a risk list what lowers it);
+customers in no segment are explained by the first target whose population holds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.targets import TARGETS, ranking_target
+from features.tiers import TierSettings
+from models.explain import contributions
+from models.reasons import top_reasons
+from models.segments import (
+    RAISES,
+    SegmentSettings,
+    build_segments,
+    reason_direction,
+)
+from models.train import CalibratedBooster
+
+DIRECTION_WORDS = {1: "raises", -1: "lowers"}
+MEMBER_PREFIX = "in_"
+PRIMARY = "primary_segment"
+EXPLAINED_BY = "explained_by"
+DIRECTION = "reasons_direction"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How reasons are written: how many, in which language and currency, and the tier
+    window (so "spent X in the last N days" states the same window as the tier rule)."""
+
+    reasons: int = 3
+    language: str = "en"
+    currency: str = "KRW"
+    tier_window_days: int = 182
+
+    @classmethod
+    def of(cls, settings: SegmentSettings, currency: str, tiers: TierSettings) -> Wording:
+        return cls(settings.reasons, settings.language, currency, tiers.window_days)
+
+
+@dataclass
+class Scored:
+    """Everything one scoring pass produces for a snapshot (row-aligned with it)."""
+
+    scores: pd.DataFrame
+    segments: dict[str, pd.DataFrame]
+    contributions: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def score_customers(
+    snapshot: pd.DataFrame, models: dict[str, CalibratedBooster], tiers: TierSettings
+) -> pd.DataFrame:
+    """Every target's score (NaN outside its population or without a model) and the expected
+    value, one row per snapshot row."""
+    scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
+    for spec in TARGETS.values():
+        scores[spec.score_column] = np.nan
+        model = models.get(spec.name)
+        if model is not None and len(snapshot):
+            proba = model.predict_proba(snapshot)
+            scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), proba, np.nan)
+    scores["expected_value"] = expected_value(snapshot, scores)
+    return scores
+
+
+def expected_value(snapshot: pd.DataFrame, scores: pd.DataFrame) -> np.ndarray:
+    """Probability of the next order x what one order is worth, from the purchase target
+    whose population holds the customer (own average order; mean viewed price before any)."""
+    total = np.full(len(snapshot), np.nan)
+    for spec in TARGETS.values():
+        if spec.order_value is None or spec.order_value not in snapshot:
+            continue
+        value = scores[spec.score_column].to_numpy("float64", na_value=np.nan) * snapshot[
+            spec.order_value
+        ].to_numpy("float64", na_value=np.nan)
+        total = np.where(np.isfinite(value), np.nan_to_num(total) + value, total)
+    return total
+
+
+def default_explainer(scores: pd.DataFrame) -> np.ndarray:
+    """Per row, the first target (registry order) that scored it: who explains a customer in
+    no segment (empty string when no target did)."""
+    chosen = np.full(len(scores), "", dtype=object)
+    for spec in reversed(TARGETS.values()):
+        scored = np.isfinite(scores[spec.score_column].to_numpy("float64", na_value=np.nan))
+        chosen[scored] = spec.name
+    return chosen
+
+
+def reasons_for(
+    rows: pd.DataFrame,
+    contrib: pd.DataFrame,
+    direction: int | np.ndarray,
+    wording: Wording,
+) -> pd.DataFrame:
+    """The top reasons of `rows` from one model's contributions (same index)."""
+    return top_reasons(
+        contrib,
+        rows,
+        wording.reasons,
+        wording.language,
+        wording.currency,
+        direction=direction,
+        tier_window_days=wording.tier_window_days,
+    )
+
+
+def explain_rows(
+    rows: pd.DataFrame,
+    models: dict[str, CalibratedBooster],
+    target: str,
+    direction: int,
+    wording: Wording,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Contributions (log-odds) and reasons of `rows` for one target, in one direction."""
+    contrib = contributions(models[target], rows)
+    return contrib, reasons_for(rows, contrib, direction, wording)
+
+
+def memberships(scores: pd.DataFrame, segments: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One boolean `in_<segment>` column per segment, row-aligned with `scores`."""
+    ids = pd.Index(scores["customer_id"])
+    flags = {}
+    for name, members in segments.items():
+        flag = np.zeros(len(scores), dtype=bool)
+        flag[ids.get_indexer(members["customer_id"])] = True
+        flags[f"{MEMBER_PREFIX}{name}"] = flag
+    return pd.DataFrame(flags, index=scores.index)
+
+
+def primary_segments(flags: pd.DataFrame, priority: list[str]) -> np.ndarray:
+    """Each row's first segment in priority order (None: in no segment)."""
+    primary = np.full(len(flags), None, dtype=object)
+    for name in reversed(priority):
+        column = f"{MEMBER_PREFIX}{name}"
+        if column in flags:
+            primary[flags[column].to_numpy()] = name
+    return primary
+
+
+def _explained_members(
+    snapshot: pd.DataFrame,
+    segments: dict[str, pd.DataFrame],
+    models: dict[str, CalibratedBooster],
+    wording: Wording,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Every segment's members with the reasons of the segment's ranking model, and the
+    contributions per model (computed once per model for the union of its members)."""
+    row_of = pd.Index(snapshot["customer_id"])
+    needed: dict[str, list[np.ndarray]] = {}
+    for name, members in segments.items():
+        spec = ranking_target(name)
+        if spec.name in models and len(members):
+            needed.setdefault(spec.name, []).append(row_of.get_indexer(members["customer_id"]))
+    contrib_by_model = {}
+    for target, parts in needed.items():
+        rows = np.unique(np.concatenate(parts))
+        contrib_by_model[target] = contributions(models[target], snapshot.iloc[rows])
+    explained = {}
+    for name, members in segments.items():
+        spec = ranking_target(name)
+        if spec.name not in contrib_by_model or not len(members):
+            explained[name] = members.assign(**{EXPLAINED_BY: spec.name, DIRECTION: ""})
+            continue
+        rows = row_of.get_indexer(members["customer_id"])
+        direction = reason_direction(name)
+        contrib = contrib_by_model[spec.name].loc[snapshot.index[rows]]
+        reasons = reasons_for(snapshot.iloc[rows], contrib, direction, wording)
+        reasons = reasons.reset_index(drop=True).set_index(members.index)
+        explained[name] = pd.concat([members, reasons], axis=1).assign(
+            **{EXPLAINED_BY: spec.name, DIRECTION: DIRECTION_WORDS[direction]}
+        )
+    return explained, contrib_by_model
+
+
+def score_and_explain(
+    snapshot: pd.DataFrame,
+    models: dict[str, CalibratedBooster],
+    settings: SegmentSettings,
+    tiers: TierSettings,
+    currency: str,
+) -> Scored:
+    """Scores, segments with reasons, and per customer the memberships, the primary segment
+    and its reasons: the rows of scores.parquet, the segment files, the service's answers."""
+    snapshot = snapshot.reset_index(drop=True)
+    wording = Wording.of(settings, currency, tiers)
+    scores = score_customers(snapshot, models, tiers)
+    segments, contrib = _explained_members(
+        snapshot, build_segments(snapshot, scores, settings, tiers), models, wording
+    )
+    flags = memberships(scores, segments)
+    scores[PRIMARY] = primary_segments(flags, settings.priority)
+    explainer = default_explainer(scores)
+    scores[EXPLAINED_BY] = explainer
+    scores[DIRECTION] = np.where(explainer != "", DIRECTION_WORDS[RAISES], "")
+    reason_columns = [c for c in _reason_columns(segments) if c not in scores]
+    for column in reason_columns:
+        scores[column] = None
+    for name, members in segments.items():
+        rows = np.flatnonzero(scores[PRIMARY].to_numpy() == name)
+        if not len(rows):
+            continue
+        by_id = members.set_index("customer_id")
+        picked = by_id.loc[scores["customer_id"].iloc[rows]]
+        for column in [EXPLAINED_BY, DIRECTION, *reason_columns]:
+            if column in picked:
+                scores.iloc[rows, scores.columns.get_loc(column)] = picked[column].to_numpy()
+    scores = pd.concat([scores, flags], axis=1)
+    return Scored(scores=scores, segments=segments, contributions=contrib)
+
+
+def _reason_columns(segments: dict[str, pd.DataFrame]) -> list[str]:
+    columns: dict[str, None] = {}
+    for members in segments.values():
+        columns.update(dict.fromkeys(c for c in members if c.startswith("reason_")))
+    return list(columns)
+
+
+def explain_customer(
+    snapshot_row: pd.DataFrame,
+    scores_row: pd.Series,
+    models: dict[str, CalibratedBooster],
+    target: str | None,
+    wording: Wording,
+) -> tuple[str, int, pd.Series, pd.DataFrame]:
+    """One customer's explanation for `target` (default: who explains them in the export).
+
+    The direction is their primary segment's when that segment is ranked by `target`, else
+    "what raises it". Returns (target, direction, contributions, reasons) where the reasons
+    are exactly those of the export row for the same target.
+    """
+    primary = _text(scores_row.get(PRIMARY))
+    target = target or _text(scores_row.get(EXPLAINED_BY)) or next(iter(models))
+    direction = RAISES
+    if primary and ranking_target(primary).name == target:
+        direction = reason_direction(primary)
+    contrib, reasons = explain_rows(snapshot_row, models, target, direction, wording)
+    return target, direction, contrib.iloc[0], reasons
+
+
+def _text(value: object) -> str | None:
+    """A label from a scores row (pandas stores a missing one as NaN): None when absent."""
+    return value if isinstance(value, str) and value else None

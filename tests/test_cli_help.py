@@ -1,0 +1,35 @@
+"""`dangol --help` and every `dangol <command> --help` answer without importing the heavy
+libraries (the cause of a 6.5 s help screen); the wall time is in the closing notes, not a
+timed test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+HEAVY = ("pandas", "numpy", "mlflow", "lightgbm", "duckdb", "prefect", "bentoml", "sklearn")
+PROBE = """
+import contextlib, io, json, sys
+from flows.cli import build_parser
+parser = build_parser()
+commands = list(parser._subparsers._group_actions[0].choices)
+for argv in [["--help"], *([c, "--help"] for c in commands)]:
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+        parser.parse_args(argv)
+print(json.dumps({"commands": commands, "loaded": sorted(m for m in sys.modules)}))
+"""
+
+
+def test_help_of_every_command_imports_no_heavy_library() -> None:
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {"train", "score", "models", "serve", "build"} <= set(result["commands"])
+    loaded = [m for m in result["loaded"] if m.split(".")[0] in HEAVY]
+    assert loaded == [], f"--help imported {sorted({m.split('.')[0] for m in loaded})}"
