@@ -880,6 +880,8 @@ def top_reasons(
     filled = np.zeros(n, dtype="int64")
     columns: dict[int, np.ndarray] = {}
     ctx = {c: frame[c].to_numpy("float64", na_value=np.nan) for c in CONTEXT if c in frame}
+    # one pass per candidate rank, over the rows still short of k reasons: a row whose
+    # candidate repeats an earlier reason stays for the next pass (usually k passes in all)
     rows = np.arange(n) if k > 0 else np.empty(0, dtype="int64")
     while len(rows):
         best = _next_best(signed, rows)
