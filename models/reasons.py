@@ -202,11 +202,13 @@ PHRASES: dict[str, Phrase] = {
         ("customer for less than a day", "customer for 1 day", "customer for {v} days"),
         ("고객이 된 지 하루 미만", "고객이 된 지 {v}일"),
         na=("customer since unknown", "고객 시작일 정보 없음"),
+        group="age",
     ),
     "days_since_signup": _days(
         ("signed up less than a day ago", "signed up 1 day ago", "signed up {v} days ago"),
         ("가입 하루 이내", "{v}일 전 가입"),
         na=("no sign-up date on record", "가입일 정보 없음"),
+        group="age",
     ),
     "signup_to_first_order_days": Phrase(
         "signed_days",
@@ -276,6 +278,7 @@ PHRASES: dict[str, Phrase] = {
         ("first order less than a day ago", "first order 1 day ago", "first order {v} days ago"),
         ("첫 주문 하루 이내", "첫 주문 {v}일 전"),
         orders=1,
+        group="age",
         solo=("orders_lifetime", 1),
         en_solo=ONLY_ORDER_DAY,
         ko_solo=ONLY_ORDER_DAY_KO,

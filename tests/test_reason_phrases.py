@@ -306,3 +306,22 @@ def test_one_order_customers_never_read_no_orders(shop_frame) -> None:
     said = out[[f"reason_{i}" for i in range(1, len(features) + 1)]].to_numpy()
     assert not (said[has_orders] == "no orders yet").any()
     assert (said[~has_orders] == "no orders yet").sum(axis=1).max() == 1
+
+
+def test_customer_age_stated_twice_is_one_reason() -> None:
+    """Sign-up and first sight on the same day: "customer for 3 days" and "signed up 3 days
+    ago" state one fact, and only the larger contribution is shown."""
+    frame = pd.DataFrame(
+        {"tenure_days": [3.2], "days_since_signup": [3.1], "views_lifetime": [4.0]}
+    )
+    contrib = pd.DataFrame(
+        {
+            "tenure_days": [0.5],
+            "days_since_signup": [0.4],
+            "views_lifetime": [0.1],
+            "base_value": [0.0],
+        }
+    )
+    reasons = top_reasons(contrib, frame, k=3)
+    features = [reasons.iloc[0][f"reason_{k}_feature"] for k in (1, 2, 3)]
+    assert features[:2] == ["tenure_days", "views_lifetime"]
