@@ -10,6 +10,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from flows.cli_measure import add_commands
 from flows.config import DEFAULT_CONFIG, PROJECT_ROOT
 
 
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
+    add_commands(add)
     return parser
 
 
