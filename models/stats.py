@@ -38,11 +38,21 @@ class Difference:
         return self.p_value < 0.05
 
 
+def wilson_interval(x: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion x / n (sound near 0 and 1)."""
+    p = x / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
+    return float(centre - half), float(centre + half)
+
+
 def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
     """p1 − p0 for x1 of n1 against x0 of n0.
 
-    The p-value uses the pooled proportion under H0 (p1 = p0); the 95% interval uses the
-    unpooled standard error sqrt(p1(1−p1)/n1 + p0(1−p0)/n0).
+    The p-value is the two-proportion z-test's (pooled proportion under H0: p1 = p0). The
+    95% interval is Newcombe's hybrid score interval, built from the two Wilson intervals:
+    unlike the Wald interval it stays honest when a small group has no buyer at all.
+    `se` is the unpooled sqrt(p1(1−p1)/n1 + p0(1−p0)/n0).
     """
     if n1 <= 0 or n0 <= 0:
         raise ValueError(f"both groups need customers, got {n1} and {n0}")
@@ -52,7 +62,10 @@ def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
     se0 = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
     p_value = 1.0 if se0 == 0 else float(2 * stats.norm.sf(abs(diff) / se0))
     se = float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
-    return Difference(diff, diff - Z95 * se, diff + Z95 * se, p_value, se)
+    (l1, u1), (l0, u0) = wilson_interval(x1, n1), wilson_interval(x0, n0)
+    low = diff - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
+    high = diff + np.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    return Difference(diff, float(low), float(high), p_value, se)
 
 
 def welch_ttest(a: np.ndarray, b: np.ndarray) -> Difference:
