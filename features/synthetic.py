@@ -503,7 +503,7 @@ PERSONA_P: dict[str, tuple[float, float, float, float]] = {
     "reseller": (0.0, 0.0, 1.0, 0.0),
 }
 PERSUADE_P = 0.35  # a treated persuadable places one extra order in the window
-SULK_P = 0.6  # a treated sleeping dog places none of its window orders
+SULK_P = 0.6  # a treated sleeping dog postpones its window orders past the window
 CONTACT_HOUR = 10.0 / 24.0  # contacts go out at 10:00 on the start day
 MIN_CAMPAIGN_CONTACTS = 20
 
@@ -647,8 +647,9 @@ def plant_campaigns(
 
     Each campaign contacts its segment at its start, holds out a random share, and changes
     the treated customers' orders in its window by persona: a persuadable adds an order with
-    P = PERSUADE_P, a sleeping dog drops its window orders with P = SULK_P, sure things and
-    lost causes behave as they would have. Potential outcomes are drawn for both groups.
+    P = PERSUADE_P, a sleeping dog puts its window orders off until after the window with
+    P = SULK_P (each moves `days` later), sure things and lost causes behave as they would
+    have. Potential outcomes are drawn for both groups.
     """
     customers = kind.size
     p = np.array([PERSONA_P[name] for name in ARCHETYPE_NAMES])
@@ -699,10 +700,11 @@ def plant_campaigns(
                 }
             )
         )
-        drop = np.zeros(customers, bool)
-        drop[who[treated & sulk]] = True
+        sulking = np.zeros(customers, bool)
+        sulking[who[treated & sulk]] = True
+        delay = np.where(in_window & sulking[cust], float(plan.days), 0.0)
         added = _extra_orders(rng, catalog, level, who[treated & extra], lo, hi, signup)
-        events = _apply(events, in_window & drop[cust], added)
+        events = _apply(events, delay, window, added)
     contacts = (
         pd.concat(rows, ignore_index=True)
         if rows
@@ -713,10 +715,12 @@ def plant_campaigns(
     return PlantedCampaigns(events, logged, contacts)
 
 
-def _apply(events: _Coded, remove: np.ndarray, extra: tuple) -> _Coded:
-    """Drop the orders flagged in `remove` (and their lines), then append `extra` orders."""
+def _apply(events: _Coded, delay: np.ndarray, window: float, extra: tuple) -> _Coded:
+    """Postpone orders by `delay` days (dropping those pushed past the data end, with their
+    lines), then append the `extra` orders."""
     (cust, t, amount), (l_order, l_no, l_prod, l_qty), views = events.astuple()
-    keep = ~remove
+    t = t + delay
+    keep = t < window
     new_index = np.cumsum(keep) - 1
     line_keep = keep[l_order]
     (e_cust, e_t, e_amount), (e_order, e_no, e_prod, e_qty), (ev_cust, ev_t, ev_prod) = extra

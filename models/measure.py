@@ -10,7 +10,7 @@ ROI) in one verdict sentence. docs/measurement.md has the formulas.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -202,7 +202,6 @@ class CampaignResult:
     margin: float
     currency: str
     verdict: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: headline keys first, details below."""

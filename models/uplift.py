@@ -16,7 +16,7 @@ coefficient and AUUC (defined in `qini_curve`, docs/measurement.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -283,7 +283,6 @@ class UpliftEvaluation:
     qini: dict[str, float]
     auuc: dict[str, float]
     top30_uplift_pp: dict[str, float]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
