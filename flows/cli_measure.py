@@ -15,6 +15,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+# The names of models.change.METRICS, repeated here so that `--help` imports no pandas
+# (tests/test_measure.py checks that they agree).
 METRICS = ("first_purchase_rate", "repurchase_rate")
 
 
@@ -50,14 +52,15 @@ def cmd_measure(args: argparse.Namespace) -> None:
     if args.campaign is not None:
         from models.measure import measure_campaign, report_lines
 
+        optional = {} if args.pre_days is None else {"pre_days": args.pre_days}
         result = measure_campaign(
             tables,
             args.campaign,
             end,
             attribution_days=config.data.attribution_days,
-            pre_days=args.pre_days,
             margin=args.margin,
             currency=config.data.currency,
+            **optional,
         )
         _emit(result.to_dict(), report_lines(result), args.json)
         return
@@ -127,7 +130,10 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     measure.add_argument("--json", action="store_true", help="print a JSON object")
     measure.add_argument(
-        "--pre-days", type=int, default=180, help="pre-period of the CUPED covariate (days)"
+        "--pre-days",
+        type=int,
+        default=None,
+        help="days of pre-period spend for CUPED (default: models.measure.PRE_DAYS, 180)",
     )
     measure.add_argument(
         "--margin", type=float, default=1.0, help="gross margin on incremental revenue for ROI"

@@ -29,7 +29,6 @@ from models.measure import MeasurementError, campaign_outcomes, campaign_window
 from models.stats import two_proportion_ztest
 
 Learner = Literal["t", "x"]
-KEYS = ("customer_id", "cutoff")
 LGBM_PARAMS: dict[str, Any] = {
     "n_estimators": 200,
     "learning_rate": 0.03,

@@ -174,3 +174,32 @@ def test_cli_json_and_errors(config_path: Path, capsys: pytest.CaptureFixture) -
     assert payload["treated"]["customers"] > payload["holdout"]["customers"] > 0
     assert main(["measure", "--config", str(config_path), "--campaign", "K0000"]) == 2
     assert "unknown campaign 'K0000'" in capsys.readouterr().err
+
+
+def test_cli_metric_names_match_the_models() -> None:
+    from flows.cli_measure import METRICS as CLI_METRICS
+    from models.change import METRICS
+
+    assert set(CLI_METRICS) == set(METRICS)
+
+
+def test_cli_change_and_cohorts(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["measure", "--config", str(config_path), "--change-date", "2025-05-01"]
+    assert main([*args, "--metric", "first_purchase_rate", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {"effect_pp", "ci_low_pp", "ci_high_pp", "p_value", "band_pp"} <= set(payload)
+    out = tmp_path / "c" / "cohorts.csv"
+    cohorts = ["cohorts", "--config", str(config_path), "--out", str(out)]
+    assert main([*cohorts, "--change-date", "2025-01-01"]) == 0
+    table = pd.read_csv(out)
+    assert table.cohort.iloc[0] == "2024-01" and table.repurchase_3m.notna().any()
+    assert table.repurchase_3m.isna().iloc[-1]  # the last cohort is too young
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "cohorts.csv",
+        "cohorts_change.csv",
+        "cohorts_ltv.png",
+        "cohorts_repurchase.png",
+        "cohorts_tiers.png",
+    ]
