@@ -676,6 +676,8 @@ def plant_campaigns(
         sulk = (persona[who] == 3) & (rng.random(who.size) < SULK_P)
         y1 = (y0[who] | extra) & ~sulk
         campaign_id = f"K{(start + pd.Timedelta(days=day)):%y%m}"
+        if any(k["campaign_id"] == campaign_id for k in logged):  # a short data window
+            campaign_id = f"{campaign_id}-{index + 1}"
         logged.append(
             dict(
                 zip(
