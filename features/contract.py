@@ -36,7 +36,8 @@ TIME_PROBE_ROWS = 1_000
 MIXED_RETRY_LIMIT = 200_000
 # Rejection rules by (table, column): values must be > 0, or >= 0.
 POSITIVE = {("orders", "amount"), ("order_items", "quantity"), ("order_items", "unit_price")}
-NON_NEGATIVE = {("content_views", "price")}
+NON_NEGATIVE = {("content_views", "price"), ("campaigns", "coupon_cap")}
+UNIT_INTERVAL = {("campaigns", "coupon_rate")}  # shares: 0 <= value <= 1
 # Tz-aware time strings: a clock time followed by Z, UTC or a numeric offset.
 _AWARE = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
 _NS_MIN = pd.Timestamp.min.as_unit("us")
@@ -380,7 +381,9 @@ def validate_table(
     """Cast `frame` (contract column names) to canonical dtypes and reject bad rows by reason.
 
     Each row lands under its first failing check, in this order: missing id, missing or
-    unparseable time, missing or unparseable number, sign rule, event at/after the data end,
+    unparseable time, missing or unparseable number, sign or range rule, value outside the
+    allowed set (`schema.allowed`, compared lower-cased), times out of order
+    (`schema.ordered`), event at/after the data end (except `schema.planned` columns),
     unknown reference, duplicate key (first kept). `source_rows` (same index as `frame`) are
     the original rows shown as examples; `report` continues a report the caller started
     (e.g. with rows excluded by configured filters). Returns the clean frame (index reset)
@@ -443,8 +446,22 @@ def validate_table(
             reject(f"non-positive {column}", column, x <= 0)
         elif (schema.name, column) in NON_NEGATIVE:
             reject(f"negative {column}", column, x < 0)
+        elif (schema.name, column) in UNIT_INTERVAL:
+            reject(f"{column} outside [0, 1]", column, (x < 0) | (x > 1))
+    for column, values in schema.allowed.items():
+        if column in parsed:
+            parsed[column] = parsed[column].str.lower()
+            known = parsed[column].isin(values).fillna(False).to_numpy(dtype=bool)
+            present_value = parsed[column].notna().to_numpy(dtype=bool)
+            reject(f"{column} not one of {'/'.join(values)}", column, present_value & ~known)
+    for earlier, later in schema.ordered:
+        if earlier in parsed and later in parsed:
+            backwards = (parsed[later] < parsed[earlier]).fillna(False).to_numpy(dtype=bool)
+            reject(f"{later} before {earlier}", later, backwards)
     if checks.end is not None:
         for column in times:
+            if column in schema.planned:
+                continue
             reject("after data end", column, (parsed[column] >= checks.end).to_numpy(dtype=bool))
     for column, (known, reason) in checks.references.items():
         if column in parsed:

@@ -31,9 +31,16 @@ from features.contract import (
 )
 from features.schema import SCHEMAS, ShopTables
 
-TableName = Literal["customers", "orders", "order_items", "content_views"]
+TableName = Literal["customers", "orders", "order_items", "content_views", "contacts", "campaigns"]
 # Referenced tables first, so that references can be checked against their clean ids.
-LOAD_ORDER: tuple[TableName, ...] = ("customers", "orders", "order_items", "content_views")
+LOAD_ORDER: tuple[TableName, ...] = (
+    "customers",
+    "orders",
+    "order_items",
+    "content_views",
+    "campaigns",
+    "contacts",
+)
 # Without an orders file, order lines must carry these to stand in for it.
 STANDALONE_ITEM_COLUMNS = ("customer_id", "ordered_at")
 
@@ -116,6 +123,9 @@ class DataSettings(BaseModel):
     currency: str = Field("KRW", pattern=r"^[A-Z]{3}$")
     max_reject_share: float = Field(0.5, gt=0.0, le=1.0)
     end: datetime | None = None  # events at/after it are rejected; default: now
+    # A campaign's attribution window when the campaigns table does not give one: this many
+    # days from each customer's contacted_at (DESIGN §3.8, docs/measurement.md).
+    attribution_days: int = Field(30, gt=0)
     tables: dict[TableName, TableSource]
 
     @model_validator(mode="after")
@@ -268,6 +278,8 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
             references["customer_id"] = (clean["customers"]["customer_id"], "unknown customer")
         if table == "order_items" and "orders" in clean:
             references["order_id"] = (clean["orders"]["order_id"], "unknown order")
+        if table == "contacts" and "campaigns" in clean:
+            references["campaign_id"] = (clean["campaigns"]["campaign_id"], "unknown campaign")
         required = STANDALONE_ITEM_COLUMNS if table == "order_items" and standalone else ()
         checks = replace(base, required=required, references=references)
         clean[table], report.tables[table] = _load_table(table, source, base_dir, checks)
@@ -289,5 +301,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         customers=clean.get("customers"),
         order_items=clean.get("order_items"),
         content_views=clean.get("content_views"),
+        contacts=clean.get("contacts"),
+        campaigns=clean.get("campaigns"),
     )
     return tables, report

@@ -15,6 +15,7 @@ ID = "string"
 TIME = "datetime64[ns]"
 MONEY = "float64"
 COUNT = "float64"
+RATE = "float64"  # a share in [0, 1] (e.g. a coupon's discount rate)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class TableSchema:
     required: dict[str, str]
     optional: dict[str, str] = field(default_factory=dict)
     key: tuple[str, ...] = ()
+    # column -> the only values it may take (compared after strip and lower-casing)
+    allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # (earlier, later) time columns: a row whose `later` precedes its `earlier` is rejected
+    ordered: tuple[tuple[str, str], ...] = ()
+    # time columns that may lie after the data end (planned dates, not events)
+    planned: tuple[str, ...] = ()
 
     @property
     def columns(self) -> dict[str, str]:
@@ -53,19 +60,40 @@ CONTENT_VIEWS = TableSchema(
     optional={"brand": ID},
 )
 
+# Campaign logs (DESIGN §3.8): who a campaign reached and who was held out, and the campaign.
+TREATED, HOLDOUT = "treated", "holdout"
+CONTACTS = TableSchema(
+    "contacts",
+    required={"campaign_id": ID, "customer_id": ID, "group": ID, "contacted_at": TIME},
+    optional={"coupon_id": ID},
+    key=("campaign_id", "customer_id"),
+    allowed={"group": (TREATED, HOLDOUT)},
+)
+CAMPAIGNS = TableSchema(
+    "campaigns",
+    required={"campaign_id": ID, "name": ID, "started_at": TIME, "ends_at": TIME},
+    # Descriptive and cost columns: a campaign without a coupon leaves them blank.
+    optional={"segment": ID, "offer": ID, "coupon_rate": RATE, "coupon_cap": MONEY},
+    key=("campaign_id",),
+    ordered=(("started_at", "ends_at"),),
+    planned=("started_at", "ends_at"),
+)
+
 SCHEMAS: dict[str, TableSchema] = {
-    s.name: s for s in (CUSTOMERS, ORDERS, ORDER_ITEMS, CONTENT_VIEWS)
+    s.name: s for s in (CUSTOMERS, ORDERS, ORDER_ITEMS, CONTENT_VIEWS, CONTACTS, CAMPAIGNS)
 }
 
 
 @dataclass
 class ShopTables:
-    """The four contract tables of one shop; optional tables may be None."""
+    """The contract tables of one shop; optional tables may be None."""
 
     orders: pd.DataFrame
     customers: pd.DataFrame | None = None
     order_items: pd.DataFrame | None = None
     content_views: pd.DataFrame | None = None
+    contacts: pd.DataFrame | None = None
+    campaigns: pd.DataFrame | None = None
 
     def present(self) -> dict[str, pd.DataFrame]:
         """The tables that exist, by contract name."""
@@ -74,5 +102,7 @@ class ShopTables:
             "orders": self.orders,
             "order_items": self.order_items,
             "content_views": self.content_views,
+            "contacts": self.contacts,
+            "campaigns": self.campaigns,
         }
         return {name: df for name, df in tables.items() if df is not None}

@@ -444,6 +444,309 @@ def _signups(rng: np.random.Generator, a: Archetype, n: int, window: float) -> n
     return np.where(pre, -rng.random(n) * a.pre_years * 365.0 - 1e-6, rng.random(n) * window)
 
 
+# ----------------------------------------------------------------------------- campaigns
+
+
+@dataclass
+class _Coded:
+    """Integer-coded events of the whole shop (customer codes, days since start)."""
+
+    orders: tuple[np.ndarray, np.ndarray, np.ndarray]  # customer, day, amount
+    lines: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # order, line no, product, qty
+    views: tuple[np.ndarray, np.ndarray, np.ndarray]  # customer, day, product
+
+    def astuple(self) -> tuple[tuple, tuple, tuple]:
+        return self.orders, self.lines, self.views
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """One planted past campaign: when (share of the data window), whom, and its offer."""
+
+    name: str
+    at: float  # start, as a share of the data window
+    segment: str  # a rule of `_segment`, evaluated on the history before the start
+    offer: str
+    coupon_rate: float
+    coupon_cap: float
+    holdout_share: float
+    days: int = 28  # the attribution window [start, start + days)
+
+
+CAMPAIGN_PLANS: tuple[CampaignPlan, ...] = (
+    CampaignPlan("Come back in spring", 0.17, "lapsed_repeaters", "15% off the next order",
+                 0.15, 30_000, 0.15),
+    CampaignPlan("First-purchase welcome", 0.34, "browsers_never_bought",
+                 "10% off the first order", 0.10, 50_000, 0.20),
+    CampaignPlan("Second-order nudge", 0.55, "one_time_buyers", "10% off the second order",
+                 0.10, 20_000, 0.10),
+    CampaignPlan("VIP thank-you", 0.67, "high_spenders", "gift and 5% coupon pack",
+                 0.05, 50_000, 0.15),
+    CampaignPlan("Summer reactivation", 0.80, "lapsed_repeaters", "15% off the next order",
+                 0.15, 30_000, 0.15),
+    CampaignPlan("Autumn for every active buyer", 0.88, "active_last_year",
+                 "10% off, this month only", 0.10, 30_000, 0.20),
+)  # fmt: skip
+PERSONAS: tuple[str, ...] = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")
+# P(persona) by archetype, in PERSONAS order: one persona per customer, for every campaign.
+PERSONA_P: dict[str, tuple[float, float, float, float]] = {
+    "browse_only": (0.0, 0.0, 1.0, 0.0),
+    "late_converter": (0.5, 0.0, 0.5, 0.0),
+    "one_time": (0.0, 0.0, 1.0, 0.0),
+    "one_time_high": (0.0, 0.0, 1.0, 0.0),
+    "steady": (0.35, 0.45, 0.0, 0.2),
+    "accelerating": (0.5, 0.5, 0.0, 0.0),
+    "fading": (0.8, 0.0, 0.2, 0.0),
+    "vip_high_aov": (0.0, 0.6, 0.0, 0.4),
+    "vip_new_big": (0.0, 0.6, 0.0, 0.4),
+    "vip_steady": (0.0, 0.4, 0.0, 0.6),
+    "reseller": (0.0, 0.0, 1.0, 0.0),
+}
+PERSUADE_P = 0.35  # a treated persuadable places one extra order in the window
+SULK_P = 0.6  # a treated sleeping dog postpones its window orders past the window
+CONTACT_HOUR = 10.0 / 24.0  # contacts go out at 10:00 on the start day
+MIN_CAMPAIGN_CONTACTS = 20
+
+
+def _segment(
+    rule: str, day: float, signup: np.ndarray, events: _Coded, customers: int
+) -> np.ndarray:
+    """Customer codes matching a campaign's segment rule on the history before `day`."""
+    cust, t, amount = events.orders
+    before = t < day
+    n_before = np.bincount(cust[before], minlength=customers)
+    last = np.full(customers, -np.inf)
+    np.maximum.at(last, cust[before], t[before])
+    since = day - last
+    recent = before & (t >= day - 182)
+    spend = np.bincount(cust[recent], weights=amount[recent], minlength=customers)
+    v_cust, v_t, _ = events.views
+    viewed = np.zeros(customers, bool)
+    viewed[v_cust[(v_t < day) & (v_t >= day - 60)]] = True
+    member = signup < day - 14
+    match = {
+        "lapsed_repeaters": (n_before >= 2) & (since >= 60) & (since <= 365),
+        "browsers_never_bought": (n_before == 0) & viewed & member,
+        "one_time_buyers": (n_before == 1) & (since >= 30) & (since <= 180),
+        "high_spenders": spend >= 600_000,
+        "active_last_year": (n_before >= 1) & (since <= 365),
+    }[rule]
+    return np.flatnonzero(match & (signup < day))
+
+
+def _price_level(events: _Coded, customers: int) -> np.ndarray:
+    """Each customer's median bought (else viewed) unit price: the level of extra orders."""
+    cust, _, _ = events.orders
+    l_order, _, l_prod, _ = events.lines
+    v_cust, _, v_prod = events.views
+    level = np.full(customers, BODY_MEDIAN_PRICE * 1.3)
+    for who, product in ((v_cust, v_prod), (cust[l_order], l_prod)):  # bought wins
+        if who.size:
+            med = pd.Series(product).groupby(who).median()
+            level[med.index.to_numpy()] = med.to_numpy()
+    return level
+
+
+@dataclass
+class PlantedCampaigns:
+    """The events with the campaigns' effects applied, and the logs and truth they leave."""
+
+    events: _Coded
+    campaigns: list[dict]
+    contacts: pd.DataFrame  # codes: campaign, customer, treated, persona, y0, y1
+
+    def contacts_frame(self, start: pd.Timestamp) -> pd.DataFrame:
+        """The contract `contacts` table."""
+        c = self.contacts
+        ids = pa.array(customer_ids(int(c["customer"].max()) + 1 if len(c) else 0))
+        names = np.array([k["campaign_id"] for k in self.campaigns] or [""], dtype=object)
+        days = np.array([k["day"] for k in self.campaigns] or [0.0])[c["campaign"]]
+        return pd.DataFrame(
+            {
+                "campaign_id": pd.array(names[c["campaign"]], dtype="string"),
+                "customer_id": pd.array(ids.take(pa.array(c["customer"])), dtype="string"),
+                "group": pd.array(np.where(c["treated"], "treated", "holdout"), dtype="string"),
+                "contacted_at": _to_time(start, _seconds(days + CONTACT_HOUR)),
+                "coupon_id": pd.array(names[c["campaign"]], dtype="string") + "-CPN",
+            }
+        )
+
+    def campaigns_frame(self, start: pd.Timestamp) -> pd.DataFrame:
+        """The contract `campaigns` table."""
+        k = pd.DataFrame(self.campaigns, columns=[*CAMPAIGN_COLUMNS, "day", "days"])
+        frame = pd.DataFrame(
+            {
+                "campaign_id": pd.array(k["campaign_id"], dtype="string"),
+                "name": pd.array(k["name"], dtype="string"),
+                "started_at": _to_time(start, _seconds(k["day"].to_numpy(dtype="float64"))),
+                "ends_at": _to_time(
+                    start, _seconds((k["day"] + k["days"]).to_numpy(dtype="float64"))
+                ),
+                "segment": pd.array(k["segment"], dtype="string"),
+                "offer": pd.array(k["offer"], dtype="string"),
+                "coupon_rate": k["coupon_rate"].astype("float64"),
+                "coupon_cap": k["coupon_cap"].astype("float64"),
+            }
+        )
+        return frame
+
+    def truth_frame(self, start: pd.Timestamp) -> pd.DataFrame:
+        """Per (campaign, customer): group, persona and the potential outcomes y0, y1."""
+        contacts = self.contacts_frame(start)
+        c = self.contacts
+        return pd.DataFrame(
+            {
+                "campaign_id": contacts["campaign_id"],
+                "customer_id": contacts["customer_id"],
+                "group": contacts["group"],
+                "persona": pd.array(np.array(PERSONAS, dtype=object)[c["persona"]], "string"),
+                "y0": c["y0"].to_numpy(dtype="int64"),
+                "y1": c["y1"].to_numpy(dtype="int64"),
+            }
+        )
+
+
+CAMPAIGN_COLUMNS = ("campaign_id", "name", "segment", "offer", "coupon_rate", "coupon_cap")
+
+
+def _extra_orders(
+    rng: np.random.Generator,
+    catalog: Catalog,
+    level: np.ndarray,
+    who: np.ndarray,
+    lo: float,
+    hi: float,
+    signup: np.ndarray,
+) -> tuple[tuple, tuple, tuple]:
+    """Orders (with lines and a view of each line the day before) for customers `who`."""
+    n = who.size
+    t = rng.uniform(lo, hi, n)
+    n_lines = 1 + rng.choice(len(LINES_P), size=n, p=LINES_P)
+    order = np.repeat(np.arange(n), n_lines)
+    line_no = np.arange(order.size) - np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
+    target = level[who[order]] * np.exp(rng.normal(0.0, LINE_PRICE_SIGMA, order.size))
+    product = catalog.near(rng, target)
+    qty = 1.0 + rng.choice(len(QUANTITY_P), size=order.size, p=QUANTITY_P)
+    amount = np.bincount(order, weights=qty * catalog.price[product], minlength=n)
+    seen = t[order] - rng.random(order.size) * np.clip(
+        t[order] - np.maximum(signup[who[order]], 0), 0, 1
+    )
+    return (who, t, amount), (order, line_no, product, qty), (who[order], seen, product)
+
+
+def plant_campaigns(
+    events: _Coded,
+    kind: np.ndarray,
+    signup: np.ndarray,
+    catalog: Catalog,
+    seed: int,
+    start: pd.Timestamp,
+    window: float,
+) -> PlantedCampaigns:
+    """Run CAMPAIGN_PLANS in time order on the coded events (docs/synthetic_shop.md).
+
+    Each campaign contacts its segment at its start, holds out a random share, and changes
+    the treated customers' orders in its window by persona: a persuadable adds an order with
+    P = PERSUADE_P, a sleeping dog puts its window orders off until after the window with
+    P = SULK_P (each moves `days` later), sure things and lost causes behave as they would
+    have. Potential outcomes are drawn for both groups.
+    """
+    customers = kind.size
+    p = np.array([PERSONA_P[name] for name in ARCHETYPE_NAMES])
+    persona_rng = _rng(seed, 3)
+    cum = p.cumsum(axis=1)[kind]
+    persona = (persona_rng.random(customers)[:, None] >= cum).sum(axis=1).clip(0, 3)
+    level = _price_level(events, customers)
+    logged, rows = [], []
+    for index, plan in enumerate(CAMPAIGN_PLANS):
+        day = float(np.floor(plan.at * window))
+        if day + plan.days > window - 1:
+            continue  # the data window is too short for this campaign
+        who = _segment(plan.segment, day, signup, events, customers)
+        if who.size < MIN_CAMPAIGN_CONTACTS:
+            continue
+        rng = _rng(seed, 4, index)
+        treated = rng.random(who.size) >= plan.holdout_share
+        lo, hi = day + CONTACT_HOUR, day + plan.days
+        cust, t, amount = events.orders
+        in_window = (t >= day) & (t < hi)
+        y0 = np.zeros(customers, bool)
+        y0[cust[in_window]] = True
+        extra = (persona[who] == 0) & (rng.random(who.size) < PERSUADE_P)
+        sulk = (persona[who] == 3) & (rng.random(who.size) < SULK_P)
+        y1 = (y0[who] | extra) & ~sulk
+        campaign_id = f"K{(start + pd.Timedelta(days=day)):%y%m}"
+        if any(k["campaign_id"] == campaign_id for k in logged):  # a short data window
+            campaign_id = f"{campaign_id}-{index + 1}"
+        logged.append(
+            dict(
+                zip(
+                    CAMPAIGN_COLUMNS,
+                    (campaign_id, plan.name, plan.segment, plan.offer, plan.coupon_rate,
+                     plan.coupon_cap),
+                    strict=True,
+                ),
+                day=day,
+                days=plan.days,
+            )
+        )  # fmt: skip
+        rows.append(
+            pd.DataFrame(
+                {
+                    "campaign": len(logged) - 1,
+                    "customer": who,
+                    "treated": treated,
+                    "persona": persona[who],
+                    "y0": y0[who],
+                    "y1": y1,
+                }
+            )
+        )
+        sulking = np.zeros(customers, bool)
+        sulking[who[treated & sulk]] = True
+        delay = np.where(in_window & sulking[cust], float(plan.days), 0.0)
+        added = _extra_orders(rng, catalog, level, who[treated & extra], lo, hi, signup)
+        events = _apply(events, delay, window, added)
+    contacts = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(
+            {"campaign": [], "customer": [], "treated": [], "persona": [], "y0": [], "y1": []}
+        ).astype({"campaign": "int64", "customer": "int64", "persona": "int64"})
+    )
+    return PlantedCampaigns(events, logged, contacts)
+
+
+def _apply(events: _Coded, delay: np.ndarray, window: float, extra: tuple) -> _Coded:
+    """Postpone orders by `delay` days (dropping those pushed past the data end, with their
+    lines), then append the `extra` orders."""
+    (cust, t, amount), (l_order, l_no, l_prod, l_qty), views = events.astuple()
+    t = t + delay
+    keep = t < window
+    new_index = np.cumsum(keep) - 1
+    line_keep = keep[l_order]
+    (e_cust, e_t, e_amount), (e_order, e_no, e_prod, e_qty), (ev_cust, ev_t, ev_prod) = extra
+    base = int(keep.sum())
+    return _Coded(
+        orders=(
+            np.concatenate([cust[keep], e_cust]),
+            np.concatenate([t[keep], e_t]),
+            np.concatenate([amount[keep], e_amount]),
+        ),
+        lines=(
+            np.concatenate([new_index[l_order[line_keep]], e_order + base]),
+            np.concatenate([l_no[line_keep], e_no]),
+            np.concatenate([l_prod[line_keep], e_prod]),
+            np.concatenate([l_qty[line_keep], e_qty]),
+        ),
+        views=(
+            np.concatenate([views[0], ev_cust]),
+            np.concatenate([views[1], ev_t]),
+            np.concatenate([views[2], ev_prod]),
+        ),
+    )
+
+
 # ----------------------------------------------------------------------------- assembly
 
 
@@ -473,7 +776,30 @@ def generate_shop(
     end: str = "2026-01-01",
     progress: Progress | None = None,
 ) -> ShopTables:
-    """The synthetic shop's four contract tables, identical for identical arguments."""
+    """The synthetic shop's contract tables, identical for identical arguments.
+
+    Orders, order lines, views and customers, plus the logged campaigns (`campaigns`,
+    `contacts`) whose planted effects are already in the orders.
+    """
+    return _generate(customers, seed, start, end, progress)[0]
+
+
+def campaign_truth(
+    customers: int, seed: int, start: str = "2024-01-01", end: str = "2026-01-01"
+) -> pd.DataFrame:
+    """The planted truth of `generate_shop(customers, seed, start, end)`'s campaigns.
+
+    One row per (campaign, contacted customer): group, persona, and the potential outcomes
+    `y0` (bought in the window without the campaign) and `y1` (bought if treated); the true
+    uplift of a set of customers is mean(y1 − y0). Not part of the contract tables.
+    """
+    return _generate(customers, seed, start, end, None)[1]
+
+
+def _generate(
+    customers: int, seed: int, start: str, end: str, progress: Progress | None
+) -> tuple[ShopTables, pd.DataFrame]:
+    """The shop and its campaigns' truth (see generate_shop and campaign_truth)."""
     if customers <= 0:
         raise ValueError(f"customers must be positive, got {customers}")
     t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
@@ -509,15 +835,17 @@ def generate_shop(
         v_prod += ev.view_product
         offset += ev.n_orders
         say(f"synthetic shop: chunk {c + 1}/{n_chunks} ({hi:,} customers, {offset:,} orders)")
-    return _assemble(
-        t0,
-        catalog,
-        signup,
+    events = _Coded(
         orders=(_cat(cust, "int64"), _cat(o_time, "float64"), _cat(o_amount, "float64")),
         lines=(_cat(l_order, "int64"), _cat(l_no, "int64"), _cat(l_prod, "int64"),
                _cat(l_qty, "float64")),
         views=(_cat(v_cust, "int64"), _cat(v_time, "float64"), _cat(v_prod, "int64")),
     )  # fmt: skip
+    planted = plant_campaigns(events, kind, signup, catalog, seed, t0, window)
+    say(f"synthetic shop: {len(planted.campaigns)} campaigns, {len(planted.contacts):,} contacts")
+    tables = _assemble(t0, catalog, signup, *planted.events.astuple())
+    tables.contacts, tables.campaigns = planted.contacts_frame(t0), planted.campaigns_frame(t0)
+    return tables, planted.truth_frame(t0)
 
 
 def _assemble(

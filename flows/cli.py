@@ -10,6 +10,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from flows.cli_measure import add_commands
 from flows.paths import DEFAULT_CONFIG, PROJECT_ROOT
 
 
@@ -28,13 +29,9 @@ def _positive(text: str) -> int:
 
 
 def _config(args: argparse.Namespace):
-    from flows.config import load_config
-    from flows.runtime import prepare_prefect, quiet_libraries
+    from flows.runtime import command_config
 
-    config = load_config(args.config)
-    prepare_prefect(config.resolve(config.paths.prefect_home))
-    quiet_libraries()
-    return config
+    return command_config(args.config)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -403,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("build", cmd_build, "Build a Bento that carries the live release and its settings.")
 
     add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
+    add_commands(add)
     return parser
 
 

@@ -27,7 +27,14 @@ def ensure_synthetic_shop(config: DangolConfig, progress: Progress = print) -> N
     from features.synthetic import generate_shop, write_shop
 
     out_dir = config.resolve(config.synthetic.out_dir)
+    # every table the config reads from the shop's folder (a shop written by an older version
+    # may lack a newer table, e.g. campaigns): regenerate the whole shop if one is missing
     expected = [out_dir / f"{name}.parquet" for name in ("customers", "orders")]
+    expected += [
+        path
+        for source in config.data.tables.values()
+        if (path := config.resolve(source.path)).parent == out_dir
+    ]
     if all(path.exists() for path in expected):
         return
     progress(f"generating the synthetic shop ({config.synthetic.customers:,} customers)")

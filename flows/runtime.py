@@ -30,3 +30,14 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def command_config(path: str | Path):
+    """The validated config of a `dangol` command, with Prefect and the libraries' logging set
+    up before either is imported."""
+    from flows.config import load_config
+
+    config = load_config(path)
+    prepare_prefect(config.resolve(config.paths.prefect_home))
+    quiet_libraries()
+    return config

@@ -223,7 +223,14 @@ def test_recency_predicts_repurchase(shop: ShopTables) -> None:
 
 def test_write_shop_writes_all_tables_atomically(shop: ShopTables, tmp_path: Path) -> None:
     paths = write_shop(shop, tmp_path / "out")
-    assert set(paths) == {"customers", "orders", "order_items", "content_views"}
+    assert set(paths) == {
+        "customers",
+        "orders",
+        "order_items",
+        "content_views",
+        "contacts",
+        "campaigns",
+    }
     for name, path in paths.items():
         assert path.name == f"{name}.parquet"
         assert len(pd.read_parquet(path)) == len(shop.present()[name])

@@ -36,15 +36,19 @@ def _docstring_lines(tree: ast.AST) -> set[int]:
 
 
 def spelled_names(path: Path, names: set[str]) -> list[tuple[int, str]]:
-    """(line, name) for every string literal or identifier of the file that is a target's
-    name or score column (words of a literal: "dangol-repurchase" spells one)."""
+    """(line, name) for every key-like string literal (no spaces) or identifier of the file
+    that is a target's name or score column (words of a literal: "dangol-repurchase" spells
+    one)."""
     source = path.read_text(encoding="utf-8")
     docstrings = _docstring_lines(ast.parse(source))
     found = []
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         line = token.start[0]
         if token.type == tokenize.STRING and line not in docstrings:
-            words = WORD.findall(token.string)
+            # a key, name or URI ("dangol-repurchase", "models:/..."); prose with spaces
+            # (messages, help text) may mention a target in words
+            literal = token.string.strip("\"'rbfRBF")
+            words = [] if re.search(r"\s", literal) else WORD.findall(literal)
         elif token.type == tokenize.NAME:
             words = [token.string]
         else:
@@ -70,7 +74,9 @@ def test_no_module_but_the_registry_spells_a_target() -> None:
 def test_the_scan_would_see_a_spelled_target(tmp_path: Path) -> None:
     name = next(iter(TARGETS))
     bad = tmp_path / "bad.py"
-    bad.write_text(f'"""Docs may say {name}."""\nMODEL = "dangol-{name}"\n')
+    bad.write_text(
+        f'"""Docs may say {name}."""\nMODEL = "dangol-{name}"\nHELP = "ranks by {name} score"\n'
+    )
     assert spelled_names(bad, {name}) == [(2, name)]
 
 

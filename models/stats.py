@@ -1,0 +1,157 @@
+"""The statistics of measurement (docs/measurement.md): tests of a difference, CUPED, HAC OLS.
+
+Small pure functions over numpy arrays, so that campaign measurement, cohort comparisons and
+the no-holdout regression all judge a difference the same way: an estimate, its 95%
+interval and a two-sided p-value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+Z95 = float(stats.norm.ppf(0.975))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """An estimated difference (first group minus second) with its interval and p-value."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    se: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    def scaled(self, factor: float) -> Difference:
+        """The same difference in other units (e.g. ×100 for percentage points)."""
+        lo, hi = sorted((self.ci_low * factor, self.ci_high * factor))
+        return Difference(self.estimate * factor, lo, hi, self.p_value, self.se * abs(factor))
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+
+def wilson_interval(x: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion x / n (sound near 0 and 1)."""
+    p = x / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
+    return float(centre - half), float(centre + half)
+
+
+def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
+    """p1 − p0 for x1 of n1 against x0 of n0.
+
+    The p-value is the two-proportion z-test's (pooled proportion under H0: p1 = p0). The
+    95% interval is Newcombe's hybrid score interval, built from the two Wilson intervals:
+    unlike the Wald interval it stays honest when a small group has no buyer at all.
+    `se` is the unpooled sqrt(p1(1−p1)/n1 + p0(1−p0)/n0).
+    """
+    if n1 <= 0 or n0 <= 0:
+        raise ValueError(f"both groups need customers, got {n1} and {n0}")
+    p1, p0 = x1 / n1, x0 / n0
+    diff = p1 - p0
+    pooled = (x1 + x0) / (n1 + n0)
+    se0 = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    p_value = 1.0 if se0 == 0 else float(2 * stats.norm.sf(abs(diff) / se0))
+    se = float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
+    (l1, u1), (l0, u0) = wilson_interval(x1, n1), wilson_interval(x0, n0)
+    low = diff - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
+    high = diff + np.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    return Difference(diff, float(low), float(high), p_value, se)
+
+
+def welch_ttest(a: np.ndarray, b: np.ndarray) -> Difference:
+    """mean(a) − mean(b) with Welch's unequal-variance t-test and its 95% interval."""
+    a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"both groups need at least 2 values, got {a.size} and {b.size}")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(a.mean() - b.mean())
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, 0.0)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    q = float(stats.t.ppf(0.975, df))
+    p_value = float(2 * stats.t.sf(abs(diff) / se, df))
+    return Difference(diff, diff - q * se, diff + q * se, p_value, se)
+
+
+@dataclass(frozen=True)
+class Cuped:
+    """A CUPED-adjusted outcome: y − θ(x − mean x), θ = cov(x, y) / var(x) on pooled data."""
+
+    adjusted: np.ndarray
+    theta: float
+    variance_reduction: float  # 1 − var(adjusted) / var(y): the share of variance removed
+
+
+def cuped(y: np.ndarray, x: np.ndarray) -> Cuped:
+    """Remove from `y` the part explained by a pre-period covariate `x`.
+
+    θ is estimated on treated and holdout together; since treatment is random, x is
+    independent of it and the adjusted difference stays unbiased, with smaller variance
+    (by the squared correlation of x and y).
+    """
+    y, x = np.asarray(y, dtype="float64"), np.asarray(x, dtype="float64")
+    var_x = x.var()
+    if var_x == 0 or y.var() == 0:
+        return Cuped(y.copy(), 0.0, 0.0)
+    theta = float(np.mean((x - x.mean()) * (y - y.mean())) / var_x)
+    adjusted = y - theta * (x - x.mean())
+    return Cuped(adjusted, theta, float(1 - adjusted.var() / y.var()))
+
+
+@dataclass(frozen=True)
+class OlsFit:
+    """Least squares with Newey-West (HAC) standard errors and t-based inference."""
+
+    coef: np.ndarray
+    se: np.ndarray
+    df: int
+    lags: int
+    residuals: np.ndarray
+
+    def difference(self, column: int) -> Difference:
+        """Coefficient `column` as an effect with its 95% interval and p-value."""
+        b, se = float(self.coef[column]), float(self.se[column])
+        q = float(stats.t.ppf(0.975, self.df))
+        p_value = float(2 * stats.t.sf(abs(b) / se, self.df)) if se > 0 else 1.0
+        return Difference(b, b - q * se, b + q * se, p_value, se)
+
+
+def newey_west_lags(n: int) -> int:
+    """The usual automatic lag length floor(4 (n/100)^(2/9)) (Newey and West 1994)."""
+    return int(np.floor(4 * (n / 100) ** (2 / 9)))
+
+
+def ols_hac(y: np.ndarray, design: np.ndarray, lags: int | None = None) -> OlsFit:
+    """OLS of y on the design matrix, HAC covariance with Bartlett weights.
+
+    Monthly rates are autocorrelated; Newey-West keeps their standard errors honest. The
+    covariance carries the small-sample factor n / (n − k).
+    """
+    y, X = np.asarray(y, dtype="float64"), np.asarray(design, dtype="float64")
+    n, k = X.shape
+    if n <= k:
+        raise ValueError(f"regression needs more observations ({n}) than parameters ({k})")
+    lags = newey_west_lags(n) if lags is None else lags
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    u = y - X @ coef
+    bread = np.linalg.pinv(X.T @ X)
+    scores = X * u[:, None]
+    meat = scores.T @ scores
+    for lag in range(1, lags + 1):
+        weight = 1 - lag / (lags + 1)
+        gamma = scores[lag:].T @ scores[:-lag]
+        meat += weight * (gamma + gamma.T)
+    cov = bread @ meat @ bread * n / (n - k)
+    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    return OlsFit(coef, se, n - k, lags, u)

@@ -1,0 +1,71 @@
+"""Holdouts at export: deterministic, the right share, independent across campaigns, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.contract import validate_table
+from features.schema import CONTACTS
+from models.holdout import assign_groups, export_with_holdout, unit_hash
+
+IDS = [f"C{i:07d}" for i in range(1, 20_001)]
+
+
+def test_same_campaign_same_split_in_any_order() -> None:
+    first = assign_groups(IDS, "CMP-1", 0.15)
+    again = assign_groups(IDS, "CMP-1", 0.15)
+    assert (first == again).all()
+    shuffled = np.random.default_rng(0).permutation(len(IDS))
+    assert (assign_groups([IDS[i] for i in shuffled], "CMP-1", 0.15) == first[shuffled]).all()
+    # a larger share only adds holdouts: nobody held out at 10% is treated at 15%
+    smaller = assign_groups(IDS, "CMP-1", 0.10)
+    assert ((smaller == "holdout") <= (first == "holdout")).all()
+
+
+@pytest.mark.parametrize("share", [0.1, 0.2])
+def test_realised_share_within_binomial_tolerance(share: float) -> None:
+    groups = assign_groups(IDS, f"CMP-share-{share}", share)
+    realised = (groups == "holdout").mean()
+    sd = np.sqrt(share * (1 - share) / len(IDS))
+    assert abs(realised - share) < 4 * sd
+    assert set(groups) == {"treated", "holdout"}
+
+
+def test_campaigns_split_independently() -> None:
+    a = assign_groups(IDS, "CMP-A", 0.5) == "holdout"
+    b = assign_groups(IDS, "CMP-B", 0.5) == "holdout"
+    both = (a & b).mean()
+    # independent halves overlap in a quarter of customers (binomial sd ~0.003 here)
+    assert abs(both - 0.25) < 0.015
+    assert abs(np.corrcoef(unit_hash("CMP-A", IDS), unit_hash("CMP-B", IDS))[0, 1]) < 0.03
+
+
+def test_bad_share_is_refused() -> None:
+    with pytest.raises(ValueError, match="holdout_share"):
+        assign_groups(IDS[:3], "CMP", 1.0)
+
+
+def test_export_writes_treated_list_and_contract_contacts(tmp_path: Path) -> None:
+    members = pd.DataFrame(
+        {"customer_id": IDS[:1000], "score": np.linspace(1, 0, 1000), "segment": "active"}
+    )
+    out = export_with_holdout(members, "CMP-7", 0.2, pd.Timestamp("2025-05-01"), tmp_path, "CP1")
+    treated = pd.read_csv(out.treated_path, dtype={"customer_id": str})
+    contacts = pd.read_csv(out.contacts_path, dtype=str)
+    assert out.treated + out.holdout == 1000 and len(treated) == out.treated
+    assert list(treated.columns) == ["customer_id", "score", "segment"]
+    assert treated.score.is_monotonic_decreasing  # the ranking is kept
+    held = set(contacts.customer_id[contacts.group == "holdout"])
+    assert not held & set(treated.customer_id)
+    assert len(held) == out.holdout
+    clean, report = validate_table(CONTACTS, contacts, out.contacts_path)
+    assert report.rows_rejected == 0 and len(clean) == 1000
+    assert set(clean.coupon_id) == {"CP1"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "CMP-7_contacts.csv",
+        "CMP-7_treated.csv",
+    ]  # no temporary files left

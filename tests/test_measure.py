@@ -1,0 +1,205 @@
+"""Campaign measurement: tests of a difference, CUPED, planted effects, A/A, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.schema import ShopTables
+from features.synthetic import campaign_truth, generate_shop
+from flows.cli import main
+from models.holdout import assign_groups
+from models.measure import MeasurementError, compare_groups, measure_campaign
+from models.stats import cuped, two_proportion_ztest, welch_ttest
+
+END = pd.Timestamp("2026-01-01")
+N, SEED = 20_000, 7  # the default shop: generating it takes well under a second
+
+
+@pytest.fixture(scope="module")
+def shop() -> ShopTables:
+    return generate_shop(N, SEED)
+
+
+def test_two_proportion_test_by_hand() -> None:
+    d = two_proportion_ztest(30, 100, 20, 100)
+    # pooled p = 0.25, se0 = sqrt(.25 * .75 * .02) = 0.061237; z = 1.633; p = 0.1025
+    assert d.estimate == pytest.approx(0.10)
+    assert d.p_value == pytest.approx(0.1025, abs=2e-4)
+    assert d.ci_low < 0 < d.ci_high
+    w = welch_ttest(np.array([1.0, 2, 3, 4]), np.array([1.0, 1, 2, 2]))
+    assert w.estimate == pytest.approx(1.0)
+    assert 0.1 < w.p_value < 0.3
+
+
+def _ab_frame(seed: int, n: int = 4_000, effect: float = 0.05) -> pd.DataFrame:
+    """A simulated campaign: pre-period spend drives buying; treatment adds `effect`."""
+    rng = np.random.default_rng(seed)
+    pre = rng.gamma(0.6, 60_000, n) * (rng.random(n) < 0.6)
+    treated = rng.random(n) >= 0.2
+    p = 0.08 + 0.25 * (pre > 0) + effect * treated
+    buyer = (rng.random(n) < p).astype(float)
+    revenue = buyer * (0.8 * pre + rng.gamma(2, 20_000, n))
+    return pd.DataFrame(
+        {
+            "group": np.where(treated, "treated", "holdout"),
+            "buyer": buyer,
+            "revenue": revenue,
+            "pre_spend": pre,
+        }
+    )
+
+
+def test_simulated_ab_effect_is_recovered_inside_its_ci() -> None:
+    covered, estimates = 0, []
+    for seed in range(20):
+        stats = compare_groups(_ab_frame(seed, n=10_000))
+        c = stats["conversion"]
+        covered += c.ci_low < 5.0 < c.ci_high
+        estimates.append(c.estimate)
+        cc = stats["conversion_cuped"]
+        assert cc.ci_low < c.estimate < cc.ci_high
+        # CUPED on a covariate that drives the outcome removes much of the variance
+        assert stats["variance_reduction"]["revenue"] > 0.1
+        assert stats["revenue"].se < stats["revenue_raw"].se
+    assert covered >= 17  # 95% intervals: P(fewer than 17 of 20) < 2%
+    assert abs(np.mean(estimates) - 5.0) < 0.7  # unbiased (sd of the mean ~0.25)
+
+
+def test_aa_splits_give_about_five_percent_false_positives() -> None:
+    population = _ab_frame(2, n=3_000, effect=0.0)
+    ids = [f"C{i:07d}" for i in range(len(population))]
+    hits = {"conversion": 0, "revenue": 0}
+    for split in range(200):
+        frame = population.assign(group=assign_groups(ids, f"AA-{split}", 0.5))
+        stats = compare_groups(frame)
+        hits["conversion"] += stats["conversion"].p_value < 0.05
+        hits["revenue"] += stats["revenue"].p_value < 0.05
+    for name, count in hits.items():
+        assert 0.02 <= count / 200 <= 0.08, (name, count)
+
+
+def test_cuped_is_exact_on_a_hand_example() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    x = np.array([1.0, 2.0, 3.0, 5.0])
+    result = cuped(y, x)
+    theta = np.cov(x, y, ddof=0)[0, 1] / x.var()
+    assert result.theta == pytest.approx(theta)
+    assert result.adjusted.mean() == pytest.approx(y.mean())  # the mean is unchanged
+    assert 0 < result.variance_reduction < 1
+
+
+def test_planted_campaign_effects_are_recovered(shop: ShopTables) -> None:
+    truth = campaign_truth(N, SEED)
+    inside = 0
+    for campaign in shop.campaigns.campaign_id:
+        result = measure_campaign(shop, campaign, END)
+        planted = truth[truth.campaign_id == campaign]
+        true_pp = 100 * (planted.y1 - planted.y0).mean()
+        c = result.conversion
+        inside += c.ci_low <= true_pp <= c.ci_high
+        assert result.treated.customers + result.holdout.customers == len(planted)
+    assert inside >= 5  # 95% intervals: at most one of six may miss
+    for campaign in ("K2508", "K2510"):  # the two big campaigns with clear planted effects
+        result = measure_campaign(shop, campaign, END)
+        assert result.conversion.p_value < 0.01 and result.conversion.estimate > 0
+
+
+def test_cuped_reduces_variance_on_the_synthetic_shop(shop: ShopTables) -> None:
+    result = measure_campaign(shop, "K2510", END)
+    assert result.variance_reduction["revenue"] > 0.05
+    assert result.revenue.se < result.revenue_raw.se
+
+
+def test_coupon_cost_and_roi(shop: ShopTables) -> None:
+    result = measure_campaign(shop, "K2508", END)
+    treated_orders = result.treated.orders
+    # 15% capped at ₩30,000 per order: positive, and never above the cap per order
+    assert 0 < result.coupon_cost <= 30_000 * treated_orders
+    assert result.roi == pytest.approx(
+        (result.incremental_revenue - result.coupon_cost) / result.coupon_cost
+    )
+    assert result.verdict.startswith("Campaign K2508 raised conversion")
+
+
+def test_clear_errors(shop: ShopTables) -> None:
+    with pytest.raises(MeasurementError, match="unknown campaign 'NOPE'.*K2405"):
+        measure_campaign(shop, "NOPE", END)
+    with pytest.raises(MeasurementError, match="window ends .* after the data end"):
+        measure_campaign(shop, "K2510", pd.Timestamp("2025-10-15"))
+    only_treated = shop.contacts[shop.contacts.group == "treated"]
+    tables = ShopTables(orders=shop.orders, contacts=only_treated, campaigns=shop.campaigns)
+    with pytest.raises(MeasurementError, match="holdout group has 0 customers"):
+        measure_campaign(tables, "K2510", END)
+    with pytest.raises(MeasurementError, match="no contacts table"):
+        measure_campaign(ShopTables(orders=shop.orders), "K2510", END)
+
+
+def test_default_window_without_a_campaigns_row(shop: ShopTables) -> None:
+    tables = ShopTables(orders=shop.orders, contacts=shop.contacts)
+    result = measure_campaign(tables, "K2508", END, attribution_days=28)
+    assert "28 days from each contacted_at" in result.window
+    assert result.roi is None and "no coupon cost" in result.verdict
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("measure-cli")
+    (folder / "config.yaml").write_text(
+        """
+data:
+  end: 2026-01-01
+  tables:
+    customers: {path: shop/customers.parquet}
+    orders: {path: shop/orders.parquet}
+    contacts: {path: shop/contacts.parquet}
+    campaigns: {path: shop/campaigns.parquet}
+synthetic: {customers: 4000, seed: 7, out_dir: shop}
+paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
+"""
+    )
+    return folder / "config.yaml"
+
+
+def test_cli_json_and_errors(config_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["measure", "--config", str(config_path), "--campaign", "K2510", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    for key in ("uplift_pp", "ci_low_pp", "ci_high_pp", "p_value", "treated", "holdout"):
+        assert key in payload
+    assert {"incremental_revenue", "roi"} <= set(payload)
+    assert payload["treated"]["customers"] > payload["holdout"]["customers"] > 0
+    assert main(["measure", "--config", str(config_path), "--campaign", "K0000"]) == 2
+    assert "unknown campaign 'K0000'" in capsys.readouterr().err
+
+
+def test_cli_metric_names_match_the_models() -> None:
+    from flows.cli_measure import METRICS as CLI_METRICS
+    from models.change import METRICS
+
+    assert set(CLI_METRICS) == set(METRICS)
+
+
+def test_cli_change_and_cohorts(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["measure", "--config", str(config_path), "--change-date", "2025-05-01"]
+    assert main([*args, "--metric", "first_purchase_rate", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {"effect_pp", "ci_low_pp", "ci_high_pp", "p_value", "band_pp"} <= set(payload)
+    out = tmp_path / "c" / "cohorts.csv"
+    cohorts = ["cohorts", "--config", str(config_path), "--out", str(out)]
+    assert main([*cohorts, "--change-date", "2025-01-01"]) == 0
+    table = pd.read_csv(out)
+    assert table.cohort.iloc[0] == "2024-01" and table.repeat_3m.notna().any()
+    assert table.repeat_3m.isna().iloc[-1]  # the last cohort is too young
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "cohorts.csv",
+        "cohorts_change.csv",
+        "cohorts_ltv.png",
+        "cohorts_repurchase.png",
+        "cohorts_tiers.png",
+    ]
