@@ -17,7 +17,7 @@ from flows.config import DangolConfig
 from flows.data import data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
-from models.segments import write_export
+from models.segments import CampaignPlan, write_export
 from models.train import CalibratedBooster
 from models.whatif import segment_summary
 
@@ -60,6 +60,7 @@ def score_and_export(
     )
     if live is not None:
         summary["release"] = {"id": live.id, "version": live.version, "models": versions}
+    cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
     folder = write_export(
         config.resolve(config.paths.exports),
         snapshot,
@@ -68,5 +69,6 @@ def score_and_export(
         stamp,
         summary=summary,
         summary_markdown=markdown,
+        campaigns=CampaignPlan(cutoff, config.segments),
     )
     return folder, {name: len(members) for name, members in scored.segments.items()}

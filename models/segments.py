@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -129,6 +130,17 @@ class WhatIfSettings(BaseModel):
     coupon_cap: float = Field(30_000, ge=0)
 
 
+class HoldoutSettings(BaseModel):
+    """Every exported list holds out a random share, so the campaign can be measured later
+    (`dangol measure --campaign <segment>-<cutoff>`); 0 turns holdouts off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(0.1, ge=0, lt=1)
+    # the attribution window written to campaigns.csv: cutoff .. cutoff + days
+    campaign_days: int = Field(30, gt=0)
+
+
 class ReportSettings(BaseModel):
     """The analyst report: where it goes and how many customers its SHAP plots use."""
 
@@ -193,6 +205,7 @@ class SegmentSettings(BaseModel):
     repurchase_prospects: RepurchaseProspectRule = RepurchaseProspectRule()
     suspected_resellers: ResellerRule = ResellerRule()
     whatif: WhatIfSettings = WhatIfSettings()
+    holdout: HoldoutSettings = HoldoutSettings()
     report: ReportSettings = ReportSettings()
 
     @field_validator("priority")
@@ -403,6 +416,7 @@ def write_export(
     stamp: datetime,
     summary: dict | None = None,
     summary_markdown: str | None = None,
+    campaigns: CampaignPlan | None = None,
 ) -> Path:
     """Write every file into a fresh dated folder, then move `latest` to it in one step.
 
@@ -424,11 +438,58 @@ def write_export(
         (staging / "summary.json").write_text(text, encoding="utf-8")
     if summary_markdown is not None:
         (staging / "summary.md").write_text(summary_markdown, encoding="utf-8")
+    if campaigns is not None:
+        write_campaigns(segments, campaigns, staging / "campaigns")
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
     _point_latest(exports_dir, final)
     return final
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """How the export's lists become measurable campaigns: one per segment (resellers
+    excepted), id `<segment>-<cutoff>` so a re-run assigns the same holdouts."""
+
+    cutoff: pd.Timestamp
+    settings: SegmentSettings
+
+    def campaign_id(self, segment: str) -> str:
+        return f"{segment}-{self.cutoff:%Y%m%d}"
+
+
+def write_campaigns(
+    segments: dict[str, pd.DataFrame], plan: CampaignPlan, out_dir: Path
+) -> pd.DataFrame:
+    """Per segment `<id>_treated.csv` (the list to contact) and `<id>_contacts.csv` (treated
+    and holdout, the contract's `contacts`), and `campaigns.csv` (the contract's
+    `campaigns`): append the two to the shop's tables to measure the campaigns later."""
+    from models.holdout import export_with_holdout, write_atomic_csv
+
+    holdout, whatif = plan.settings.holdout, plan.settings.whatif
+    rows = []
+    for name, members in segments.items():
+        if name == RESELLERS or holdout.share <= 0 or members.empty:
+            continue
+        campaign_id = plan.campaign_id(name)
+        export_with_holdout(members, campaign_id, holdout.share, plan.cutoff, out_dir)
+        rows.append(
+            {
+                "campaign_id": campaign_id,
+                "name": f"{name} {plan.cutoff:%Y-%m-%d}",
+                "started_at": plan.cutoff,
+                "ends_at": plan.cutoff + pd.Timedelta(days=holdout.campaign_days),
+                "segment": name,
+                "offer": plan.settings.action(name),
+                "coupon_rate": whatif.coupon_rate,
+                "coupon_cap": whatif.coupon_cap,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if rows:
+        write_atomic_csv(table, out_dir / "campaigns.csv")
+    return table
 
 
 def _point_latest(exports_dir: Path, target: Path) -> None:

@@ -200,6 +200,6 @@ def test_cli_change_and_cohorts(
         "cohorts.csv",
         "cohorts_change.csv",
         "cohorts_ltv.png",
-        "cohorts_repurchase.png",
+        "cohorts_repeat.png",
         "cohorts_tiers.png",
     ]

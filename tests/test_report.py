@@ -91,6 +91,20 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     whatif = summary["segments"]["active"]["whatif"]
     assert [w["uplift_pp"] for w in whatif] == [3, 5, 7]
     assert whatif[0]["extra_buyers"] == pytest.approx(0.03 * sizes["active"])
+    # every list but the resellers holds out ~10%, written in the contract's format
+    from features.schema import CAMPAIGNS, CONTACTS
+
+    campaigns = pd.read_csv(latest / "campaigns" / "campaigns.csv")
+    assert set(CAMPAIGNS.required) <= set(campaigns.columns)
+    assert "suspected_resellers" not in set(campaigns["segment"])
+    active_id = campaigns.loc[campaigns["segment"] == "active", "campaign_id"].item()
+    contacts = pd.read_csv(latest / "campaigns" / f"{active_id}_contacts.csv")
+    treated = pd.read_csv(latest / "campaigns" / f"{active_id}_treated.csv")
+    assert set(CONTACTS.required) <= set(contacts.columns)
+    assert len(contacts) == sizes["active"]
+    held = contacts["group"].eq("holdout")
+    assert 0.04 < held.mean() < 0.16 and len(treated) == (~held).sum()
+    assert set(treated["customer_id"]) == set(contacts.loc[~held, "customer_id"])
     resellers = set(pd.read_parquet(latest / "segment_suspected_resellers.parquet")["customer_id"])
     for name in sizes:
         if name != "suspected_resellers":
