@@ -33,9 +33,6 @@ from models.scoring import (
 from models.train import CalibratedBooster
 from serving.settings import ServiceContext
 
-SEGMENT_PREFIX = "segment_"
-REASON_KEYS = ("reason_1", "reason_2", "reason_3")
-
 
 class UnknownSegmentError(KeyError):
     """A segment name that the latest export does not hold."""
@@ -157,7 +154,8 @@ def load_state(
 
 
 def _reason_list(row: dict[str, Any]) -> list[str] | None:
-    texts = [row.get(k) for k in sorted(k for k in row if _is_reason_text(k))]
+    keys = sorted((k for k in row if _is_reason_text(k)), key=lambda k: int(k.split("_")[1]))
+    texts = [row.get(k) for k in keys]
     if not row.get(PRIMARY):
         return None  # computed on request (customers in no segment are not explained in bulk)
     return [t for t in texts if isinstance(t, str) and t]
