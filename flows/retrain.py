@@ -7,6 +7,9 @@ running one; see flows.publish for what a crash at any step leaves live.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -47,8 +50,8 @@ def training_data_task(tables, config: DangolConfig) -> tuple[pd.DataFrame, Time
 
 
 @task(cache_policy=NO_CACHE)
-def train_task(frame, split, target: str, config: DangolConfig):
-    trained = training.train_target(frame, split, target, config, training.scratch_dir())
+def train_task(frame, split, target: str, config: DangolConfig, plot_dir: Path):
+    trained = training.train_target(frame, split, target, config, plot_dir)
     get_run_logger().info(
         "%s: test %s", target, ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items())
     )
@@ -100,7 +103,9 @@ def summary_markdown(outcome: RetrainOutcome) -> str:
     return "\n".join(lines)
 
 
-def train_targets(frame, split, config: DangolConfig) -> tuple[list, dict[str, str]]:
+def train_targets(
+    frame, split, config: DangolConfig, plot_dir: Path
+) -> tuple[list, dict[str, str]]:
     """Every target the data supports; an optional one without enough data is skipped."""
     log = get_run_logger()
     wanted = training.targets_to_train(frame)
@@ -110,7 +115,7 @@ def train_targets(frame, split, config: DangolConfig) -> tuple[list, dict[str, s
     trained = []
     for target in wanted:
         try:
-            trained.append(train_task(frame, split, target, config))
+            trained.append(train_task(frame, split, target, config, plot_dir))
         except InsufficientDataError as exc:
             if TARGETS[target].required:
                 raise
@@ -138,10 +143,12 @@ def retrain_flow(config_path: str) -> RetrainOutcome:
             return RetrainOutcome(**{**outcome.__dict__, "repairs": repairs})
         # 4. point-in-time features and labels at every labelled cutoff
         frame, split = training_data_task(tables, config)
-        # 5. train and evaluate each target on the later windows
-        trained, skipped = train_targets(frame, split, config)
-        # 6. one candidate release, promoted only if better beyond noise
-        outcome = publish_task(trained, split, config, run_key)
+        # plots live in a temporary folder until they are logged to MLflow, then go
+        with tempfile.TemporaryDirectory(prefix="dangol-plots-") as plots:
+            # 5. train and evaluate each target on the later windows
+            trained, skipped = train_targets(frame, split, config, Path(plots))
+            # 6. one candidate release, promoted only if better beyond noise
+            outcome = publish_task(trained, split, config, run_key)
     outcome = RetrainOutcome(**{**outcome.__dict__, "skipped": skipped, "repairs": repairs})
     create_markdown_artifact(summary_markdown(outcome), key="retrain-summary")
     return outcome

@@ -6,7 +6,6 @@ Plain functions over the config (no Prefect, no MLflow), wrapped in tasks by the
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,8 +205,3 @@ def train_target(
         baseline_failures=result.baselines.failures,
         backtest=backtest,
     )
-
-
-def scratch_dir() -> Path:
-    """A fresh temporary folder for plots before they are logged."""
-    return Path(tempfile.mkdtemp(prefix="dangol-"))

@@ -118,27 +118,6 @@ def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
     return str(version_.version)
 
 
-def version_data_window(name: str, model_version: str) -> dict[str, list[str]]:
-    """The train / validation / test cutoffs a registered version was fitted and judged on."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    run_id = MlflowClient().get_model_version(name, model_version).tags.get("run_id")
-    if not run_id:
-        return {}
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data_window.json")
-    return json.loads(Path(path).read_text())
-
-
-def version_metrics(name: str, model_version: str) -> dict[str, float]:
-    """The metrics of the run that logged a registered version."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    run_id = client.get_model_version(name, model_version).tags.get("run_id")
-    return dict(client.get_run(run_id).data.metrics) if run_id else {}
-
-
 def load_version(name: str, model_version: str) -> CalibratedBooster:
     """Load a registered model version as the plain calibrated booster."""
     import mlflow.pyfunc

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -37,8 +36,6 @@ RECORD_TAG = "dangol.release"
 KIND_TAG = "dangol.kind"
 RETRAIN = "retrain"
 RECORD_FILE = "release.json"
-
-log = logging.getLogger("dangol.release")
 
 
 class ReleaseMismatchError(RuntimeError):
@@ -205,12 +202,6 @@ def create(release_name: str, release: Release, artifact_uri: str) -> Release:
 def set_live(release_name: str, release: Release) -> None:
     """The one atomic step of promotion: move the release model's `live` alias."""
     _client().set_registered_model_alias(release_name, LIVE, release.version)
-
-
-def go_live(release_name: str, release: Release) -> None:
-    """Promote, then point the targets' mirror aliases at the release's versions."""
-    set_live(release_name, release)
-    mirror_champions(release)
 
 
 def mirror_champions(release: Release) -> None:

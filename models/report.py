@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,7 +312,9 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     """Render and write `report_<versions>.html` atomically; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "report_" + "_".join(f"{r.target}-v{r.version}" for r in inputs.runs)
-    page = render_report(inputs, out_dir / f".{stem}-plots")
+    # the page embeds its images, so their files go once it is rendered
+    with tempfile.TemporaryDirectory(prefix=f".{stem}-plots-", dir=out_dir) as plots:
+        page = render_report(inputs, Path(plots))
     final = out_dir / f"{stem}.html"
     temporary = out_dir / f".{stem}.html.tmp"
     temporary.write_text(page, encoding="utf-8")

@@ -41,14 +41,17 @@ def write_project(
 
 
 def train_release(config):
-    """Train every target and publish one release (promoted when better beyond noise)."""
+    """Train every target and publish one release (promoted when better beyond noise); the
+    plots go to the project's folder."""
     from flows import data, training
     from flows.publish import log_and_publish
 
     tables, _ = data.load_shop(config, progress=lambda _: None)
     frame, split = training.build_training_data(tables, config)
+    plots = config.base_dir / "plots"
+    plots.mkdir(exist_ok=True)
     trained = [
-        training.train_target(frame, split, target, config, training.scratch_dir())
+        training.train_target(frame, split, target, config, plots)
         for target in training.targets_to_train(frame)
     ]
     return log_and_publish(trained, split, config, data.run_key(tables, config))

@@ -38,18 +38,43 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "dangol.yaml"
 
 
+def _ours_in_temp() -> set[str]:
+    """What dangol left in the system temp dir (the test harness's own folder aside)."""
+    import tempfile
+
+    return {
+        p.name
+        for p in Path(tempfile.gettempdir()).iterdir()
+        if p.name.startswith("dangol") and not p.name.startswith("dangol-prefect-")
+    }
+
+
 @pytest.fixture(scope="module")
-def trained(project: Path, prefect_harness: None):
+def residue() -> dict[str, set[str]]:
+    return {"before": _ours_in_temp()}
+
+
+@pytest.fixture(scope="module")
+def trained(project: Path, prefect_harness: None, residue):
     from flows.retrain import retrain_flow
 
-    return retrain_flow(str(project))
+    outcome = retrain_flow(str(project))
+    residue["after train"] = _ours_in_temp()
+    return outcome
 
 
 @pytest.fixture(scope="module")
-def scored(project: Path, trained):
+def scored(project: Path, trained, residue):
     from flows.score import score_flow
 
-    return score_flow(str(project))
+    outcome = score_flow(str(project))
+    residue["after score"] = _ours_in_temp()
+    return outcome
+
+
+def test_train_and_score_leave_nothing_in_the_system_temp_dir(scored, residue) -> None:
+    assert residue["after train"] == residue["before"]
+    assert residue["after score"] == residue["before"]
 
 
 def test_retrain_publishes_a_live_release_that_beats_baselines(project: Path, trained) -> None:

@@ -68,7 +68,7 @@ def config(tmp_path_factory: pytest.TempPathFactory, shop: Path) -> DangolConfig
 
 
 @pytest.fixture(scope="module")
-def models(config: DangolConfig) -> dict:
+def models(config: DangolConfig, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every target trained three ways: strong, weak (one stump) and strong with another
     seed; plus the split."""
     tables, _ = data.load_shop(config, progress=lambda _: None)
@@ -79,8 +79,9 @@ def models(config: DangolConfig) -> dict:
     reseeded = config.model_copy(deep=True)
     reseeded.training.seed = config.training.seed + 1
     targets = training.targets_to_train(frame)
+    plots = tmp_path_factory.mktemp("plots")
     return {
-        kind: [training.train_target(frame, split, t, cfg, training.scratch_dir()) for t in targets]
+        kind: [training.train_target(frame, split, t, cfg, plots) for t in targets]
         for kind, cfg in (("strong", config), ("weak", weak), ("reseeded", reseeded))
     } | {"split": split}
 

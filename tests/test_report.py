@@ -53,7 +53,7 @@ def project(tmp_path_factory: pytest.TempPathFactory):
     tables, _ = data.load_shop(config, progress=lambda _line: None)
     frame, split = training.build_training_data(tables, config)
     trained = [
-        training.train_target(frame, split, target, config, training.scratch_dir())
+        training.train_target(frame, split, target, config, root)
         for target in training.targets_to_train(frame)
     ]
     outcome = log_and_publish(trained, split, config, "report-test")
@@ -129,6 +129,7 @@ def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path
 
     config, _, _, live = project
     assert report.is_file() and report.parent == config.resolve(Path("reports"))
+    assert [p.name for p in report.parent.iterdir()] == [report.name]  # no plot files left
     page = report.read_text(encoding="utf-8")
     for heading in ("Models against baselines", "Tier migration", "SHAP", "Example explanations"):
         assert heading in page

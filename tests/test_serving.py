@@ -402,7 +402,8 @@ def _republish(config) -> str:
     with mlflow.start_run(experiment_id=experiment, run_name="republish") as run:
         again = replace(live, id=run.info.run_id, run_key="republished")
         created = release.create(config.registry.release_name, again, run.info.artifact_uri)
-    release.go_live(config.registry.release_name, created)
+    release.set_live(config.registry.release_name, created)
+    release.mirror_champions(created)
     return created.id
 
 
