@@ -18,16 +18,21 @@ help: ## list the targets
 	$(UV) sync --frozen
 	@touch $@
 
+# the tests also need the `spark` group (PySpark, SQLGlot); the default environment stays lean
+.venv/.synced-spark: .venv/.synced
+	$(UV) sync --frozen --inexact --group spark
+	@touch $@
+
 install: .venv/.synced ## install uv (if missing) and the locked environment
 
 demo: install ## run the whole pipeline on the embedded synthetic shop and summarise
 	$(UV) run --frozen dangol demo
 
-test: install ## run the tests (unit and integration: real MLflow, Prefect, HTTP server)
-	$(UV) run --frozen pytest
+test: .venv/.synced-spark ## run the tests (unit and integration: real MLflow, Prefect, HTTP server, Spark)
+	$(UV) run --frozen --no-sync pytest
 
-test-fast: install ## run the tests without the slow integration layer
-	$(UV) run --frozen pytest -m "not slow"
+test-fast: .venv/.synced-spark ## run the tests without the slow integration layer
+	$(UV) run --frozen --no-sync pytest -m "not slow"
 
 lint: install ## ruff check and format check
 	$(UV) run --frozen ruff check .
@@ -46,4 +51,4 @@ bench: install ## run every benchmark (~10 min, not part of CI; serving needs wr
 	$(UV) run --frozen python -m bench.run
 
 clean: ## remove generated data, models, exports and Prefect state
-	rm -rf data outputs .prefect mlruns/* .venv/.synced
+	rm -rf data outputs .prefect mlruns/* .venv/.synced .venv/.synced-spark
