@@ -44,11 +44,17 @@ class FeatureSettings(BaseModel):
 
 
 class LabelSettings(BaseModel):
-    """Label horizon H: labels look at [cutoff, cutoff + H)."""
+    """Label horizon H: labels look at [cutoff, cutoff + H); the money target looks at
+    [cutoff, cutoff + value horizon)."""
 
     model_config = ConfigDict(extra="forbid")
 
     horizon_days: int = Field(90, gt=0)
+    # The longest value horizon wanted. Training uses the longest feature window up to it
+    # that the data can test out of time (three horizons of history: training, validation and
+    # test labels must not overlap), so a one-year log still gets a value over H; the
+    # horizon used is recorded in the release (docs/evaluation.md, Value).
+    value_horizon_days: int = Field(365, gt=0)
 
 
 def _connect(tables: ShopTables) -> duckdb.DuckDBPyConnection:
@@ -251,30 +257,40 @@ def build_labels(
     cutoffs: Sequence[datetime],
     labels: LabelSettings,
     tiers: TierSettings,
+    value_horizon_days: int | None = None,
 ) -> pd.DataFrame:
-    """Outcomes in [cutoff, cutoff + H) per (customer, cutoff) for customers with any order.
+    """Outcomes after each cutoff per (customer, cutoff) for customers with any order in
+    [cutoff, cutoff + max(H, value horizon)).
 
-    `bought` is any order in the horizon; `max_trailing_spend` is the highest trailing tier
-    spend taken just after an order in the horizon (attach_labels compares it with the
-    lowest VIP line). Customers without an
-    order in the horizon get no row (the caller fills False).
+    Over [cutoff, cutoff + H): `bought` (any order), `days_to_next_order` (from the cutoff
+    to the first order, in days) and `max_trailing_spend`, the highest trailing tier spend
+    taken just after an order (attach_labels compares it with the lowest VIP line). Over
+    [cutoff, cutoff + value horizon) (H when not given): `spend`. Customers without an order
+    in either window get no row (attach_labels fills no order and no spend).
     """
+    horizon = labels.horizon_days
+    value_horizon = value_horizon_days or horizon
     con = _connect(tables)
     _register_cutoffs(con, cutoffs)
+    in_horizon = f"r.ordered_at < c.cutoff + INTERVAL {horizon} DAY"
     sql = f"""
         WITH rolling AS (
-            SELECT customer_id, ordered_at,
+            SELECT customer_id, ordered_at, amount,
                    sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at
                        RANGE BETWEEN INTERVAL {tiers.window_days} DAY PRECEDING
                        AND CURRENT ROW) AS trailing_spend
             FROM orders
         )
         SELECT r.customer_id, c.cutoff,
-               TRUE AS bought,
-               max(r.trailing_spend) AS max_trailing_spend
+               count(*) FILTER (WHERE {in_horizon}) > 0 AS bought,
+               date_diff('second', c.cutoff, min(r.ordered_at) FILTER (WHERE {in_horizon}))
+                   / 86400.0 AS days_to_next_order,
+               max(r.trailing_spend) FILTER (WHERE {in_horizon}) AS max_trailing_spend,
+               coalesce(sum(r.amount) FILTER (
+                   WHERE r.ordered_at < c.cutoff + INTERVAL {value_horizon} DAY), 0) AS spend
         FROM rolling r JOIN cutoffs c
           ON r.ordered_at >= c.cutoff
-         AND r.ordered_at < c.cutoff + INTERVAL {labels.horizon_days} DAY
+         AND r.ordered_at < c.cutoff + INTERVAL {max(horizon, value_horizon)} DAY
         GROUP BY 1, 2
     """
     out = con.sql(sql).df()
@@ -286,12 +302,15 @@ def build_labels(
 def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     """Add every target's label column (features.targets), each NaN outside its population.
 
-    The outcomes the targets' labels read: `bought` (any order in the horizon) and
-    `vip_reached` (the trailing tier spend after an order in the horizon reached the lowest
-    VIP line in force at the cutoff: fixed, or that date's spend quantile).
+    The outcomes the targets' labels read: `bought` (any order in the horizon), `spend` (over
+    the value horizon; NaN where the caller marked it unobserved) and `vip_reached` (the
+    trailing tier spend after an order in the horizon reached the lowest VIP line in force at
+    the cutoff: fixed, or that date's spend quantile) and `days_to_next_order` (NaN: no
+    order within H).
     """
     merged = frame.merge(outcomes, on=KEYS, how="left")
     merged["bought"] = merged["bought"].fillna(False).astype(bool)
+    merged["spend"] = merged["spend"].fillna(0.0)
     vip_index = max(tiers.vip_tiers) - 1
     vip_line = merged.groupby("cutoff")["tier_window_spend"].transform(
         lambda spend: lines_at(spend.to_numpy(), tiers)[vip_index]
@@ -299,7 +318,8 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
     merged["vip_reached"] = merged["max_trailing_spend"].fillna(0.0) >= vip_line
     for spec in TARGETS.values():
         merged[spec.name] = spec.label(merged, tiers)
-    return merged.drop(columns=["bought", "max_trailing_spend", "vip_reached"])
+    outcomes = ["bought", "max_trailing_spend", "vip_reached", "spend", "days_to_next_order"]
+    return merged.drop(columns=outcomes)
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -333,8 +353,10 @@ def training_frame(
     features: FeatureSettings,
     labels: LabelSettings,
     tiers: TierSettings,
+    value_horizon_days: int | None = None,
 ) -> pd.DataFrame:
-    """Features and labels stacked over the given cutoffs."""
+    """Features and labels stacked over the given cutoffs (spend over `value_horizon_days`,
+    H when not given)."""
     frame = build_features(tables, cutoffs, features, tiers)
-    outcomes = build_labels(tables, cutoffs, labels, tiers)
+    outcomes = build_labels(tables, cutoffs, labels, tiers, value_horizon_days)
     return attach_labels(frame, outcomes, tiers)

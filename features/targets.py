@@ -17,7 +17,11 @@ import pandas as pd
 
 from features.tiers import TierSettings
 
-Kind = Literal["probability", "amount"]
+# probability: a calibrated P(outcome); amount: money (spend over the target's horizon);
+# days: when the next order comes (days from the cutoff, given one within the horizon)
+Kind = Literal["probability", "amount", "days"]
+# which setting of `labels:` gives a target's horizon (LabelSettings attribute names)
+Horizon = Literal["horizon_days", "value_horizon_days"]
 Population = Callable[[pd.DataFrame, TierSettings], np.ndarray]
 
 
@@ -67,6 +71,11 @@ class TargetSpec:
     # a required target must train on every run (segments and scoring need it); an optional
     # one is trained when the data holds its population and skipped with a message otherwise
     required: bool = True
+    # the `labels:` setting that gives the horizon its outcome is observed over
+    horizon: Horizon = "horizon_days"
+    # a target modelled given another's outcome: the probability that outcome happens
+    # comes from that target's model (one probability per customer wherever it is shown)
+    given: str | None = None
 
     def in_population(self, frame: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
         return np.asarray(self.population(frame, tiers), dtype=bool)
@@ -130,10 +139,71 @@ TARGETS: dict[str, TargetSpec] = {
             order_value="mean_viewed_price",
             required=False,
         ),
+        TargetSpec(
+            name="customer_value",
+            kind="amount",
+            title="spend over the value horizon",
+            population_text="customers with at least one order before the cutoff",
+            population=has_ordered,
+            outcome="spend",
+            score_column="predicted_value",
+            registered_name="dangol-customer-value",
+            baselines=("bgnbd_gamma_gamma", "previous_window", "rfm"),
+            promotion_metric="normalized_gini",
+            required=False,
+            horizon="value_horizon_days",
+        ),
+        TargetSpec(
+            name="next_purchase",
+            kind="days",
+            title="days from the cutoff to the next order, given one within the horizon",
+            population_text="customers with at least one order before the cutoff (trained "
+            "on those whose next order came within the horizon)",
+            population=has_ordered,
+            outcome="days_to_next_order",
+            score_column="next_purchase_days",
+            registered_name="dangol-next-purchase",
+            baselines=("median_gap", "bgnbd_timing"),
+            promotion_metric="mae_days",
+            required=False,
+            given="repurchase",
+        ),
     )
 }
 LABELS = tuple(TARGETS)
 SCORE_COLUMNS = {spec.name: spec.score_column for spec in TARGETS.values()}
+
+
+def probability_targets() -> list[TargetSpec]:
+    """The targets whose score is a probability (the money target is not one)."""
+    return [spec for spec in TARGETS.values() if spec.kind == "probability"]
+
+
+# The metrics a person reads first for a target's kind (key, label), in the CLI, summaries
+# and the report; the first is the one baselines are compared on.
+HEADLINE_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "probability": (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("brier", "Brier")),
+    "amount": (
+        ("normalized_gini", "Gini"),
+        ("capture_top_decile", "top-10% capture"),
+        ("total_error_pct", "total error %"),
+    ),
+    "days": (("c_index", "C-index"), ("mae_days", "MAE days"), ("window_coverage", "coverage")),
+}
+
+
+def headline_metrics(name: str) -> tuple[tuple[str, str], ...]:
+    return HEADLINE_METRICS[target(name).kind]
+
+
+def timing_target() -> TargetSpec | None:
+    """The target that predicts when the next order comes, if the registry has one."""
+    return next((spec for spec in TARGETS.values() if spec.kind == "days"), None)
+
+
+def amount_target() -> TargetSpec | None:
+    """The target that predicts money, if the registry has one."""
+    return next((spec for spec in TARGETS.values() if spec.kind == "amount"), None)
 
 
 def target(name: str) -> TargetSpec:

@@ -140,13 +140,15 @@ def _release_lines(outcome) -> list[str]:
 
 
 def _model_line(outcome) -> str:
+    from features.targets import headline_metrics
+
     m = outcome.metrics
-    metrics = ", ".join(
-        f"{label} {m[key]:.3f}"
-        for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("brier", "Brier"))
-        if key in m
+    headline = headline_metrics(outcome.target)
+    metrics = ", ".join(f"{label} {m[key]:.3f}" for key, label in headline if key in m)
+    key, label = headline[0]
+    baselines = ", ".join(
+        f"{k} {label} {v[key]:.3f}" for k, v in outcome.baselines.items() if key in v
     )
-    baselines = ", ".join(f"{k} ROC-AUC {v['roc_auc']:.3f}" for k, v in outcome.baselines.items())
     failed = outcome.baseline_failures
     baselines += "".join(f", {k} FAILED ({reason})" for k, reason in failed.items())
     return f"{outcome.target}: {outcome.model_name} v{outcome.version}: {metrics}" + (
@@ -179,7 +181,7 @@ def cmd_models(args: argparse.Namespace) -> dict:
                 "registered_name": entry.registered_name,
                 "version": entry.version,
                 "run_id": entry.run_id,
-                "horizon_days": live.horizon_days,
+                "horizon_days": entry.horizon_days or live.horizon_days,
                 "data_window": live.data_window,
                 "test_metrics": entry.metrics,
             }
@@ -197,11 +199,12 @@ def cmd_models(args: argparse.Namespace) -> dict:
         f"{', '.join(window.get('test', []))}"
     )
     print(f"  decision: {payload['decision']['reason']}")
+    from features.targets import headline_metrics
+
     for target, entry in payload["targets"].items():
+        shown = entry["test_metrics"]
         metrics = ", ".join(
-            f"{k} {v:.3f}"
-            for k, v in entry["test_metrics"].items()
-            if k in ("roc_auc", "pr_auc", "brier")
+            f"{label} {shown[key]:.3f}" for key, label in headline_metrics(target) if key in shown
         )
         print(
             f"  {target}: {entry['registered_name']} v{entry['version']} "

@@ -11,7 +11,7 @@ from features.schema import ShopTables
 from features.snapshot import build_features
 from flows.config import DangolConfig
 from models.drift import DriftSettings, drift_table, psi
-from models.train import CalibratedBooster
+from models.train import TargetModel
 
 
 @dataclass
@@ -67,7 +67,7 @@ def drift_decision(report: DriftReport, settings: DriftSettings, deployed: bool)
 def drift_report(
     tables: ShopTables,
     snapshot: pd.DataFrame,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     reference_cutoff: pd.Timestamp,
     config: DangolConfig,
 ) -> DriftReport:
@@ -76,9 +76,7 @@ def drift_report(
     used = sorted({f for model in models.values() for f in model.features})
     table = drift_table(reference, snapshot, used, config.drift.bins)
     scores = {
-        target: psi(
-            model.predict_proba(reference), model.predict_proba(snapshot), config.drift.bins
-        )
+        target: psi(model.predict(reference), model.predict(snapshot), config.drift.bins)
         for target, model in models.items()
     }
     return DriftReport(reference_cutoff, table, scores)

@@ -18,7 +18,7 @@ from flows.data import data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
 from models.segments import CampaignPlan, write_export
-from models.train import CalibratedBooster
+from models.train import TargetModel
 from models.whatif import segment_summary
 
 
@@ -39,7 +39,7 @@ def latest_snapshot(
 
 
 def score_snapshot(
-    snapshot: pd.DataFrame, models: dict[str, CalibratedBooster], config: DangolConfig
+    snapshot: pd.DataFrame, models: dict[str, TargetModel], config: DangolConfig
 ) -> Scored:
     """The core's scores, segments and reasons for the config's rules and wording."""
     return score_and_explain(snapshot, models, config.segments, config.tiers, config.data.currency)
@@ -47,7 +47,7 @@ def score_snapshot(
 
 def score_and_export(
     snapshot: pd.DataFrame,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     config: DangolConfig,
     stamp: datetime,
     live: release.Release | None = None,

@@ -28,7 +28,8 @@ from features.targets import TARGETS
 from flows.config import DangolConfig
 from flows.training import TrainedTarget, backtest_summary
 from models import promotion, registry, release
-from models.train import CalibratedBooster, TimeSplit
+from models.train import TargetModel, TimeSplit
+from models.value import decile_table
 
 CRASH_ENV = "DANGOL_CRASH_AT"
 
@@ -103,13 +104,15 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
     """Log one target in the active (child) run; returns the logged model's URI."""
     import mlflow
 
+    split = trained.split or split
     mlflow.log_params(
         {f"lgbm.{k}": v for k, v in config.training.lightgbm.model_dump().items()}
         | {
             "target": trained.target,
             "trees": trained.model.booster.num_trees(),
             "refit": config.training.refit,
-            "horizon_days": config.labels.horizon_days,
+            "horizon_days": trained.horizon_days or config.labels.horizon_days,
+            "model_kind": getattr(trained.model, "recipe", type(trained.model).__name__),
             "bgnbd_penalty": config.training.bgnbd_penalty,
             "backtest_folds": config.training.backtest_folds,
             "train_cutoffs": _span(split.train),
@@ -121,6 +124,11 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
         }
     )
     mlflow.log_metrics(_finite({f"test.{k}": v for k, v in trained.metrics.items()}))
+    # the value model: each recipe's validation score, which chose the one logged
+    mlflow.log_metrics(_finite(getattr(trained.model, "chosen_by", {})))
+    if TARGETS[trained.target].kind == "amount":
+        deciles = decile_table(trained.test_rows[trained.target].to_numpy(), trained.test_scores())
+        mlflow.log_text(deciles.to_csv(), "value/deciles.csv")
     for baseline, metrics in trained.baselines.items():
         mlflow.log_metrics(_finite({f"baseline.{baseline}.{k}": v for k, v in metrics.items()}))
         mlflow.set_tag(f"baseline.{baseline}.status", "ok")
@@ -140,11 +148,11 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
         dict(zip(trained.model.features, importance.tolist(), strict=True)),
         "feature_importance.json",
     )
-    return registry.log_classifier(trained.model, trained.test_rows)
+    return registry.log_model(trained.model, trained.test_rows)
 
 
 def _champion_predictions(
-    trained: TrainedTarget, champions: dict[str, CalibratedBooster]
+    trained: TrainedTarget, champions: dict[str, TargetModel]
 ) -> np.ndarray | None:
     """The live model's probabilities on the challenger's test rows (None: no live model for
     the target; NaN: it cannot score these rows)."""
@@ -152,14 +160,14 @@ def _champion_predictions(
     if champion is None:
         return None
     try:
-        return champion.predict_proba(trained.test_rows)
+        return champion.predict(trained.test_rows)
     except (KeyError, ValueError):
         return np.full(len(trained.test_rows), np.nan)
 
 
 def compare_with_live(
     trained: TrainedTarget,
-    champions: dict[str, CalibratedBooster],
+    champions: dict[str, TargetModel],
     config: DangolConfig,
     level: float = 0.95,
 ) -> promotion.Comparison:
@@ -305,7 +313,11 @@ def _register_release(
         name = config.registry.model_name(trained.target)
         tags = {registry.RUN_TAG: parent_id, "run_id": child_id, registry.RUN_KEY_TAG: run_key}
         versions[trained.target] = release.TargetVersion(
-            name, registry.register(model_uri, name, tags), child_id, _finite(trained.metrics)
+            name,
+            registry.register(model_uri, name, tags),
+            child_id,
+            _finite(trained.metrics),
+            trained.horizon_days,
         )
         crash_point("registering")
     candidate = release.Release(

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features.targets import TARGETS
+from features.targets import TARGETS, headline_metrics
 from flows import data, training
 from flows.config import DangolConfig, load_config
 from flows.publish import RetrainOutcome, TargetOutcome, log_and_publish
@@ -88,16 +88,16 @@ def summary_markdown(outcome: RetrainOutcome) -> str:
     """The run's summary for the Prefect artifact."""
     state = "live" if outcome.promoted else "kept (not live)"
     lines = [f"# retrain: {outcome.release.label}, {state}\n\n{outcome.reason}\n"]
-    lines.append("| target | model | version | ROC-AUC | PR-AUC | lift@10% | vs live (95% CI) |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| target | model | version | test metrics | vs live (95% CI) |")
+    lines.append("|---|---|---|---|---|")
     for o in outcome.targets:
         versus = o.comparison.describe() if o.comparison else "-"
-        m = o.metrics
-        lines.append(
-            f"| {o.target} | {o.model_name} | {o.version} | {m.get('roc_auc', float('nan')):.3f} "
-            f"| {m.get('pr_auc', float('nan')):.3f} | {m.get('lift_top_decile', float('nan')):.2f}"
-            f" | {versus} |"
+        shown = ", ".join(
+            f"{label} {o.metrics[key]:.3f}"
+            for key, label in headline_metrics(o.target)
+            if key in o.metrics
         )
+        lines.append(f"| {o.target} | {o.model_name} | {o.version} | {shown} | {versus} |")
     for target, why in outcome.skipped.items():
         lines.append(f"\n{target} skipped: {why}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from flows import data, drift, export
 from flows.config import DangolConfig, load_config
 from flows.tasks import load_shop_task
 from models import registry, release
-from models.train import CalibratedBooster
+from models.train import TargetModel
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ScoreOutcome:
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_release_task(
     config: DangolConfig,
-) -> tuple[release.Release, dict[str, CalibratedBooster]]:
+) -> tuple[release.Release, dict[str, TargetModel]]:
     """The live release (checked against the config) and its models."""
     live = export.live_release(config)
     get_run_logger().info("scoring with %s: %s", live.label, live.versions())

@@ -22,21 +22,81 @@ from models.evaluate import (
     baseline_rules,
     evaluate_baselines,
     gaps,
+    model_metrics,
     plot_backtest,
     plot_calibration,
+    plot_days,
+    plot_deciles,
     plot_gain,
     plot_importance,
-    probability_metrics,
 )
+from models.timing import train_timing_model
 from models.train import (
-    CalibratedBooster,
     InsufficientDataError,
+    TargetModel,
     TimeSplit,
     check_sufficient,
     split_cutoffs,
     train_classifier,
     window_rows,
 )
+from models.value import check_spenders, decile_table, train_value_model
+
+
+def _split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
+    return split_cutoffs(
+        cutoffs,
+        horizon_days,
+        test_cutoffs=config.training.test_cutoffs,
+        validation_cutoffs=config.training.validation_cutoffs,
+    )
+
+
+def value_horizon(cutoffs: list[pd.Timestamp], config: DangolConfig) -> int | None:
+    """The value target's horizon: the longest feature window between H and
+    `labels.value_horizon_days` whose training, validation and test windows fit in the data
+    (the labelled cutoffs run to data end - H). None when not even H fits. The previous-window
+    baseline needs a feature window of the same length, hence windows only."""
+    horizon = config.labels.horizon_days
+    wanted = [
+        w for w in config.features.windows() if horizon <= w <= config.labels.value_horizon_days
+    ]
+    for days in sorted({*wanted, horizon}, reverse=True):
+        try:
+            _split(value_cutoffs(cutoffs, days, horizon), days, config)
+        except InsufficientDataError:
+            continue
+        return days
+    return None
+
+
+def value_cutoffs(
+    cutoffs: list[pd.Timestamp], value_days: int, horizon_days: int
+) -> list[pd.Timestamp]:
+    """The cutoffs whose value horizon ends by the end of the data (last cutoff + H)."""
+    end = max(cutoffs) + pd.Timedelta(days=horizon_days)
+    return [c for c in sorted(cutoffs) if c + pd.Timedelta(days=value_days) <= end]
+
+
+def target_horizon(target: str, cutoffs: list[pd.Timestamp], config: DangolConfig) -> int:
+    """The horizon a target's labels look over (the value target's is chosen from the data)."""
+    if TARGETS[target].horizon == "horizon_days":
+        return config.labels.horizon_days
+    days = value_horizon(cutoffs, config)
+    if days is None:
+        raise InsufficientDataError(
+            f"{target}: the data is too short for a value horizon of even "
+            f"{config.labels.horizon_days} days (training, validation and test windows)"
+        )
+    return days
+
+
+def target_split(frame: pd.DataFrame, target: str, config: DangolConfig) -> TimeSplit:
+    """The time split of a target over the cutoffs where its label is observed."""
+    cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
+    days = target_horizon(target, cutoffs, config)
+    observed = sorted(pd.Timestamp(c) for c in frame.loc[frame[target].notna(), "cutoff"].unique())
+    return _split(observed, days, config)
 
 
 def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.DataFrame, TimeSplit]:
@@ -54,14 +114,16 @@ def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.Da
         test_cutoffs=config.training.test_cutoffs,
         validation_cutoffs=config.training.validation_cutoffs,
     )
-    # every labelled cutoff, not only the split's: the backtest's earlier splits use the
-    # cutoffs between the main split's windows
-    used = (
-        cutoffs
-        if config.training.backtest_folds > 1
-        else split.refit + split.test  # refit holds the training and validation cutoffs
-    )
-    frame = training_frame(tables, used, config.features, config.labels, config.tiers)
+    # every labelled cutoff, not only the split's: the backtest's earlier splits and the
+    # value target's own split use the cutoffs between the main split's windows
+    used = cutoffs
+    value_days = value_horizon(cutoffs, config)
+    frame = training_frame(tables, used, config.features, config.labels, config.tiers, value_days)
+    # spend after a cutoff is only known when its whole value horizon lies in the data
+    known = value_cutoffs(cutoffs, value_days, config.labels.horizon_days) if value_days else []
+    for spec in TARGETS.values():
+        if spec.horizon != "horizon_days":
+            frame.loc[~frame["cutoff"].isin(known), spec.name] = np.nan
     return frame, split
 
 
@@ -70,16 +132,19 @@ class TrainedTarget:
     """One target's model with its holdout evaluation, baselines and backtest."""
 
     target: str
-    model: CalibratedBooster
+    model: TargetModel
     test_rows: pd.DataFrame
     metrics: dict[str, float]
     baselines: dict[str, dict[str, float]]
     plots: list[Path] = field(default_factory=list)
     baseline_failures: dict[str, str] = field(default_factory=dict)
     backtest: pd.DataFrame | None = None
+    # the target's own split and horizon (the value target's differ from the shared ones)
+    split: TimeSplit | None = None
+    horizon_days: int | None = None
 
     def test_scores(self) -> np.ndarray:
-        return self.model.predict_proba(self.test_rows)
+        return self.model.predict(self.test_rows)
 
     def gaps(self) -> dict[str, dict[str, float]]:
         """Model minus each baseline, per metric both have."""
@@ -101,7 +166,7 @@ def targets_to_train(frame: pd.DataFrame) -> list[str]:
 class SplitEvaluation:
     """The recipe's result on one split: model, test rows, metrics and baselines."""
 
-    model: CalibratedBooster
+    model: TargetModel
     test_rows: pd.DataFrame
     proba: np.ndarray
     metrics: dict[str, float]
@@ -112,19 +177,43 @@ def evaluate_split(
     frame: pd.DataFrame, split: TimeSplit, target: str, config: DangolConfig
 ) -> SplitEvaluation:
     """Train on the split's training window and judge model and baselines on its test window."""
-    model = train_classifier(frame, target, split, config.training)
+    cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
+    horizon = target_horizon(target, cutoffs, config)
+    model = fit_model(frame, target, split, config, horizon)
     test_rows = window_rows(frame, target, split.test)
-    check_sufficient(test_rows, target, "test", config.training)
-    outcome = test_rows[target].to_numpy()
-    proba = model.predict_proba(test_rows)
-    rules = baseline_rules(target, config.labels.horizon_days, config.training.bgnbd_penalty)
+    check_test_window(test_rows, target, config)
+    rules = baseline_rules(target, horizon, config.training.bgnbd_penalty)
     return SplitEvaluation(
         model=model,
         test_rows=test_rows,
-        proba=proba,
-        metrics=probability_metrics(outcome, proba),
+        proba=model.predict(test_rows),
+        metrics=model_metrics(target, model, test_rows),
         baselines=evaluate_baselines(target, test_rows, rules),
     )
+
+
+def fit_model(
+    frame: pd.DataFrame, target: str, split: TimeSplit, config: DangolConfig, horizon: int
+) -> TargetModel:
+    """The target's model by its kind: classifier, money regressor or timing model."""
+    kind = TARGETS[target].kind
+    if kind == "days":
+        return train_timing_model(frame, target, split, config.training, horizon)
+    fit = train_value_model if kind == "amount" else train_classifier
+    return fit(frame, target, split, config.training)
+
+
+def check_test_window(rows: pd.DataFrame, target: str, config: DangolConfig) -> None:
+    kind = TARGETS[target].kind
+    if kind == "days":
+        if len(rows) < config.training.min_positives:
+            raise InsufficientDataError(
+                f"{target}: the test window has {len(rows)} next orders within the horizon; "
+                f"at least {config.training.min_positives} are needed (training.min_positives)"
+            )
+        return
+    check = check_spenders if kind == "amount" else check_sufficient
+    check(rows, target, "test", config.training)
 
 
 def rolling_backtest(
@@ -133,7 +222,9 @@ def rolling_backtest(
     """The same recipe at successive earlier test windows (rolling origin): one row per
     (fold, scorer) with its metrics. Fold 0 is the main split; earlier folds that the data
     cannot support are left out."""
-    cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
+    every = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
+    horizon = target_horizon(target, every, config)
+    cutoffs = sorted(pd.Timestamp(c) for c in frame.loc[frame[target].notna(), "cutoff"].unique())
     step = config.training.test_cutoffs
     folds = [(0, split, first)]
     for fold in range(1, config.training.backtest_folds):
@@ -141,7 +232,7 @@ def rolling_backtest(
         try:
             fold_split = split_cutoffs(
                 kept,
-                config.labels.horizon_days,
+                horizon,
                 test_cutoffs=step,
                 validation_cutoffs=config.training.validation_cutoffs,
             )
@@ -169,39 +260,70 @@ def backtest_summary(folds: pd.DataFrame) -> pd.DataFrame:
 def train_target(
     frame: pd.DataFrame, split: TimeSplit, target: str, config: DangolConfig, plot_dir: Path
 ) -> TrainedTarget:
-    """Fit one target, evaluate it and its baselines on the test window, and backtest it."""
+    """Fit one target, evaluate it and its baselines on the test window, and backtest it.
+    `split` is the shared split; a target with its own horizon (value) uses its own."""
+    spec = TARGETS[target]
+    if spec.horizon != "horizon_days":
+        split = target_split(frame, target, config)
+    cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
     result = evaluate_split(frame, split, target, config)
-    outcome = result.test_rows[target].to_numpy()
-    scores = {"model": result.proba} | result.baselines.scores
     backtest = rolling_backtest(frame, target, config, result, split)
-    booster = result.model.booster
-    plots = [
-        plot_gain(
-            outcome, scores, f"{target}: gain on the test window", plot_dir / f"{target}_gain.png"
-        ),
-        plot_calibration(
-            outcome, result.proba, f"{target}: calibration", plot_dir / f"{target}_calibration.png"
-        ),
-        plot_importance(
-            result.model.features,
-            booster.feature_importance("gain"),
-            f"{target}: feature importance",
-            plot_dir / f"{target}_importance.png",
-        ),
-        plot_backtest(
-            backtest,
-            "roc_auc",
-            f"{target}: rolling-origin backtest",
-            plot_dir / f"{target}_backtest.png",
-        ),
-    ]
     return TrainedTarget(
         target=target,
         model=result.model,
         test_rows=result.test_rows,
         metrics=result.metrics,
         baselines=result.baselines.metrics,
-        plots=plots,
+        plots=_plots(target, result, backtest, config, plot_dir),
         baseline_failures=result.baselines.failures,
         backtest=backtest,
+        split=split,
+        horizon_days=target_horizon(target, cutoffs, config),
     )
+
+
+def _plots(
+    target: str,
+    result: SplitEvaluation,
+    backtest: pd.DataFrame,
+    config: DangolConfig,
+    plot_dir: Path,
+) -> list[Path]:
+    """Fit plots by kind (gain and calibration; gain and predicted-vs-actual spend per decile
+    for money; predicted against observed day for timing), then importance and backtest."""
+    outcome = result.test_rows[target].to_numpy()
+    kind = TARGETS[target].kind
+    scores = {"model": result.proba} | result.baselines.scores
+    path = plot_dir / target
+    if kind == "days":
+        fit = [
+            plot_days(
+                outcome, scores, f"{target}: predicted vs observed day", Path(f"{path}_days.png")
+            )
+        ]
+    else:
+        fit = [
+            plot_gain(
+                outcome, scores, f"{target}: gain on the test window", Path(f"{path}_gain.png")
+            )
+        ]
+    if kind == "amount":
+        table = decile_table(outcome, result.proba)
+        title = f"{target}: predicted vs actual spend by decile"
+        fit.append(plot_deciles(table, config.data.currency, title, Path(f"{path}_deciles.png")))
+    elif kind == "probability":
+        title = f"{target}: calibration"
+        fit.append(plot_calibration(outcome, result.proba, title, Path(f"{path}_calibration.png")))
+    headline = {"amount": "normalized_gini", "days": "c_index"}.get(kind, "roc_auc")
+    return [
+        *fit,
+        plot_importance(
+            result.model.features,
+            result.model.booster.feature_importance("gain"),
+            f"{target}: feature importance",
+            Path(f"{path}_importance.png"),
+        ),
+        plot_backtest(
+            backtest, headline, f"{target}: rolling-origin backtest", Path(f"{path}_backtest.png")
+        ),
+    ]

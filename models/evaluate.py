@@ -71,16 +71,53 @@ BASELINES: dict[str, Rule] = {
     "view_recency": baselines.view_recency_score,
     "high_price_views": baselines.high_price_view_score,
 }
-# Baselines whose scores are probabilities: judged with log loss and Brier too.
+# Baselines whose scores are probabilities (judged with log loss and Brier too), or money
+# (judged with the amount metrics too); the others only rank.
 PROBABILISTIC = frozenset({"bgnbd"})
+MONEY = frozenset({"bgnbd_gamma_gamma", "previous_window"})
+DAYS = frozenset({"median_gap", "bgnbd_timing"})
 
 
 def baseline_rules(target: str, horizon_days: int, bgnbd_penalty: float) -> dict[str, Rule]:
-    """Every baseline the target's spec names; BG/NBD needs the horizon and its penalty."""
+    """Every baseline the target's spec names; the fitted ones need the target's horizon (and
+    the BTYD fits their penalty)."""
     fitted = {
-        "bgnbd": partial(baselines.bgnbd_score, horizon_days=horizon_days, penalty=bgnbd_penalty)
+        "bgnbd": partial(baselines.bgnbd_score, horizon_days=horizon_days, penalty=bgnbd_penalty),
+        "bgnbd_gamma_gamma": partial(
+            baselines.bgnbd_gamma_gamma_spend, horizon_days=horizon_days, penalty=bgnbd_penalty
+        ),
+        "previous_window": partial(baselines.previous_window_spend, horizon_days=horizon_days),
+        "bgnbd_timing": partial(
+            baselines.bgnbd_median_days, horizon_days=horizon_days, penalty=bgnbd_penalty
+        ),
+        "median_gap": baselines.median_gap_days,
     }
     return {name: fitted.get(name) or BASELINES[name] for name in TARGETS[target].baselines}
+
+
+def model_metrics(target: str, model, rows: pd.DataFrame) -> dict[str, float]:
+    """The metrics of a target's model on its test rows: money metrics for the value target,
+    C-index and window coverage for the timing target, probability metrics for the others."""
+    from models.timing import timing_metrics
+    from models.value import value_metrics
+
+    kind = TARGETS[target].kind
+    if kind == "days":
+        return timing_metrics(model, rows, target)
+    judge = value_metrics if kind == "amount" else probability_metrics
+    return judge(rows[target].to_numpy(), model.predict(rows))
+
+
+def _baseline_judge(target: str, name: str) -> Callable[[np.ndarray, np.ndarray], dict]:
+    from models.timing import days_metrics
+    from models.value import ranking_value_metrics, value_metrics
+
+    kind = TARGETS[target].kind
+    if kind == "days":
+        return days_metrics
+    if kind == "amount":
+        return value_metrics if name in MONEY else ranking_value_metrics
+    return probability_metrics if name in PROBABILISTIC else ranking_metrics
 
 
 @dataclass
@@ -102,7 +139,7 @@ def evaluate_baselines(target: str, rows: pd.DataFrame, rules: dict[str, Rule]) 
         except (baselines.BaselineFitError, FloatingPointError, ValueError) as exc:
             results.failures[name] = str(exc)
             continue
-        judge = probability_metrics if name in PROBABILISTIC else ranking_metrics
+        judge = _baseline_judge(target, name)
         results.scores[name] = score
         results.metrics[name] = judge(outcome, score)
     return results
@@ -111,7 +148,7 @@ def evaluate_baselines(target: str, rows: pd.DataFrame, rules: dict[str, Rule]) 
 def gaps(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """Model minus baseline for every metric both have (higher is better except for log loss
     and Brier, where a negative gap means the model is better)."""
-    skip = {"base_rate", "mean_prediction"}
+    skip = {"base_rate", "mean_prediction", "mean_actual"}
     return {k: model[k] - v for k, v in baseline.items() if k in model and k not in skip}
 
 
@@ -201,6 +238,56 @@ def plot_backtest(folds: pd.DataFrame, metric: str, title: str, path: Path) -> P
     ax.set(xlabel="first test cutoff", ylabel=metric, title=title)
     ax.legend(loc="best", fontsize="small")
     fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_deciles(table: pd.DataFrame, currency: str, title: str, path: Path) -> Path:
+    """Mean predicted against mean actual spend per decile of the prediction, with the error
+    of each decile's mean written above its bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["mean_predicted"], 0.4, label="mean predicted")
+    ax.bar(x + 0.2, table["mean_actual"], 0.4, label="mean actual")
+    for i, error in enumerate(table["error"]):
+        if np.isfinite(error):
+            top = max(table["mean_predicted"].iloc[i], table["mean_actual"].iloc[i])
+            ax.annotate(f"{100 * error:+.0f}%", (i, top), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [str(d) for d in table.index])
+    ax.set(xlabel="decile of predicted value (10 = highest)", ylabel=f"spend ({currency})")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_days(days: np.ndarray, predictions: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    """Mean observed day of the next order against the mean predicted day, per decile of
+    each prediction (a good one lies on the diagonal and spreads along it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    top = float(np.nanmax(days)) if len(days) else 1.0
+    for name, predicted in predictions.items():
+        frame = pd.DataFrame({"predicted": predicted, "observed": days})
+        frame["bin"] = pd.qcut(frame["predicted"].rank(method="first"), 10, labels=False)
+        table = frame.groupby("bin")[["predicted", "observed"]].mean()
+        ax.plot(table["predicted"], table["observed"], "o-", label=name)
+    ax.plot([0, top], [0, top], "k--", linewidth=0.8, label="perfect")
+    ax.set(xlabel="mean predicted day", ylabel="mean observed day", title=title)
+    ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.train import CalibratedBooster
+from models.train import TargetModel
 
 BASE_VALUE = "base_value"
 
 
-def contributions(model: CalibratedBooster, frame: pd.DataFrame) -> pd.DataFrame:
+def contributions(model: TargetModel, frame: pd.DataFrame) -> pd.DataFrame:
     """One column per feature plus `base_value`, one row per input row (same index)."""
     values = model.booster.predict(
         frame[model.features].to_numpy(dtype="float64"), pred_contrib=True
@@ -24,7 +24,7 @@ def contributions(model: CalibratedBooster, frame: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(values, columns=[*model.features, BASE_VALUE], index=frame.index)
 
 
-def contributions_shap(model: CalibratedBooster, frame: pd.DataFrame) -> pd.DataFrame:
+def contributions_shap(model: TargetModel, frame: pd.DataFrame) -> pd.DataFrame:
     """The same numbers via shap.TreeExplainer (for the speed comparison in bench/segments.py)."""
     import shap
 

@@ -25,6 +25,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from models.value import normalized_gini
+
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
 
@@ -38,6 +40,9 @@ METRICS: dict[str, Metric] = {
     "roc_auc": lambda y, p, w: float(roc_auc_score(y, p, sample_weight=w)),
     "log_loss": _log_loss,
     "brier": lambda y, p, w: -float(brier_score_loss(y, p, sample_weight=w)),
+    "normalized_gini": normalized_gini,
+    # days off, negated: the timing model's median day against the observed next order
+    "mae_days": lambda y, p, w: -float(np.average(np.abs(p - y), weights=w)),
 }
 BETTER, WORSE, TIE, NEW, UNSCORABLE = "better", "worse", "tie", "new", "unscorable"
 

@@ -1,4 +1,4 @@
-"""The MLflow pyfunc wrapper of a calibrated booster, logged as "model from code".
+"""The MLflow pyfunc wrapper of a target's model, logged as "model from code".
 
 MLflow copies this file next to the model and runs it on load; `set_model` names the object.
 """
@@ -13,17 +13,18 @@ import numpy as np
 import pandas as pd
 from mlflow.models import set_model
 
-from models.train import CalibratedBooster
+from models.loading import load_model
 
 
 class DangolClassifier(mlflow.pyfunc.PythonModel):
-    """Calibrated purchase probability for each row of features."""
+    """The target's score for each row of features: a calibrated probability, or money for
+    the value target."""
 
     def load_context(self, context: Any) -> None:
-        self.model = CalibratedBooster.load(Path(context.artifacts["model_dir"]))
+        self.model = load_model(Path(context.artifacts["model_dir"]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
-        return self.model.predict_proba(model_input)
+        return self.model.predict(model_input)
 
 
 set_model(DangolClassifier())

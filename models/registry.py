@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.targets import TARGETS
-from models.train import CalibratedBooster
+from models.train import TargetModel
 
 CHAMPION = "champion"
 RUN_TAG = "dangol.run_id"  # the retrain run a version was made by
@@ -89,13 +89,13 @@ def ensure_experiment(name: str, mlruns_dir: Path) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def log_classifier(model: CalibratedBooster, example: pd.DataFrame) -> str:
+def log_model(model: TargetModel, example: pd.DataFrame) -> str:
     """Log the model to the active run with signature and input example; returns its URI."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     inputs = example[model.features].astype("float64").head(5)
-    signature = infer_signature(inputs, model.predict_proba(inputs))
+    signature = infer_signature(inputs, model.predict(inputs))
     requirements = [f"{p}=={version(p)}" for p in ("lightgbm", "numpy", "pandas", "scikit-learn")]
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "model")
@@ -118,8 +118,8 @@ def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
     return str(version_.version)
 
 
-def load_version(name: str, model_version: str) -> CalibratedBooster:
-    """Load a registered model version as the plain calibrated booster."""
+def load_version(name: str, model_version: str) -> TargetModel:
+    """Load a registered model version as the plain target model."""
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")

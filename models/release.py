@@ -29,7 +29,8 @@ from features.snapshot import FeatureSettings
 from features.targets import TARGETS
 from features.tiers import TierSettings
 from models import registry
-from models.train import CalibratedBooster
+from models.loading import load_model
+from models.train import TargetModel
 
 LIVE = "live"
 RECORD_TAG = "dangol.release"
@@ -54,6 +55,8 @@ class TargetVersion:
     version: str
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)  # on the test window
+    # the horizon its labels looked over (None in releases made before it was recorded: H)
+    horizon_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,7 @@ def champion_of(client, name: str) -> str | None:
         return None
 
 
-def load_models(release: Release) -> dict[str, CalibratedBooster]:
+def load_models(release: Release) -> dict[str, TargetModel]:
     """Every model of a release, from the registry."""
     return {
         target: registry.load_version(entry.registered_name, entry.version)
@@ -303,9 +306,7 @@ def load_models(release: Release) -> dict[str, CalibratedBooster]:
     }
 
 
-def write_release_dir(
-    release: Release, models: dict[str, CalibratedBooster], directory: Path
-) -> Path:
+def write_release_dir(release: Release, models: dict[str, TargetModel], directory: Path) -> Path:
     """The release as plain files (record + one folder per model), for a Bento or offline use;
     written next to `directory` and renamed into place."""
     staging = directory.with_name(f".{directory.name}.staging-{os.getpid()}")
@@ -323,9 +324,9 @@ def write_release_dir(
     return directory
 
 
-def read_release_dir(directory: Path) -> tuple[Release, dict[str, CalibratedBooster]]:
+def read_release_dir(directory: Path) -> tuple[Release, dict[str, TargetModel]]:
     """A release written by `write_release_dir`."""
     payload = json.loads((directory / RECORD_FILE).read_text())
     release = Release.from_json(json.dumps(payload["record"]), payload["version"])
-    models = {target: CalibratedBooster.load(directory / target) for target in release.targets}
+    models = {target: load_model(directory / target) for target in release.targets}
     return release, models

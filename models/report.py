@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.targets import TARGETS, ranking_target
+from features.targets import TARGETS, probability_targets, ranking_target
 from features.tiers import TierSettings
 from models.explain import (
     BASE_VALUE,
@@ -30,7 +30,7 @@ from models.explain import (
 )
 from models.reasons import format_money
 from models.segments import RESELLERS, SegmentSettings
-from models.train import CalibratedBooster
+from models.train import TargetModel
 
 PROFILE_COLUMNS = [
     *(spec.score_column for spec in TARGETS.values()),
@@ -64,7 +64,7 @@ class ReportInputs:
     """Everything the page shows; built by flows (MLflow, data) or directly in tests."""
 
     runs: list[ModelRun]
-    models: dict[str, CalibratedBooster]
+    models: dict[str, TargetModel]
     snapshot: pd.DataFrame
     segments: dict[str, pd.DataFrame]
     migration: pd.DataFrame
@@ -209,8 +209,10 @@ def _shap_section(inputs: ReportInputs, directory: Path) -> tuple[list[str], lis
     parts, examples = [], []
     by_id = inputs.snapshot.set_index("customer_id", drop=False)
     shown: set[str] = set()
+    explained = {spec.name for spec in probability_targets()}
     for target in inputs.models:
-        parts += _global_shap(inputs, target, directory)
+        if target in explained:  # money and timing models are shown in their own sections
+            parts += _global_shap(inputs, target, directory)
         if target not in inputs.contributions:
             continue
         contrib = _by_customer(inputs.contributions[target], inputs.snapshot)

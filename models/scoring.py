@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.targets import TARGETS, ranking_target
+from features.targets import (
+    TARGETS,
+    amount_target,
+    probability_targets,
+    ranking_target,
+    timing_target,
+)
 from features.tiers import TierSettings
 from models.explain import contributions
 from models.reasons import top_reasons
@@ -25,7 +31,8 @@ from models.segments import (
     build_segments,
     reason_direction,
 )
-from models.train import CalibratedBooster
+from models.timing import purchase_windows
+from models.train import TargetModel
 
 DIRECTION_WORDS = {1: "raises", -1: "lowers"}
 MEMBER_PREFIX = "in_"
@@ -59,7 +66,7 @@ class Scored:
 
 
 def score_customers(
-    snapshot: pd.DataFrame, models: dict[str, CalibratedBooster], tiers: TierSettings
+    snapshot: pd.DataFrame, models: dict[str, TargetModel], tiers: TierSettings
 ) -> pd.DataFrame:
     """Every target's score (NaN outside its population or without a model) and the expected
     value, one row per snapshot row."""
@@ -68,15 +75,32 @@ def score_customers(
         scores[spec.score_column] = np.nan
         model = models.get(spec.name)
         if model is not None and len(snapshot):
-            proba = model.predict_proba(snapshot)
+            proba = model.predict(snapshot)
             scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), proba, np.nan)
     scores["expected_value"] = expected_value(snapshot, scores)
-    return scores
+    return scores.join(next_purchase_windows(snapshot, models, scores))
+
+
+def next_purchase_windows(
+    snapshot: pd.DataFrame, models: dict[str, TargetModel], scores: pd.DataFrame
+) -> pd.DataFrame:
+    """The learned next-order date and window per customer (models.timing), empty without a
+    timing model; NaT where an order within the horizon is less likely than not."""
+    spec = timing_target()
+    model = models.get(spec.name) if spec is not None else None
+    if model is None or not len(snapshot):
+        return pd.DataFrame(index=scores.index)
+    probability = scores[TARGETS[spec.given].score_column].to_numpy("float64", na_value=np.nan)
+    windows = purchase_windows(model, snapshot, np.nan_to_num(probability, nan=0.0))
+    return windows.set_axis(scores.index)
 
 
 def expected_value(snapshot: pd.DataFrame, scores: pd.DataFrame) -> np.ndarray:
-    """Probability of the next order x what one order is worth, from the purchase target
-    whose population holds the customer (own average order; mean viewed price before any)."""
+    """A customer's value in money: the value model's predicted spend over its horizon where
+    it scored the customer (buyers); otherwise the probability of the next order x what one
+    order is worth, from the purchase target whose population holds the customer (own
+    average order; the mean viewed price for members who never ordered, whose value is their
+    first order's: docs/segments.md)."""
     total = np.full(len(snapshot), np.nan)
     for spec in TARGETS.values():
         if spec.order_value is None or spec.order_value not in snapshot:
@@ -85,6 +109,10 @@ def expected_value(snapshot: pd.DataFrame, scores: pd.DataFrame) -> np.ndarray:
             spec.order_value
         ].to_numpy("float64", na_value=np.nan)
         total = np.where(np.isfinite(value), np.nan_to_num(total) + value, total)
+    money = amount_target()
+    if money is not None and money.score_column in scores:
+        predicted = scores[money.score_column].to_numpy("float64", na_value=np.nan)
+        total = np.where(np.isfinite(predicted), predicted, total)
     return total
 
 
@@ -92,7 +120,7 @@ def default_explainer(scores: pd.DataFrame) -> np.ndarray:
     """Per row, the first target (registry order) that scored it: who explains a customer in
     no segment (empty string when no target did)."""
     chosen = np.full(len(scores), "", dtype=object)
-    for spec in reversed(TARGETS.values()):
+    for spec in reversed(probability_targets()):
         scored = np.isfinite(scores[spec.score_column].to_numpy("float64", na_value=np.nan))
         chosen[scored] = spec.name
     return chosen
@@ -118,7 +146,7 @@ def reasons_for(
 
 def explain_rows(
     rows: pd.DataFrame,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     target: str,
     direction: int,
     wording: Wording,
@@ -152,7 +180,7 @@ def primary_segments(flags: pd.DataFrame, priority: list[str]) -> np.ndarray:
 def _explained_members(
     snapshot: pd.DataFrame,
     segments: dict[str, pd.DataFrame],
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     wording: Wording,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Every segment's members with the reasons of the segment's ranking model, and the
@@ -186,7 +214,7 @@ def _explained_members(
 
 def score_and_explain(
     snapshot: pd.DataFrame,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     settings: SegmentSettings,
     tiers: TierSettings,
     currency: str,
@@ -230,7 +258,7 @@ def _reason_columns(segments: dict[str, pd.DataFrame]) -> list[str]:
 def explain_customer(
     snapshot_row: pd.DataFrame,
     scores_row: pd.Series,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     target: str | None,
     wording: Wording,
 ) -> tuple[str, int, pd.Series, pd.DataFrame]:

@@ -330,6 +330,21 @@ def next_purchase_window(
     return expected.astype(day), start.astype(day), end.astype(day)
 
 
+WINDOW_COLUMNS = ("expected_next_purchase", "next_purchase_from", "next_purchase_to")
+
+
+def next_purchase_dates(
+    snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings
+) -> dict[str, np.ndarray]:
+    """The learned next-order date and window where the scores carry them (the timing model,
+    models.timing: NaT when an order within the horizon is less likely than not); without a
+    timing model, the median-gap rule."""
+    if all(column in scores for column in WINDOW_COLUMNS):
+        return {c: scores[c].to_numpy("datetime64[D]") for c in WINDOW_COLUMNS}
+    rule = next_purchase_window(snapshot, settings.repurchase_prospects.window_share)
+    return dict(zip(WINDOW_COLUMNS, rule, strict=True))
+
+
 def build_segments(
     snapshot: pd.DataFrame,
     scores: pd.DataFrame,
@@ -389,14 +404,10 @@ def build_segments(
     segments: dict[str, pd.DataFrame] = {}
     for name, (mask, rank_score) in rules.items():
         segments[name] = _members(scores, mask() & keep, rank_score)
-    expected, start, end = next_purchase_window(
-        snapshot, settings.repurchase_prospects.window_share
-    )
     prospects = segments["repurchase_prospects"]
     where = pd.Index(scores["customer_id"]).get_indexer(prospects["customer_id"])
-    prospects["expected_next_purchase"] = expected[where]
-    prospects["next_purchase_from"] = start[where]
-    prospects["next_purchase_to"] = end[where]
+    for column, dates in next_purchase_dates(snapshot, scores, settings).items():
+        prospects[column] = dates[where]
     units = _col(snapshot, "max_units_one_product")
     segments[RESELLERS] = _members(scores, reseller, np.nan_to_num(units, nan=0.0))
     return segments

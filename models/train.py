@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -92,6 +93,20 @@ class TimeSplit:
         return {k: [str(c.date()) for c in v] for k, v in windows.items()}
 
 
+class TargetModel(Protocol):
+    """What every target's model offers: its inputs, a score per row (a probability, or money
+    for the value target), the booster whose contributions explain it, and saving."""
+
+    features: list[str]
+
+    @property
+    def booster(self) -> lgb.Booster: ...
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
 def split_cutoffs(
     cutoffs: list[pd.Timestamp],
     horizon_days: int,
@@ -143,6 +158,10 @@ class CalibratedBooster:
         """Calibrated probability of the positive class for each row."""
         return np.interp(self.raw_proba(frame), self.calibration_x, self.calibration_y)
 
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """The target's score (every target model has it: here the probability)."""
+        return self.predict_proba(frame)
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "booster.txt"))
@@ -181,7 +200,7 @@ def check_sufficient(rows: pd.DataFrame, target: str, window: str, settings: Tra
         )
 
 
-def _booster_params(settings: TrainingSettings) -> dict[str, object]:
+def booster_params(settings: TrainingSettings) -> dict[str, object]:
     """LightGBM's native parameters from the settings (without the number of rounds)."""
     params = settings.lightgbm.model_dump()
     params.pop("n_estimators")
@@ -213,7 +232,7 @@ def _fit_booster(
         validation[features].to_numpy("float64"), validation[target], reference=train_set
     )
     return lgb.train(
-        _booster_params(settings),
+        booster_params(settings),
         train_set,
         num_boost_round=settings.lightgbm.n_estimators,
         valid_sets=[valid_set],
@@ -226,7 +245,7 @@ def _refit_booster(
 ) -> lgb.Booster:
     """The same recipe on more rows, for the number of rounds the validation window chose."""
     data = lgb.Dataset(rows[features].to_numpy("float64"), rows[target], free_raw_data=True)
-    return lgb.train(_booster_params(settings), data, num_boost_round=rounds)
+    return lgb.train(booster_params(settings), data, num_boost_round=rounds)
 
 
 def _fit_calibration(raw: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, create_model
 
-from features.targets import TARGETS
+from features.targets import TARGETS, probability_targets
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, description="customer id")]
-Target = Literal[tuple(TARGETS)]  # type: ignore[valid-type]
+# the targets whose reasons /explain gives (contributions in log-odds of a probability)
+Target = Literal[tuple(s.name for s in probability_targets())]  # type: ignore[valid-type]
 ScoreField = Literal[(*(s.score_column for s in TARGETS.values()), "expected_value")]  # type: ignore[valid-type]
 
 
@@ -19,12 +20,17 @@ class Strict(BaseModel):
 
 def _score_fields() -> dict[str, Any]:
     """One nullable score per target of the registry, described from its spec."""
+    what = {
+        "probability": "P({})",
+        "amount": "predicted {} in the shop's currency",
+        "days": "predicted median of the {}",
+    }
     return {
         spec.score_column: (
             float | None,
             Field(
-                description=f"P({spec.title}); null outside its population "
-                f"({spec.population_text}) or without a model"
+                description=f"{what[spec.kind].format(spec.title)}; null outside its "
+                f"population ({spec.population_text}) or without a model"
             ),
         )
         for spec in TARGETS.values()
@@ -39,7 +45,11 @@ _CustomerScoreBase = create_model(  # type: ignore[call-overload]
     **_score_fields(),
     expected_value=(
         float | None,
-        Field(description="probability of the next order x what one order is worth"),
+        Field(
+            description="the customer's value in money: the predicted spend over the value "
+            "horizon for buyers (the value model), else the probability of a first order x "
+            "the mean viewed price (docs/segments.md)"
+        ),
     ),
 )
 

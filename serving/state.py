@@ -30,7 +30,7 @@ from models.scoring import (
     score_and_explain,
     score_customers,
 )
-from models.train import CalibratedBooster
+from models.train import TargetModel
 from serving.settings import ServiceContext
 
 
@@ -51,7 +51,7 @@ class ScoringState:
     """The live release's models, the snapshot they scored and the core's result."""
 
     release: releases.Release
-    models: dict[str, CalibratedBooster]
+    models: dict[str, TargetModel]
     snapshot: pd.DataFrame
     scored: Scored
     wording: Wording
@@ -85,7 +85,7 @@ class ScoringState:
 
 def load_release(
     context: ServiceContext,
-) -> tuple[releases.Release, dict[str, CalibratedBooster]]:
+) -> tuple[releases.Release, dict[str, TargetModel]]:
     """The release to serve: from the Bento's files, else the store's live one (checked
     against the context's horizon, tiers and feature settings)."""
     if context.release_dir is not None:
@@ -100,9 +100,7 @@ def load_release(
     return live, models
 
 
-def _load_from_store(
-    live: releases.Release, context: ServiceContext
-) -> dict[str, CalibratedBooster]:
+def _load_from_store(live: releases.Release, context: ServiceContext) -> dict[str, TargetModel]:
     from models import registry
 
     registry.configure_mlflow(context.mlruns)
@@ -129,7 +127,7 @@ def latest_export(context: ServiceContext) -> Path:
 def build_state(
     context: ServiceContext,
     live: releases.Release,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
     snapshot: pd.DataFrame,
     export_dir: Path | None = None,
 ) -> ScoringState:
@@ -146,7 +144,7 @@ def build_state(
 def load_state(
     context: ServiceContext,
     live: releases.Release,
-    models: dict[str, CalibratedBooster],
+    models: dict[str, TargetModel],
 ) -> ScoringState:
     export_dir = latest_export(context)
     snapshot = pd.read_parquet(export_dir / "features.parquet")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from features.snapshot import KEYS, LabelSettings, labelled_cutoffs, training_frame
+from features.targets import amount_target, timing_target
 from tests.test_features_oracle import SETTINGS, TIERS, random_cutoffs, random_shop
 
 
@@ -64,6 +65,35 @@ def test_labels_match_the_oracle(horizon: int) -> None:
     assert merged["repurchase"].notna().any() and merged["first_purchase"].notna().any()
     assert (merged["repurchase"] == 1).any() and (merged["repurchase"] == 0).any()
     assert (merged["vip_conversion"] == 1).any()
+
+
+@pytest.mark.parametrize(("horizon", "value_horizon"), [(30, 90), (90, 30), (60, 60)])
+def test_spend_and_next_order_labels_match_a_loop(horizon: int, value_horizon: int) -> None:
+    """Spend over the value horizon and the days to the next order within H, per buyer."""
+    tables = random_shop(13)
+    cutoffs = random_cutoffs(tables, 13, 40)
+    labels = LabelSettings(horizon_days=horizon)
+    frame = training_frame(tables, cutoffs, SETTINGS, labels, TIERS, value_horizon)
+    value, timing = amount_target().name, timing_target().name
+    orders = tables.orders
+    checked = 0
+    for row in frame[frame["orders_lifetime"] > 0].itertuples():
+        mine = orders[orders["customer_id"] == row.customer_id]
+        after = mine["ordered_at"] - row.cutoff
+        spend = mine.loc[
+            (after >= pd.Timedelta(0)) & (after < pd.Timedelta(days=value_horizon)), "amount"
+        ]
+        assert getattr(row, value) == pytest.approx(spend.sum())
+        within = after[(after >= pd.Timedelta(0)) & (after < pd.Timedelta(days=horizon))]
+        expected_days = within.min().total_seconds() / 86400 if len(within) else math.nan
+        days = getattr(row, timing)
+        assert (math.isnan(days) and math.isnan(expected_days)) or days == pytest.approx(
+            expected_days
+        )
+        checked += 1
+    assert checked > 50
+    assert frame.loc[frame["orders_lifetime"] == 0, [value, timing]].isna().all().all()
+    assert (frame[value] > 0).any() and frame[timing].notna().any()
 
 
 def test_each_label_is_nan_outside_its_population() -> None:

@@ -1,0 +1,108 @@
+"""The next-purchase timing model: its distribution, windows and metrics on planted timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.targets import timing_target
+from models.loading import load_model
+from models.timing import (
+    TimingModel,
+    concordance,
+    distribution_quantile,
+    purchase_windows,
+    timing_metrics,
+    train_timing_model,
+)
+from models.train import LightGBMParams, TimeSplit, TrainingSettings
+
+TIMING = timing_target().name
+HORIZON = 90
+
+
+def test_quantiles_of_a_uniform_distribution_are_linear_in_days() -> None:
+    uniform = np.full((1, 13), 1 / 13)
+    # 13 weeks, the last cut at day 90: quantile q lies at the matching share of the weeks
+    assert distribution_quantile(uniform, 0.5, HORIZON)[0] == pytest.approx(45.5, abs=0.01)
+    assert distribution_quantile(uniform, 0.25, HORIZON)[0] == pytest.approx(22.75, abs=0.01)
+    one_week = np.zeros((1, 13))
+    one_week[0, 3] = 1.0
+    assert 21 <= distribution_quantile(one_week, 0.25, HORIZON)[0] <= 28
+    assert distribution_quantile(one_week, 0.75, HORIZON)[0] <= 28
+
+
+def test_concordance_orders_and_ties() -> None:
+    days = np.array([1.0, 5, 9, 20])
+    assert concordance(days, days) == 1.0
+    assert concordance(days, -days) == 0.0
+    assert concordance(days, np.zeros(4)) == 0.5
+
+
+def planted_frame(customers: int, cutoffs: list[pd.Timestamp], seed: int) -> pd.DataFrame:
+    """Each customer's next order comes after about their usual gap minus the days since the
+    last order; a noise column carries nothing."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for cutoff in cutoffs:
+        gap = rng.uniform(10, 80, customers)
+        since = rng.uniform(0, 1, customers) * gap
+        due = np.maximum(gap - since, 0) + rng.exponential(12, customers)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"c{i}" for i in range(customers)],
+                    "cutoff": cutoff,
+                    "orders_lifetime": 3.0,
+                    "median_gap_days": gap,
+                    "days_since_last_order": since,
+                    "noise": rng.normal(size=customers),
+                    TIMING: np.where(due < HORIZON, due, np.nan),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[TimingModel, pd.DataFrame]:
+    cutoffs = list(pd.date_range("2025-01-01", periods=5, freq="14D"))
+    frame = planted_frame(1500, cutoffs, seed=1)
+    split = TimeSplit(cutoffs[:3], cutoffs[3:4], cutoffs[4:], refit=cutoffs[:4])
+    small = LightGBMParams(n_estimators=150, learning_rate=0.1, num_threads=1)
+    settings = TrainingSettings(early_stopping_rounds=20, lightgbm=small)
+    model = train_timing_model(frame, TIMING, split, settings, HORIZON)
+    return model, frame[frame["cutoff"].isin(split.test) & frame[TIMING].notna()]
+
+
+def test_timing_model_learns_planted_days_with_honest_windows(fitted) -> None:
+    model, test = fitted
+    metrics = timing_metrics(model, test, TIMING)
+    assert metrics["c_index"] > 0.8
+    # the 25th-75th percentile window holds about half the observed next orders
+    assert 0.4 <= metrics["window_coverage"] <= 0.6
+    rule = np.maximum(test["median_gap_days"] - test["days_since_last_order"], 0)
+    assert metrics["mae_days"] < np.mean(np.abs(rule - test[TIMING])) + 2
+
+
+def test_windows_never_start_before_the_cutoff_and_unlikely_buyers_get_none(fitted) -> None:
+    model, test = fitted
+    probability = np.where(np.arange(len(test)) % 2 == 0, 0.9, 0.2)
+    windows = purchase_windows(model, test, probability)
+    cutoff = pd.to_datetime(test["cutoff"]).to_numpy("datetime64[D]")
+    likely = probability >= 0.5
+    assert (windows["next_purchase_from"].to_numpy()[likely] >= cutoff[likely]).all()
+    shown = windows[likely]
+    assert (shown["next_purchase_from"] <= shown["expected_next_purchase"]).all()
+    assert (shown["expected_next_purchase"] <= shown["next_purchase_to"]).all()
+    assert shown.notna().all().all()
+    assert windows.loc[~likely, "expected_next_purchase"].isna().all()
+
+
+def test_timing_model_round_trips(fitted, tmp_path) -> None:
+    model, test = fitted
+    model.save(tmp_path / "t")
+    loaded = load_model(tmp_path / "t")
+    assert isinstance(loaded, TimingModel)
+    assert np.allclose(loaded.predict(test), model.predict(test))
