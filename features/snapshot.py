@@ -153,17 +153,32 @@ def _view_features_sql(features: FeatureSettings) -> str:
 
 def _reseller_features_sql() -> str:
     return """
-        WITH per_product AS (
-            SELECT o.customer_id, c.cutoff, i.product_id,
+        WITH per_order AS (
+            -- units of a product in one order (a product may sit on several lines)
+            SELECT o.customer_id, c.cutoff, i.order_id, i.product_id,
                    sum(i.quantity) AS units, sum(i.quantity * i.unit_price) AS spend
             FROM order_items i
             JOIN orders o USING (order_id)
             JOIN cutoffs c ON o.ordered_at < c.cutoff
-            GROUP BY 1, 2, 3
+            GROUP BY 1, 2, 3, 4
+        ),
+        usual AS (
+            -- a product's usual units per order over every customer before the cutoff: bulk
+            -- products (fuel, water) are bought in large units by everyone
+            SELECT cutoff, product_id, median(units) AS usual_units
+            FROM per_order GROUP BY 1, 2
+        ),
+        per_product AS (
+            SELECT p.customer_id, p.cutoff, p.product_id,
+                   sum(p.units) AS units, sum(p.spend) AS spend,
+                   avg(p.units) / nullif(u.usual_units, 0) AS units_vs_usual
+            FROM per_order p JOIN usual u USING (cutoff, product_id)
+            GROUP BY p.customer_id, p.cutoff, p.product_id, u.usual_units
         )
         SELECT customer_id, cutoff,
                max(units) AS max_units_one_product,
-               max(spend) / nullif(sum(spend), 0) AS top_product_spend_share
+               max(spend) / nullif(sum(spend), 0) AS top_product_spend_share,
+               max(units_vs_usual) AS max_units_vs_usual
         FROM per_product GROUP BY 1, 2
     """
 
