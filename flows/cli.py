@@ -216,8 +216,8 @@ def cmd_score(args: argparse.Namespace):
 
     outcome = score_flow(str(Path(args.config).resolve()), getattr(args, "cutoff", None))
     print(f"scored {outcome.customers:,} customers at {outcome.cutoff} with {outcome.release}")
-    for name, size in outcome.segment_sizes.items():
-        print(f"  segment {name}: {size:,}")
+    for line in outcome.segment_lines():
+        print(f"  {line}")
     print(f"export: {outcome.export_dir} (and {outcome.export_dir.parent / 'latest'})")
     print(outcome.drift)
     return outcome
