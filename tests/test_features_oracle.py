@@ -181,9 +181,7 @@ def _view_part(views: list[tuple], cut: pd.Timestamp, s: FeatureSettings) -> dic
     return row
 
 
-def _item_part(
-    lines: list[tuple], cut: pd.Timestamp, usual: dict[str, float]
-) -> dict[str, float]:
+def _item_part(lines: list[tuple], cut: pd.Timestamp, usual: dict[str, float]) -> dict[str, float]:
     units: dict[str, float] = {}
     spend: dict[str, float] = {}
     per_order: dict[str, dict[str, float]] = {}
