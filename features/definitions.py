@@ -208,8 +208,8 @@ def feature_definitions(features: FeatureSettings, tiers: TierSettings) -> list[
         FeatureDef(
             "max_units_vs_usual",
             "largest ratio, over the products bought, of the customer's mean units per order "
-            "of the product to that product's median units per order over all customers "
-            "before the cutoff (bulk products everyone buys in quantity stay near 1)",
+            "of the product to the median of that mean over all its buyers before the cutoff "
+            "(bulk products everyone buys in quantity stay near 1)",
             "ratio",
             LIFETIME,
             "order_items",

@@ -162,24 +162,24 @@ def _reseller_features_sql() -> str:
             JOIN cutoffs c ON o.ordered_at < c.cutoff
             GROUP BY 1, 2, 3, 4
         ),
-        usual AS (
-            -- a product's usual units per order over every customer before the cutoff: bulk
-            -- products (fuel, water) are bought in large units by everyone
-            SELECT cutoff, product_id, median(units) AS usual_units
-            FROM per_order GROUP BY 1, 2
-        ),
         per_product AS (
-            SELECT p.customer_id, p.cutoff, p.product_id,
-                   sum(p.units) AS units, sum(p.spend) AS spend,
-                   avg(p.units) / nullif(u.usual_units, 0) AS units_vs_usual
-            FROM per_order p JOIN usual u USING (cutoff, product_id)
-            GROUP BY p.customer_id, p.cutoff, p.product_id, u.usual_units
+            SELECT customer_id, cutoff, product_id,
+                   sum(units) AS units, sum(spend) AS spend, avg(units) AS units_per_order
+            FROM per_order GROUP BY 1, 2, 3
+        ),
+        usual AS (
+            -- a product's usual units per order: the median customer's, so a few frequent bulk
+            -- buyers do not make themselves the norm; a bulk product everyone buys in quantity
+            -- (fuel, water) has a large usual quantity
+            SELECT cutoff, product_id, median(units_per_order) AS usual_units
+            FROM per_product GROUP BY 1, 2
         )
-        SELECT customer_id, cutoff,
-               max(units) AS max_units_one_product,
-               max(spend) / nullif(sum(spend), 0) AS top_product_spend_share,
-               max(units_vs_usual) AS max_units_vs_usual
-        FROM per_product GROUP BY 1, 2
+        SELECT p.customer_id, p.cutoff,
+               max(p.units) AS max_units_one_product,
+               max(p.spend) / nullif(sum(p.spend), 0) AS top_product_spend_share,
+               max(p.units_per_order / nullif(u.usual_units, 0)) AS max_units_vs_usual
+        FROM per_product p JOIN usual u USING (cutoff, product_id)
+        GROUP BY 1, 2
     """
 
 

@@ -141,9 +141,9 @@ class ResellerRule(Budget):
     """Bulk buying that does not look like a household's: listed apart, excluded from every
     campaign.
 
-    Signals: `bulk` (a product bought at >= `min_units_vs_usual` x that product's usual
-    units per order over all customers; a bulk product everyone buys in quantity, such as
-    fuel or water, stays near 1), `concentrated` (that product's share of spend >=
+    Signals: `bulk` (units per order of a product >= `min_units_vs_usual` x that product's
+    usual units per order, its buyers' median; a bulk product everyone buys in quantity,
+    such as fuel or water, stays near 1), `concentrated` (that product's share of spend >=
     `min_top_product_spend_share`), `big` (lifetime spend in the shop's top
     `min_spend_percentile`) and, when set, `units` (>= `min_units_one_product` units of one
     product). A suspected reseller shows `bulk` and at least `min_signals` - 1 other signals.
@@ -245,7 +245,7 @@ REASON_DIRECTION = {"vip_at_risk": LOWERS}
 RANKED_BY = {
     "rising_vip": "score (probability of reaching a VIP tier)",
     "vip_at_risk": "tier-window spend x (1 - score): spend at risk",
-    RESELLERS: "max units of one product",
+    RESELLERS: "units per order of one product / its buyers' usual",
 }
 
 

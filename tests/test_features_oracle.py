@@ -203,15 +203,18 @@ def _item_part(lines: list[tuple], cut: pd.Timestamp, usual: dict[str, float]) -
 
 
 def _usual_units(lines: dict[str, list[tuple]], cut: pd.Timestamp) -> dict[str, float]:
-    """Each product's median units per order over every customer's orders before `cut`."""
-    per_order: dict[tuple[str, str], float] = {}
+    """Each product's median, over its buyers before `cut`, of their mean units per order."""
+    by_product: dict[str, list[float]] = {}
     for customer_lines in lines.values():
+        per_order: dict[tuple[str, str], float] = {}
         for when, product, qty, _price, order in customer_lines:
             if when < cut:
                 per_order[(product, order)] = per_order.get((product, order), 0.0) + qty
-    by_product: dict[str, list[float]] = {}
-    for (product, _order), qty in per_order.items():
-        by_product.setdefault(product, []).append(qty)
+        mine: dict[str, list[float]] = {}
+        for (product, _order), qty in per_order.items():
+            mine.setdefault(product, []).append(qty)
+        for product, quantities in mine.items():
+            by_product.setdefault(product, []).append(_mean(quantities))
     return {product: _median(values) for product, values in by_product.items()}
 
 
