@@ -65,6 +65,7 @@ def score_and_export(
         versions,
         notes=notes,
         primary=primary,
+        scores=scored.scores,
     )
     offers = {name: info["action"] for name, info in summary["segments"].items()}
     if live is not None:

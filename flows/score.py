@@ -34,6 +34,7 @@ class ScoreOutcome:
     release: str = ""
     # summary.json's per-segment entries: primary members, overlaps, note, action
     segments: dict[str, dict] = field(default_factory=dict)
+    scored: int = 0  # customers with at least one score: what segment shares are of
 
     def segment_lines(self) -> list[str]:
         """One line per segment for the CLI: members and share of the scored customers, how
@@ -42,7 +43,8 @@ class ScoreOutcome:
         lines = []
         for name, size in self.segment_sizes.items():
             info = self.segments.get(name, {})
-            share = f" ({size / self.customers:.1%})" if self.customers else ""
+            scored = self.scored or self.customers
+            share = f" ({size / scored:.1%} of scored)" if scored else ""
             line = f"segment {name}: {size:,}{share}"
             if "primary" in info:
                 line += f", primary for {info['primary']:,}"
@@ -195,6 +197,7 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
         drift=drift_action,
         release=live.label,
         segments=summary.get("segments", {}),
+        scored=summary.get("scored", 0),
     )
     create_markdown_artifact(
         f"# score {outcome.cutoff}\n\n{outcome.customers:,} customers scored with "

@@ -97,6 +97,40 @@ def targets_to_train(frame: pd.DataFrame) -> list[str]:
     return [n for n, spec in TARGETS.items() if spec.required or applicable(frame, n)]
 
 
+def plan_targets(
+    frame: pd.DataFrame, split: TimeSplit, config: DangolConfig
+) -> tuple[list[str], dict[str, str]]:
+    """The targets this data can train, and the others with why and what to change (the
+    messages of `dangol check`). A short target is skipped so the others still release,
+    unless it is required (`training.required_targets`, default: the targets' specs): then
+    the run stops here, before any training, with one message."""
+    from flows.readiness import required_targets, shortfall
+
+    required = required_targets(config)
+    wanted, skipped = [], {}
+    for name in TARGETS:
+        why = shortfall(frame, split, name, config)
+        if why is None:
+            wanted.append(name)
+        else:
+            skipped[name] = why
+    short = {name: why for name, why in skipped.items() if name in required}
+    if short:
+        raise InsufficientDataError(
+            "; ".join(
+                f"required target {name} cannot be trained: {why}" for name, why in short.items()
+            )
+            + " (training.required_targets lists the targets that must train; "
+            "`dangol check` shows what the data supports)"
+        )
+    if not wanted:
+        raise InsufficientDataError(
+            "no target can be trained: "
+            + "; ".join(f"{name}: {why}" for name, why in skipped.items())
+        )
+    return wanted, skipped
+
+
 @dataclass
 class SplitEvaluation:
     """The recipe's result on one split: model, test rows, metrics and baselines."""

@@ -616,7 +616,8 @@ RULE_NEEDS_SCORE = ("active", "rising_vip", "high_price_browsers", "repurchase_p
 VIP_SEGMENTS = ("vip_high_order_value", "vip_new_big_spender", "vip_steady", "vip_at_risk")
 
 
-def _table_of(feature: str) -> str:
+def table_of(feature: str) -> str:
+    """The contract table a feature is computed from."""
     from features.definitions import feature_definitions
     from features.snapshot import FeatureSettings
 
@@ -645,7 +646,7 @@ def segment_notes(
         feature = RULE_NEEDS_FEATURE.get(name)
         target = ranking_target(name)
         if feature is not None and feature not in snapshot:
-            notes[name] = f"needs {_table_of(feature)}, which this data has not"
+            notes[name] = f"needs {table_of(feature)}, which this data has not"
         elif name in RULE_NEEDS_SCORE and not np.isfinite(_ranking_score(scores, name)).any():
             notes[name] = f"no model for target {target.name}"
         elif name in VIP_SEGMENTS and not _is_vip(snapshot, tiers).any():

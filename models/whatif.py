@@ -21,6 +21,7 @@ from models.segments import (
     expected_order_value,
     overlap_table,
     render_action,
+    scored_customers,
 )
 
 
@@ -101,6 +102,7 @@ def segment_summary(
     model_versions: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
     primary: pd.Series | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> tuple[dict, str]:
     """The export's summary: sizes, primary members and overlaps, why a segment is empty or
     capped (`notes`), ranking score, action with its numbers, what-if per segment (JSON +
@@ -124,6 +126,7 @@ def segment_summary(
     summary = {
         "cutoff": cutoff,
         "customers": len(snapshot),
+        "scored": scored_customers(scores) if scores is not None else len(snapshot),
         "currency": currency,
         "language": settings.language,
         "model_versions": model_versions or {},
@@ -158,8 +161,8 @@ def segment_summary(
     lines = [
         f"# Segments at {cutoff}",
         "",
-        f"{len(snapshot):,} customers scored; no segment holds more than "
-        f"{settings.max_share:.0%} of them; coupon {settings.whatif.coupon_rate:.0%} "
+        f"{len(snapshot):,} customers, {summary['scored']:,} scored; no segment holds more "
+        f"than {settings.max_share:.0%} of the scored; coupon {settings.whatif.coupon_rate:.0%} "
         f"capped at {format_money(settings.whatif.coupon_cap, currency, settings.language)}.",
         "A customer's one campaign is their primary segment (the first of `segments.priority`",
         "they belong to); `primary` counts those, `overlaps` the members shared with others.",
