@@ -95,7 +95,7 @@ def snapshot_task(tables, config: DangolConfig, cutoff: date | None) -> pd.DataF
     return snapshot
 
 
-def _reference_cutoff(live: release.Release) -> pd.Timestamp:
+def reference_cutoff(live: release.Release) -> pd.Timestamp:
     """The release's last fitted cutoff: what "normal" looked like to its models."""
     window = live.data_window
     return pd.Timestamp(window.get("fitted", window["train"])[-1])
@@ -108,7 +108,7 @@ def drift_task(tables, snapshot, models, live, config: DangolConfig) -> drift.Dr
     does not hide it)."""
     import mlflow
 
-    report = drift.drift_report(tables, snapshot, models, _reference_cutoff(live), config)
+    report = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
     mlruns = config.resolve(config.paths.mlruns)
     experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
     cutoff = snapshot["cutoff"].iloc[0].date()
