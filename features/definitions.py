@@ -206,6 +206,15 @@ def feature_definitions(features: FeatureSettings, tiers: TierSettings) -> list[
             "order_items",
         ),
         FeatureDef(
+            "max_units_vs_usual",
+            "largest ratio, over the products bought, of the customer's mean units per order "
+            "of the product to the median of that mean over all its buyers before the cutoff "
+            "(bulk products everyone buys in quantity stay near 1)",
+            "ratio",
+            LIFETIME,
+            "order_items",
+        ),
+        FeatureDef(
             "tier",
             "membership tier from tier_window_spend (1 = highest)",
             "tier number",

@@ -159,18 +159,33 @@ def _view_features_sql(features: FeatureSettings) -> str:
 
 def _reseller_features_sql() -> str:
     return """
-        WITH per_product AS (
-            SELECT o.customer_id, c.cutoff, i.product_id,
+        WITH per_order AS (
+            -- units of a product in one order (a product may sit on several lines)
+            SELECT o.customer_id, c.cutoff, i.order_id, i.product_id,
                    sum(i.quantity) AS units, sum(i.quantity * i.unit_price) AS spend
             FROM order_items i
             JOIN orders o USING (order_id)
             JOIN cutoffs c ON o.ordered_at < c.cutoff
-            GROUP BY 1, 2, 3
+            GROUP BY 1, 2, 3, 4
+        ),
+        per_product AS (
+            SELECT customer_id, cutoff, product_id,
+                   sum(units) AS units, sum(spend) AS spend, avg(units) AS units_per_order
+            FROM per_order GROUP BY 1, 2, 3
+        ),
+        usual AS (
+            -- a product's usual units per order: the median customer's, so a few frequent bulk
+            -- buyers do not make themselves the norm; a bulk product everyone buys in quantity
+            -- (fuel, water) has a large usual quantity
+            SELECT cutoff, product_id, median(units_per_order) AS usual_units
+            FROM per_product GROUP BY 1, 2
         )
-        SELECT customer_id, cutoff,
-               max(units) AS max_units_one_product,
-               max(spend) / nullif(sum(spend), 0) AS top_product_spend_share
-        FROM per_product GROUP BY 1, 2
+        SELECT p.customer_id, p.cutoff,
+               max(p.units) AS max_units_one_product,
+               max(p.spend) / nullif(sum(p.spend), 0) AS top_product_spend_share,
+               max(p.units_per_order / nullif(u.usual_units, 0)) AS max_units_vs_usual
+        FROM per_product p JOIN usual u USING (cutoff, product_id)
+        GROUP BY 1, 2
     """
 
 

@@ -123,6 +123,9 @@ TARGETS: dict[str, TargetSpec] = {
             baselines=("spend_rank",),
             promotion_metric="pr_auc",
             segments=("rising_vip",),
+            # a VIP line few customers cross (a small or young shop) must not stop the
+            # repurchase model: skipped with what to change, unless training.required_targets
+            required=False,
         ),
         TargetSpec(
             name="first_purchase",

@@ -116,6 +116,22 @@ def cmd_tiers(args: argparse.Namespace) -> None:
         print(f"-> {out}")
 
 
+def cmd_check(args: argparse.Namespace):
+    """What the data supports before training; exit 1 when a required target cannot train."""
+    from flows import data
+    from flows.readiness import check_readiness
+
+    config = _config(args)
+    tables, _report = data.load_shop(config, progress=lambda _line: None)
+    readiness = check_readiness(tables, config)
+    print(f"dangol check {args.config}")
+    for line in readiness.lines():
+        print(line)
+    if not readiness.ready:
+        raise SystemExit(1)
+    return readiness
+
+
 def cmd_train(args: argparse.Namespace):
     _config(args)
     from flows.retrain import retrain_flow
@@ -219,8 +235,8 @@ def cmd_score(args: argparse.Namespace):
 
     outcome = score_flow(str(Path(args.config).resolve()), getattr(args, "cutoff", None))
     print(f"scored {outcome.customers:,} customers at {outcome.cutoff} with {outcome.release}")
-    for name, size in outcome.segment_sizes.items():
-        print(f"  segment {name}: {size:,}")
+    for line in outcome.segment_lines():
+        print(f"  {line}")
     print(f"export: {outcome.export_dir} (and {outcome.export_dir.parent / 'latest'})")
     print(outcome.drift)
     return outcome
@@ -373,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     tier.add_argument("--to", dest="end", type=_date, required=True, help="YYYY-MM-DD")
     tier.add_argument("--out", default=None, help="optional CSV: from_tier, to_tier, count, share")
 
+    add(
+        "check",
+        cmd_check,
+        "Readiness before training: tables, dates, customers, history against the horizon, "
+        "positives per window per target, what can be built and what to change (exit 1 when a "
+        "required target cannot train).",
+    )
     add(
         "train",
         cmd_train,

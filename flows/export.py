@@ -17,7 +17,7 @@ from flows.config import DangolConfig
 from flows.data import data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
-from models.segments import CampaignPlan, write_export
+from models.segments import PRIMARY_COLUMN, CampaignPlan, segment_notes, write_export
 from models.train import TargetModel
 from models.whatif import segment_summary
 
@@ -55,9 +55,19 @@ def score_and_export(
     """Scores, segments and the atomic export; returns the export folder and segment sizes."""
     scored = score_snapshot(snapshot, models, config)
     versions = live.versions() if live is not None else {}
+    notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
+    primary = scored.scores.set_index("customer_id")[PRIMARY_COLUMN]
     summary, markdown = segment_summary(
-        scored.segments, snapshot, config.segments, config.data.currency, versions
+        scored.segments,
+        snapshot,
+        config.segments,
+        config.data.currency,
+        versions,
+        notes=notes,
+        primary=primary,
+        scores=scored.scores,
     )
+    offers = {name: info["action"] for name, info in summary["segments"].items()}
     if live is not None:
         summary["release"] = {"id": live.id, "version": live.version, "models": versions}
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
@@ -69,6 +79,6 @@ def score_and_export(
         stamp,
         summary=summary,
         summary_markdown=markdown,
-        campaigns=CampaignPlan(cutoff, config.segments),
+        campaigns=CampaignPlan(cutoff, config.segments, offers),
     )
     return folder, {name: len(members) for name, members in scored.segments.items()}

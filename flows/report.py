@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows import data, export
+from features.targets import TARGETS
+from flows import data, drift, export
 from flows.config import DangolConfig
+from flows.score import reference_cutoff
 from models import release
 from models.report import ReportInputs, fetch_model_run, tier_migration, write_report
+from models.segments import segment_notes
+from models.whatif import segment_actions
 
 
 def build_report(config: DangolConfig, progress=print) -> Path:
@@ -22,10 +26,17 @@ def build_report(config: DangolConfig, progress=print) -> Path:
     tables, _report = data.load_shop(config, progress)
     snapshot = export.latest_snapshot(tables, config, None)
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
-    earlier = export.latest_snapshot(
-        tables, config, cutoff - pd.Timedelta(days=config.tiers.window_days)
-    )
+    then = cutoff - pd.Timedelta(days=config.tiers.window_days)
+    earlier = export.latest_snapshot(tables, config, then)
     scored = export.score_snapshot(snapshot, models, config)
+    notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
+    actions = segment_actions(scored.segments, snapshot, config.segments, config.data.currency)
+    skipped = {
+        target: f"not in the live release {live.label}"
+        for target in TARGETS
+        if target not in live.targets
+    }
+    measured = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
     with tempfile.TemporaryDirectory(prefix="dangol-report-") as scratch:
         runs = [
             fetch_model_run(target, entry.registered_name, entry.version, Path(scratch))
@@ -43,6 +54,13 @@ def build_report(config: DangolConfig, progress=print) -> Path:
             examples_per_segment=config.segments.report.examples_per_segment,
             contributions=scored.contributions,
             tiers=config.tiers,
+            scores=scored.scores,
+            notes=notes,
+            actions=actions,
+            skipped=skipped,
+            migration_dates=(then, cutoff),
+            drift=measured,
+            psi_alert=config.drift.psi_alert,
         )
         path = write_report(inputs, config.resolve(config.segments.report.out_dir))
     client = mlflow.MlflowClient()

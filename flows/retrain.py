@@ -16,12 +16,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from features.targets import TARGETS, headline_metrics
-from flows import data, training
+from flows import data, readiness, training
 from flows.config import DangolConfig, load_config
 from flows.publish import RetrainOutcome, TargetOutcome, log_and_publish
 from flows.tasks import load_shop_task
 from models import registry, release
-from models.train import InsufficientDataError, TimeSplit
+from models.train import TimeSplit
 
 
 @task(cache_policy=NO_CACHE)
@@ -106,22 +106,13 @@ def summary_markdown(outcome: RetrainOutcome) -> str:
 def train_targets(
     frame, split, config: DangolConfig, plot_dir: Path
 ) -> tuple[list, dict[str, str]]:
-    """Every target the data supports; an optional one without enough data is skipped."""
+    """Every target the data supports; one without enough data is skipped with what to
+    change, unless it is required (flows.readiness.plan_targets)."""
     log = get_run_logger()
-    wanted = training.targets_to_train(frame)
-    skipped = {
-        name: "no customer of its population in this data" for name in TARGETS if name not in wanted
-    }
-    trained = []
-    for target in wanted:
-        try:
-            trained.append(train_task(frame, split, target, config, plot_dir))
-        except InsufficientDataError as exc:
-            if TARGETS[target].required:
-                raise
-            skipped[target] = str(exc)
+    wanted, skipped = readiness.plan_targets(frame, split, config)
+    trained = [train_task(frame, split, target, config, plot_dir) for target in wanted]
     for target, why in skipped.items():
-        log.warning("optional target %s skipped: %s", target, why)
+        log.warning("target %s skipped: %s", target, why)
     return trained, skipped
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +32,30 @@ class ScoreOutcome:
     model_versions: dict[str, str]
     drift: str = ""
     release: str = ""
+    # summary.json's per-segment entries: primary members, overlaps, note, action
+    segments: dict[str, dict] = field(default_factory=dict)
+    scored: int = 0  # customers with at least one score: what segment shares are of
+
+    def segment_lines(self) -> list[str]:
+        """One line per segment for the CLI: members and share of the scored customers, how
+        many have it as their one campaign, what it shares with others, and why it is empty
+        or capped."""
+        lines = []
+        for name, size in self.segment_sizes.items():
+            info = self.segments.get(name, {})
+            scored = self.scored or self.customers
+            share = f" ({size / scored:.1%} of scored)" if scored else ""
+            line = f"segment {name}: {size:,}{share}"
+            if "primary" in info:
+                line += f", primary for {info['primary']:,}"
+            overlaps = info.get("overlaps", {})
+            if overlaps:
+                top = sorted(overlaps.items(), key=lambda kv: -kv[1])[:3]
+                line += "; also in " + ", ".join(f"{k} {v:,}" for k, v in top)
+            if info.get("note"):
+                line += f" [{info['note']}]"
+            lines.append(line)
+        return lines
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -71,7 +95,7 @@ def snapshot_task(tables, config: DangolConfig, cutoff: date | None) -> pd.DataF
     return snapshot
 
 
-def _reference_cutoff(live: release.Release) -> pd.Timestamp:
+def reference_cutoff(live: release.Release) -> pd.Timestamp:
     """The release's last fitted cutoff: what "normal" looked like to its models."""
     window = live.data_window
     return pd.Timestamp(window.get("fitted", window["train"])[-1])
@@ -84,7 +108,7 @@ def drift_task(tables, snapshot, models, live, config: DangolConfig) -> drift.Dr
     does not hide it)."""
     import mlflow
 
-    report = drift.drift_report(tables, snapshot, models, _reference_cutoff(live), config)
+    report = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
     mlruns = config.resolve(config.paths.mlruns)
     experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
     cutoff = snapshot["cutoff"].iloc[0].date()
@@ -136,13 +160,13 @@ def export_task(snapshot, models, live, config: DangolConfig) -> tuple[Path, dic
     return export.score_and_export(snapshot, models, config, datetime.now(), live)
 
 
-def _whatif_markdown(export_dir: Path) -> str:
-    """The export's what-if table for the run's artifact (empty if the summary is absent)."""
+def _segments_markdown(export_dir: Path) -> str:
+    """The export's segment and what-if tables for the run's artifact (empty without one)."""
     summary = export_dir / "summary.md"
     if not summary.exists():
         return ""
     text = summary.read_text(encoding="utf-8")
-    return "\n\n" + text[text.find("## Campaign what-if") :] if "## Campaign" in text else ""
+    return text[text.find("| segment") :] if "| segment" in text else ""
 
 
 @flow(name="score", log_prints=True)
@@ -162,6 +186,8 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
     export_dir, sizes = export_task(snapshot, models, live, config)
     # 6. retrain on drift, if configured (only after a good export)
     drift_action = _act_on_drift(drifted)
+    summary_file = export_dir / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
     outcome = ScoreOutcome(
         cutoff=str(snapshot["cutoff"].iloc[0].date()),
         customers=len(snapshot),
@@ -170,12 +196,13 @@ def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
         model_versions=versions,
         drift=drift_action,
         release=live.label,
+        segments=summary.get("segments", {}),
+        scored=summary.get("scored", 0),
     )
-    table = "\n".join(f"| {name} | {size:,} |" for name, size in sizes.items())
     create_markdown_artifact(
         f"# score {outcome.cutoff}\n\n{outcome.customers:,} customers scored with "
         f"{live.label} {versions}; export: `{export_dir}`\n\n{drift_action}\n\n"
-        f"| segment | members |\n|---|---|\n{table}" + _whatif_markdown(export_dir),
+        + _segments_markdown(export_dir),
         key="score-summary",
     )
     return outcome

@@ -556,6 +556,13 @@ PHRASES: dict[str, Phrase] = {
         exact=False,
         na=NO_ORDER_LINES,
     ),
+    "max_units_vs_usual": _ratio_phrase(
+        "buys one product in x{v} its usual quantity per order",
+        "한 상품을 평소 주문 수량의 {v}배로 구매",
+        orders=1,
+        exact=False,
+        na=NO_ORDER_LINES,
+    ),
     "tier": Phrase(
         "count",
         {"many": "membership tier {v} (tier 1 is the highest)"},

@@ -12,8 +12,10 @@ import base64
 import html
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,15 +24,18 @@ from features.targets import TARGETS, probability_targets, ranking_target
 from features.tiers import TierSettings
 from models.explain import (
     BASE_VALUE,
+    _pyplot,
     contributions,
     mean_contributions,
     plot_global,
     plot_segment_means,
-    plot_waterfall,
 )
 from models.reasons import format_money
 from models.segments import RESELLERS, SegmentSettings
 from models.train import TargetModel
+
+if TYPE_CHECKING:
+    from flows.drift import DriftReport
 
 PROFILE_COLUMNS = [
     *(spec.score_column for spec in TARGETS.values()),
@@ -74,6 +79,16 @@ class ReportInputs:
     examples_per_segment: int = 1
     contributions: dict[str, pd.DataFrame] = field(default_factory=dict)
     tiers: TierSettings = field(default_factory=TierSettings)
+    # the scoring core's per-customer rows (primary segment, scores) for overlaps and campaigns
+    scores: pd.DataFrame | None = None
+    # why a segment is empty or capped, its action with numbers, targets without a model
+    notes: dict[str, str] = field(default_factory=dict)
+    actions: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    # the two dates the tier-migration table compares (earlier, later)
+    migration_dates: tuple[pd.Timestamp | None, pd.Timestamp | None] = (None, None)
+    drift: DriftReport | None = None
+    psi_alert: float = 0.25
 
 
 def fetch_model_run(target: str, name: str, version: str, directory: Path) -> ModelRun:
@@ -139,38 +154,84 @@ def _metrics_table(run: ModelRun) -> str:
 
 
 def _profiles(inputs: ReportInputs) -> pd.DataFrame:
-    """Size and median profile of each segment."""
+    """Median profile of each segment (sizes, overlaps and actions are in the overview)."""
     by_id = inputs.snapshot.set_index("customer_id")
     rows = {}
     for name, members in inputs.segments.items():
+        if members.empty:
+            continue
         features = by_id.reindex(members["customer_id"])
-        row = {"members": len(members), "action": inputs.settings.action(name)}
+        row = {}
         for column in PROFILE_COLUMNS:
-            if column in members:
-                row[f"median {column}"] = members[column].median()
+            if column in members and members[column].notna().any():
+                row[column] = members[column].median()
         for column in PROFILE_FEATURES:
-            if column in features:
-                row[f"median {column}"] = features[column].median()
+            if column in features and features[column].notna().any():
+                row[column] = features[column].median()
         rows[name] = row
-    return pd.DataFrame(rows).T
+    table = pd.DataFrame(rows).T
+    table.index.name = "segment (medians)"
+    return table
+
+
+def _overview(inputs: ReportInputs) -> pd.DataFrame:
+    """Per segment: members, share of the scored customers, how many have it as their one
+    campaign (primary), the segments it shares most members with, action and why it is
+    empty or capped."""
+    from models.segments import overlap_table, scored_customers
+
+    scored = scored_customers(inputs.scores) if inputs.scores is not None else len(inputs.snapshot)
+    primary = (
+        inputs.scores.set_index("customer_id")["primary_segment"]
+        if inputs.scores is not None and "primary_segment" in inputs.scores
+        else pd.Series(dtype="object")
+    )
+    overlaps = overlap_table(inputs.segments, primary)
+    rows = {}
+    for name, members in inputs.segments.items():
+        shared = overlaps.loc[name].drop(["members", "primary"]) if name in overlaps.index else None
+        top = shared[shared > 0].sort_values(ascending=False).head(2) if shared is not None else []
+        rows[name] = {
+            "members": len(members),
+            "share of scored": f"{len(members) / scored:.1%}" if scored else "-",
+            "primary": int(overlaps.loc[name, "primary"]) if name in overlaps.index else 0,
+            "also in": ", ".join(f"{k.removeprefix('also ')} {v:,}" for k, v in top.items())
+            if len(top)
+            else "-",
+            "action": inputs.actions.get(name, inputs.settings.action(name)),
+            "note": inputs.notes.get(name, "") or "-",
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = "segment"
+    return table
 
 
 def _format_cell(column: str, value: object, currency: str) -> str:
+    """Money in the one money format, whole numbers as whole numbers, else two decimals."""
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return "-"
-        money = any(k in column for k in ("value", "spend", "price"))
-        return format_money(float(value), currency) if money else f"{value:,.2f}"
+        if any(k in column for k in ("value", "spend", "price")):
+            return format_money(float(value), currency)
+        if float(value).is_integer():
+            return f"{int(value):,}"
+        return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3f}"
     return html.escape(str(value))
 
 
 def _html_table(frame: pd.DataFrame, currency: str) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [frame.index.name or "", *frame])
+    head = "".join(
+        f"<th>{html.escape(str(c).replace('_', ' '))}</th>"
+        for c in [frame.index.name or "", *frame]
+    )
     body = []
     for index, row in frame.iterrows():
         cells = "".join(f"<td>{_format_cell(str(c), row[c], currency)}</td>" for c in frame)
         body.append(f"<tr><th>{html.escape(str(index))}</th>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    # a wide table scrolls inside its box; the page itself never scrolls sideways
+    return f"<div class='wide'><table><tr>{head}</tr>{''.join(body)}</table></div>"
 
 
 def _global_shap(inputs: ReportInputs, target: str, directory: Path) -> list[str]:
@@ -200,15 +261,9 @@ def _by_customer(contrib: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
     return contrib.set_axis(pd.Index(ids, name="customer_id"))
 
 
-def _shap_section(inputs: ReportInputs, directory: Path) -> tuple[list[str], list[str]]:
-    """Global plots per model, per-segment means, and waterfalls with the export's reasons.
-
-    Per-segment views and examples use the contributions and reasons of the scoring core, so
-    the words are the exported ones; each example customer is shown once.
-    """
-    parts, examples = [], []
-    by_id = inputs.snapshot.set_index("customer_id", drop=False)
-    shown: set[str] = set()
+def _shap_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    """Global plots per model and per-segment mean contributions (the scoring core's)."""
+    parts = []
     explained = {spec.name for spec in probability_targets()}
     for target in inputs.models:
         if target in explained:  # money and timing models are shown in their own sections
@@ -216,13 +271,9 @@ def _shap_section(inputs: ReportInputs, directory: Path) -> tuple[list[str], lis
         if target not in inputs.contributions:
             continue
         contrib = _by_customer(inputs.contributions[target], inputs.snapshot)
-        names = [
-            n
-            for n, members in inputs.segments.items()
-            if ranking_target(n).name == target and len(members)
-        ]
         groups = {
-            n: pd.Index(inputs.segments[n]["customer_id"].head(inputs.shap_sample)) for n in names
+            name: pd.Index(inputs.segments[name]["customer_id"].head(inputs.shap_sample))
+            for name in _ranked_by(inputs, target)
         }
         if groups:
             path = directory / f"{target}_segment_means.png"
@@ -231,49 +282,246 @@ def _shap_section(inputs: ReportInputs, directory: Path) -> tuple[list[str], lis
             )
             parts.append(f"<h3>{html.escape(target)}: per segment</h3>")
             parts.append(_img(path, f"{target} per-segment mean SHAP"))
-        for name in names:
-            examples += _examples(inputs, name, contrib, by_id, directory, shown)
-    return parts, examples
+    return parts
 
 
-def _examples(
+def _ranked_by(inputs: ReportInputs, target: str) -> list[str]:
+    """The non-empty segments that `target`'s score ranks and its model explains."""
+    return [
+        name
+        for name, members in inputs.segments.items()
+        if ranking_target(name).name == target and len(members)
+    ]
+
+
+def _campaign_members(inputs: ReportInputs, name: str) -> pd.DataFrame:
+    """A segment's members whose one campaign it is (all members without primary labels)."""
+    members = inputs.segments[name]
+    if inputs.scores is None or "primary_segment" not in inputs.scores:
+        return members
+    primary = inputs.scores.set_index("customer_id")["primary_segment"]
+    return members[(primary.reindex(members["customer_id"]) == name).to_numpy()]
+
+
+def _examples_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    """The top member of each segment's campaign (its primary members), each customer once:
+    a waterfall labelled in words and the reasons of the export."""
+    parts: list[str] = []
+    shown: set[str] = set()
+    by_id = inputs.snapshot.set_index("customer_id", drop=False)
+    for target in inputs.models:
+        if target not in inputs.contributions:
+            continue
+        contrib = _by_customer(inputs.contributions[target], inputs.snapshot)
+        for name in _ranked_by(inputs, target):
+            members = _campaign_members(inputs, name)
+            fresh = members[~members["customer_id"].isin(shown)]
+            fresh = fresh[fresh["customer_id"].isin(contrib.index)]
+            for row in fresh.head(inputs.examples_per_segment).itertuples(index=False):
+                customer = str(row.customer_id)
+                shown.add(customer)
+                parts.append(_example(inputs, name, row, contrib, by_id, directory))
+    return parts
+
+
+def _example(
     inputs: ReportInputs,
     name: str,
+    row,
     contrib: pd.DataFrame,
     by_id: pd.DataFrame,
     directory: Path,
-    shown: set[str],
-) -> list[str]:
-    """The top-ranked members of a segment not shown yet: waterfall and reasons in words."""
-    out = []
-    members = inputs.segments[name]
-    fresh = members[~members["customer_id"].isin(shown)].head(inputs.examples_per_segment)
-    for row in fresh.itertuples(index=False):
-        customer = str(row.customer_id)
-        shown.add(customer)
-        title = f"{name} #{row.rank}: {customer}"
-        path = directory / f"waterfall_{name}_{customer}.png"
-        plot_waterfall(contrib, by_id, customer, title, path)
-        words = [
-            getattr(row, f"reason_{k}")
-            for k in range(1, inputs.settings.reasons + 1)
-            if isinstance(getattr(row, f"reason_{k}", None), str)
-        ]
-        direction = getattr(row, "reasons_direction", "raises")
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in words)
-        target = html.escape(ranking_target(name).name)
-        out.append(
-            f"<h3>{html.escape(title)}</h3><p>what {html.escape(direction)} its {target} "
-            f"score:</p><ol>{items}</ol>{_img(path, title)}"
+) -> str:
+    customer = str(row.customer_id)
+    title = f"{name} #{row.rank}: {customer}"
+    path = directory / f"waterfall_{name}_{customer}.png"
+    waterfall_in_words(contrib.loc[customer], by_id.loc[customer], title, path, inputs)
+    words = [
+        getattr(row, f"reason_{k}")
+        for k in range(1, inputs.settings.reasons + 1)
+        if isinstance(getattr(row, f"reason_{k}", None), str)
+    ]
+    direction = getattr(row, "reasons_direction", "raises")
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in words)
+    target = html.escape(ranking_target(name).name)
+    return (
+        f"<h3>{html.escape(title)}</h3><p>what {html.escape(str(direction))} its {target} "
+        f"score:</p><ol>{items}</ol>{_img(path, title)}"
+    )
+
+
+def waterfall_labels(features: list[str], row: pd.Series, inputs: ReportInputs) -> list[str]:
+    """Each feature as the customer's own fact in words, as the reasons say it."""
+    from models.reasons import reason_text
+
+    language, window = inputs.settings.language, inputs.tiers.window_days
+    return [reason_text(f, row, language, inputs.currency, window) for f in features]
+
+
+def waterfall_in_words(
+    contrib: pd.Series, row: pd.Series, title: str, path: Path, inputs: ReportInputs
+) -> Path:
+    """shap's waterfall of one customer with every bar labelled by the customer's own fact in
+    words ("12 orders in total"), never "value = feature_name"."""
+    import shap
+
+    features = [c for c in contrib.index if c != BASE_VALUE]
+    labels = waterfall_labels(features, row, inputs)
+    explanation = shap.Explanation(
+        values=contrib[features].to_numpy(dtype="float64"),
+        base_values=float(contrib[BASE_VALUE]),
+        feature_names=labels,
+    )
+    plt = _pyplot()
+    plt.figure()
+    shap.plots.waterfall(explanation, max_display=10, show=False)
+    plt.title(title)
+    plt.gcf().set_size_inches(9, 5)
+    plt.tight_layout()
+    plt.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close("all")
+    return path
+
+
+def _first_purchase_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    """Members who never ordered: how many, how likely a first order is, and the browsers
+    its score ranks (or why there is no model)."""
+    spec = ranking_target("high_price_browsers")
+    population = spec.in_population(inputs.snapshot, inputs.tiers)
+    parts = [
+        f"<p>{population.sum():,} known members have never ordered "
+        f"({html.escape(spec.population_text)}). The {html.escape(spec.name)} model scores "
+        f"each: the probability that the member {html.escape(spec.title)}.</p>"
+    ]
+    if spec.name not in inputs.models:
+        why = inputs.skipped.get(spec.name, "not in the live release")
+        return [*parts, f"<p>No model for target {html.escape(spec.name)}: {html.escape(why)}.</p>"]
+    score = (
+        inputs.scores[spec.score_column].to_numpy("float64", na_value=np.nan)
+        if inputs.scores is not None and spec.score_column in inputs.scores
+        else np.array([])
+    )
+    finite = score[np.isfinite(score)]
+    if finite.size:
+        parts.append(
+            f"<p>Mean probability (the base rate): {finite.mean():.3f}; top decile from "
+            f"{np.quantile(finite, 0.9):.3f}; {int((finite >= 2 * finite.mean()).sum()):,} "
+            "members at twice the base rate or more.</p>"
         )
-    return out
+    columns = ["rank", "customer_id", spec.score_column, "expected_value"]
+    for name in spec.segments:
+        members = inputs.segments.get(name, pd.DataFrame())
+        if members.empty:
+            note = inputs.notes.get(name, "no members")
+            parts.append(f"<p>{html.escape(name)}: {html.escape(note)}.</p>")
+            continue
+        head = members[[c for c in columns if c in members]].head(10).set_index("rank")
+        parts.append(
+            f"<h3>{html.escape(name)}: top 10 by expected value "
+            f"(probability of a first order x mean viewed price)</h3>"
+        )
+        parts.append(_html_table(head, inputs.currency))
+    return parts
+
+
+def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    """PSI of the scores and the most moved features against the release's last fitted
+    cutoff, with a bar plot; the alert line is the score flow's."""
+    if inputs.drift is None:
+        return ["<p>No drift measured (no reference cutoff for this release).</p>"]
+    drift = inputs.drift
+    rows = [{"column": f"{t} score", "psi": v} for t, v in drift.scores.items()]
+    rows += drift.features.head(15).to_dict("records")
+    table = pd.DataFrame(rows).set_index("column")
+    table["reading"] = [
+        "major shift" if v > 0.25 else "moderate" if v > 0.1 else "stable" for v in table["psi"]
+    ]
+    path = directory / "drift_psi.png"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(table) + 1.5))
+    ax.barh(list(table.index)[::-1], table["psi"].to_numpy()[::-1], color="#4a7bb7")
+    ax.axvline(inputs.psi_alert, color="#c0392b", linestyle="--", label=f"alert {inputs.psi_alert}")
+    ax.set_xlabel("PSI")
+    ax.legend(loc="lower right")
+    ax.set_title(f"PSI today against {drift.reference_cutoff.date()}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return [
+        f"<p>Population stability index of today's snapshot against the release's last fitted "
+        f"cutoff, {drift.reference_cutoff.date()} (&lt; 0.1 stable, 0.1-0.25 moderate, &gt; "
+        "0.25 major shift).</p>",
+        _html_table(table, inputs.currency),
+        _img(path, "PSI per score and feature"),
+    ]
+
+
+def _models_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    parts = []
+    for run in inputs.runs:
+        parts.append(f"<h3>{html.escape(run.name)} v{run.version} ({html.escape(run.target)})</h3>")
+        parts.append(f"<div class='wide'>{_metrics_table(run)}</div>")
+        parts.extend(_img(p, f"{run.target} {p.stem}") for p in run.plots)
+    for target, why in inputs.skipped.items():
+        parts.append(f"<p>No model for target {html.escape(target)}: {html.escape(why)}.</p>")
+    return parts
+
+
+def _segments_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    return [
+        f"<p>No segment lists more than {inputs.settings.max_share:.0%} of the scored "
+        "customers. A customer's one campaign is their primary segment, the first of "
+        "<code>segments.priority</code> they belong to; "
+        f"{html.escape(RESELLERS)} are listed apart and excluded from every other segment.</p>",
+        _html_table(_overview(inputs), inputs.currency),
+        "<h3>Profiles</h3>",
+        _html_table(_profiles(inputs), inputs.currency),
+    ]
+
+
+def _migration_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    then, now = inputs.migration_dates
+    dates = (
+        f"<p>Customers by tier on {then.date()} (rows; <i>new</i>: not yet known then) and on "
+        f"{now.date()} (columns), tier window {inputs.tiers.window_days} days.</p>"
+        if then is not None and now is not None
+        else ""
+    )
+    table = inputs.migration
+    if then is not None and now is not None:
+        table = table.rename_axis(index=f"{then.date()} \u2193 / {now.date()} \u2192")
+    return [dates, _html_table(table, inputs.currency)]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One numbered section of the page: its heading and the function that writes its
+    body. A new section (e.g. a money value target) is one more entry in `SECTIONS`."""
+
+    title: str
+    body: Callable[[ReportInputs, Path], list[str]]
+
+
+SECTIONS: list[Section] = [
+    Section("Models against baselines", _models_section),
+    Section("Segments: sizes, campaigns and profiles", _segments_section),
+    Section("First purchase", _first_purchase_section),
+    Section("Tier migration", _migration_section),
+    Section("Drift", _drift_section),
+    Section("SHAP: global and per segment", _shap_section),
+    Section("Example explanations (top of each campaign, each customer once)", _examples_section),
+]
 
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 1100px; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
+body { font-family: sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1100px;
+       box-sizing: border-box; }
+.wide { max-width: 100%; overflow-x: auto; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; vertical-align: top;
+         overflow-wrap: anywhere; }
+td:nth-last-child(-n+2) { text-align: left; max-width: 22em; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
 """
 
 
@@ -285,26 +533,13 @@ def render_report(inputs: ReportInputs, directory: Path) -> str:
     body = [
         f"<h1>dangol analyst report, {html.escape(cutoff)}</h1>",
         f"<p>Models: {html.escape(versions)}. {len(inputs.snapshot):,} customers.</p>",
-        "<h2>1. Models against baselines</h2>",
     ]
-    for run in inputs.runs:
-        body.append(f"<h3>{html.escape(run.name)} v{run.version} ({html.escape(run.target)})</h3>")
-        body.append(_metrics_table(run))
-        body.extend(_img(p, f"{run.target} {p.stem}") for p in run.plots)
-    body.append("<h2>2. Segments: sizes and profiles</h2>")
-    body.append(_html_table(_profiles(inputs), inputs.currency))
-    body.append(
-        f"<p>{html.escape(RESELLERS)} are listed apart and excluded from every other segment.</p>"
-    )
-    body.append("<h2>3. Tier migration</h2>")
-    body.append(_html_table(inputs.migration, inputs.currency))
-    shap_parts, examples = _shap_section(inputs, directory)
-    body.append("<h2>4. SHAP: global and per segment</h2>")
-    body.extend(shap_parts)
-    body.append("<h2>5. Example explanations (top-ranked member of each segment)</h2>")
-    body.extend(examples)
+    for number, section in enumerate(SECTIONS, start=1):
+        body.append(f"<h2>{number}. {html.escape(section.title)}</h2>")
+        body.extend(section.body(inputs, directory))
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>dangol report {html.escape(cutoff)}</title><style>{STYLE}</style></head>"
         f"<body>{''.join(body)}</body></html>"
     )

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from string import Formatter
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.targets import ranking_target
 from features.tiers import TierSettings
@@ -31,93 +31,171 @@ RESELLERS = "suspected_resellers"
 RAISES, LOWERS = 1, -1
 
 
-class ActiveRule(BaseModel):
-    """Active customers: a faster cycle or rising spend, and a high repurchase propensity."""
+class Budget(BaseModel):
+    """How long a rule's ranked list may be: at most `max_share` of the scored customers
+    (None: the shop-wide `segments.max_share`) and at most `top_n` customers; the
+    best-ranked members are kept."""
 
     model_config = ConfigDict(extra="forbid")
 
-    min_score: float = Field(0.4, ge=0, le=1)
+    max_share: float | None = Field(None, gt=0, le=1)
+    top_n: int | None = Field(None, ge=1)
+
+
+class ScoreLine(Budget):
+    """Where the ranking target's score counts as high, relative to the shop by default.
+
+    `min_lift`: score >= lift x the shop's base rate (the mean score over the target's
+    population); `min_percentile`: score at or above that rank among the population (0.75 =
+    the top quarter); `min_score`: an absolute line. The lines that are set all apply. Setting
+    `min_score` alone turns the relative lines off (set them too to keep them).
+    """
+
+    min_score: float | None = Field(None, ge=0, le=1)
+    min_lift: float | None = Field(1.0, ge=0)
+    min_percentile: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _absolute_alone(self) -> ScoreLine:
+        given = self.model_fields_set
+        if self.min_score is not None and "min_score" in given:
+            if "min_lift" not in given:
+                self.min_lift = None
+            if "min_percentile" not in given:
+                self.min_percentile = None
+        return self
+
+
+class ActiveRule(ScoreLine):
+    """Active customers: a faster cycle or rising spend, and a repurchase score in the top half
+    of the shop and above its base rate."""
+
+    min_percentile: float | None = Field(0.5, ge=0, le=1)
     max_gap_acceleration: float = Field(0.9, gt=0)
     min_order_value_rise: float = Field(1.1, gt=0)
-    action: str = "Send a '₩X+ purchase' discount to raise order value while they are buying fast"
+    action: str = "{order_value}+ purchase discount to raise order value while they buy fast"
 
 
-class RisingVipRule(BaseModel):
-    """Non-VIP customers with a high probability of reaching a VIP tier within the horizon."""
+class RisingVipRule(ScoreLine):
+    """Non-VIP customers most likely to reach a VIP tier: the top decile of the VIP score and
+    at least three times the shop's base rate."""
 
-    model_config = ConfigDict(extra="forbid")
+    min_lift: float | None = Field(3.0, ge=0)
+    min_percentile: float | None = Field(0.9, ge=0, le=1)
+    action: str = "Show that {tier_gap} more reaches the next tier; tier-up bonus on the next order"
 
-    min_score: float = Field(0.2, ge=0, le=1)
-    action: str = "Show how close the VIP tier is; offer a tier-up bonus on the next order"
 
-
-class VipHighOrderValueRule(BaseModel):
+class VipHighOrderValueRule(Budget):
     """VIPs whose average order is far above other VIPs' median."""
 
-    model_config = ConfigDict(extra="forbid")
-
     min_aov_vs_vip_median: float = Field(1.5, gt=0)
-    action: str = "Early access to high-price launches and partner offers"
+    action: str = "Early access to high-price launches (their orders average {median_order_value})"
 
 
-class VipNewBigSpenderRule(BaseModel):
+class VipNewBigSpenderRule(Budget):
     """VIPs who joined recently and spent big quickly."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_tenure_days: float = Field(180, gt=0)
     action: str = "Welcome-to-VIP pack and a second-purchase coupon to build the habit"
 
 
-class VipSteadyRule(BaseModel):
-    """Long-standing VIPs who keep buying (the loyal core)."""
+class VipSteadyRule(Budget):
+    """Long-standing VIPs who keep buying (the loyal core). Unset lines are the VIPs' own
+    medians, so the rule holds on a shop of any age."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    min_days_since_first_order: float = Field(365, gt=0)
-    min_orders: int = Field(4, ge=1)
+    min_days_since_first_order: float | None = Field(None, gt=0)
+    min_orders: int | None = Field(None, ge=1)
     action: str = "Gifts or coupon packs that thank long-time VIPs"
 
 
-class VipAtRiskRule(BaseModel):
-    """VIPs close to the downgrade line, or overdue, with a weak repurchase propensity."""
-
-    model_config = ConfigDict(extra="forbid")
+class VipAtRiskRule(Budget):
+    """VIPs close to the downgrade line, or overdue, with a repurchase score at or below the
+    shop's base rate (`max_lift`) or an absolute `max_score`."""
 
     max_margin_share: float = Field(0.25, ge=0)
     min_overdue_ratio: float = Field(1.5, gt=0)
-    max_score: float = Field(0.6, ge=0, le=1)
-    action: str = "Remind them of tier benefits and the spend needed to keep the tier"
+    max_score: float | None = Field(None, ge=0, le=1)
+    max_lift: float | None = Field(1.0, ge=0)
+    action: str = "Remind them of tier benefits: {tier_margin} above the line they keep the tier at"
 
 
-class HighPriceBrowserRule(BaseModel):
+class HighPriceBrowserRule(ScoreLine):
     """Members who never bought but keep viewing high-price products."""
 
-    model_config = ConfigDict(extra="forbid")
-
+    min_lift: float | None = Field(None, ge=0)
     min_high_price_views: int = Field(2, ge=1)
     min_last_vs_median_viewed_price: float = Field(0.8, ge=0)
-    action: str = "First-purchase coupon on the high-price item they viewed (match competitors)"
+    action: str = "First-purchase coupon on the high-price item they viewed (around {viewed_price})"
 
 
-class RepurchaseProspectRule(BaseModel):
-    """Buyers likely to buy again, with the expected window of the next purchase."""
+class RepurchaseProspectRule(ScoreLine):
+    """Buyers likely to buy again: the top quarter of the repurchase score, above the shop's
+    base rate, with the expected window of the next purchase."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    min_score: float = Field(0.3, ge=0, le=1)
+    min_percentile: float | None = Field(0.75, ge=0, le=1)
     window_share: float = Field(0.25, ge=0, le=1)
     action: str = "Time a coupon to arrive just before the expected next purchase"
 
 
-class ResellerRule(BaseModel):
-    """One product bought in abnormal quantities: listed apart, excluded from campaigns."""
+class ResellerRule(Budget):
+    """Bulk buying that does not look like a household's: listed apart, excluded from every
+    campaign.
 
-    model_config = ConfigDict(extra="forbid")
+    Signals: `bulk` (units per order of a product >= `min_units_vs_usual` x that product's
+    usual units per order, its buyers' median; a bulk product everyone buys in quantity,
+    such as fuel or water, stays near 1), `concentrated` (that product's share of spend >=
+    `min_top_product_spend_share`), `big` (lifetime spend in the shop's top
+    `min_spend_percentile`) and, when set, `units` (>= `min_units_one_product` units of one
+    product). A suspected reseller shows `bulk` and at least `min_signals` - 1 other signals.
+    """
 
-    min_units_one_product: float = Field(20, gt=0)
+    max_share: float | None = Field(0.02, gt=0, le=1)
+    min_units_vs_usual: float = Field(10, gt=1)
     min_top_product_spend_share: float = Field(0.5, ge=0, le=1)
+    min_spend_percentile: float = Field(0.9, ge=0, le=1)
+    min_units_one_product: float | None = Field(None, gt=0)
+    min_signals: int = Field(2, ge=1, le=4)
     action: str = "Exclude from campaigns; review manually"
+
+
+# Numbers an action template may use, from the segment's members: {name} -> (feature,
+# quantile). order_value is the members' upper-quartile average order, a line above most of
+# their orders ("₩150,000+ purchase discount"); the others are the members' medians.
+ACTION_NUMBERS: dict[str, tuple[str, float]] = {
+    "order_value": ("avg_order_value", 0.75),
+    "median_order_value": ("avg_order_value", 0.5),
+    "tier_gap": ("distance_to_next_tier", 0.5),
+    "tier_margin": ("margin_above_tier_line", 0.5),
+    "viewed_price": ("mean_viewed_price", 0.5),
+}
+
+
+def _placeholders(template: str) -> list[str]:
+    return [field for _, field, _, _ in Formatter().parse(template) if field]
+
+
+def round_offer(value: float) -> float:
+    """Two significant digits (147,320 -> 150,000), so an offer reads like one."""
+    if not np.isfinite(value) or value <= 0:
+        return value
+    return float(np.round(value, 1 - int(np.floor(np.log10(value)))))
+
+
+def render_action(
+    template: str, features: pd.DataFrame, currency: str, language: str = "en"
+) -> str:
+    """The action with its numbers from the members' features (rows of the snapshot), in the
+    shop's currency and the one money format (models.reasons.format_money)."""
+    from models.reasons import format_money
+
+    values = {}
+    for name in _placeholders(template):
+        feature, quantile = ACTION_NUMBERS[name]
+        column = _col(features, feature)
+        finite = column[np.isfinite(column)]
+        value = round_offer(float(np.quantile(finite, quantile))) if finite.size else np.nan
+        values[name] = format_money(value, currency, language) if np.isfinite(value) else "n/a"
+    return template.format(**values)
 
 
 class WhatIfSettings(BaseModel):
@@ -167,7 +245,7 @@ REASON_DIRECTION = {"vip_at_risk": LOWERS}
 RANKED_BY = {
     "rising_vip": "score (probability of reaching a VIP tier)",
     "vip_at_risk": "tier-window spend x (1 - score): spend at risk",
-    RESELLERS: "max units of one product",
+    RESELLERS: "units per order of one product / its buyers' usual",
 }
 
 
@@ -182,6 +260,8 @@ class SegmentSettings(BaseModel):
 
     language: Literal["en", "ko"] = "en"
     reasons: int = Field(3, ge=1, le=10)
+    # no segment lists more than this share of the scored customers (its best-ranked ones)
+    max_share: float = Field(0.25, gt=0, le=1)
     priority: list[str] = Field(
         default=[
             RESELLERS,
@@ -218,7 +298,24 @@ class SegmentSettings(BaseModel):
         return [*dict.fromkeys(value), *(name for name in SEGMENT_NAMES if name not in value)]
 
     def action(self, segment: str) -> str:
+        """The segment's action template (numbers filled in by `render_action`)."""
         return getattr(self, segment).action
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> SegmentSettings:
+        for name in SEGMENT_NAMES:
+            unknown = set(_placeholders(self.action(name))) - set(ACTION_NUMBERS)
+            if unknown:
+                raise ValueError(
+                    f"segments.{name}.action: unknown placeholder(s) {sorted(unknown)}; "
+                    f"known: {', '.join('{' + k + '}' for k in ACTION_NUMBERS)}"
+                )
+        return self
+
+    def share_of(self, segment: str) -> float:
+        """The share of scored customers the segment may hold at most."""
+        own = getattr(self, segment).max_share
+        return min(own, self.max_share) if own is not None else self.max_share
 
 
 def reason_direction(segment: str) -> int:
@@ -250,10 +347,77 @@ def _members(scores: pd.DataFrame, mask: np.ndarray, rank_score: np.ndarray) -> 
     return _ranked(members, "rank_score")
 
 
+def scored_customers(scores: pd.DataFrame) -> int:
+    """Customers with at least one score (every row when no score column is filled)."""
+    columns = [c for c in scores if c.endswith("_score")]
+    if not columns:
+        return len(scores)
+    filled = np.isfinite(scores[columns].to_numpy("float64", na_value=np.nan)).any(axis=1)
+    return int(filled.sum()) or len(scores)
+
+
+def base_rate(score: np.ndarray) -> float:
+    """The shop's base rate of a target: its mean calibrated score over its population."""
+    finite = score[np.isfinite(score)]
+    return float(finite.mean()) if finite.size else np.nan
+
+
+def percentile_rank(score: np.ndarray) -> np.ndarray:
+    """Each score's rank among the finite scores, 0-1 (the best = 1); NaN stays NaN."""
+    return pd.Series(score).rank(pct=True, method="max").to_numpy("float64", na_value=np.nan)
+
+
+def score_line_mask(score: np.ndarray, line: ScoreLine) -> np.ndarray:
+    """Customers whose score clears every line that is set (NaN scores never do)."""
+    keep = np.isfinite(score)
+    if line.min_score is not None:
+        keep &= score >= line.min_score
+    if line.min_lift is not None:
+        keep &= score >= line.min_lift * base_rate(score)
+    if line.min_percentile is not None:
+        keep &= percentile_rank(score) >= line.min_percentile
+    return keep
+
+
+def within_budget(
+    mask: np.ndarray, rank_score: np.ndarray, customer_ids: pd.Series, limit: int
+) -> np.ndarray:
+    """`mask` cut to its `limit` best-ranked rows (ties by customer id, like the lists)."""
+    rows = np.flatnonzero(mask)
+    if len(rows) <= limit:
+        return mask
+    order = pd.DataFrame(
+        {
+            "score": np.nan_to_num(rank_score[rows], nan=-np.inf),
+            "id": customer_ids.to_numpy()[rows],
+            "row": rows,
+        }
+    ).sort_values(["score", "id"], ascending=[False, True])
+    kept = np.zeros_like(mask)
+    kept[order["row"].to_numpy()[:limit]] = True
+    return kept
+
+
+def reseller_signals(snapshot: pd.DataFrame, rule: ResellerRule) -> pd.DataFrame:
+    """Each customer's reseller signals as booleans (see `ResellerRule`)."""
+    spend = _col(snapshot, "spend_lifetime")
+    buyers = np.where(_col(snapshot, "orders_lifetime") > 0, spend, np.nan)
+    signals = {
+        "bulk": _col(snapshot, "max_units_vs_usual") >= rule.min_units_vs_usual,
+        "concentrated": _col(snapshot, "top_product_spend_share")
+        >= rule.min_top_product_spend_share,
+        "big": percentile_rank(buyers) >= rule.min_spend_percentile,
+    }
+    if rule.min_units_one_product is not None:
+        signals["units"] = _col(snapshot, "max_units_one_product") >= rule.min_units_one_product
+    return pd.DataFrame(signals, index=snapshot.index)
+
+
 def reseller_mask(snapshot: pd.DataFrame, rule: ResellerRule) -> np.ndarray:
-    units = _col(snapshot, "max_units_one_product")
-    share = _col(snapshot, "top_product_spend_share")
-    return (units >= rule.min_units_one_product) & (share >= rule.min_top_product_spend_share)
+    """Bulk buying of one product against its usual quantity, plus enough other signals."""
+    signals = reseller_signals(snapshot, rule)
+    count = signals.sum(axis=1).to_numpy()
+    return signals["bulk"].to_numpy() & (count >= rule.min_signals)
 
 
 def _is_vip(snapshot: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
@@ -267,7 +431,7 @@ def active_mask(snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule) 
     rising = (_col(snapshot, "recent_vs_avg_order_value") >= rule.min_order_value_rise) | (
         _col(snapshot, "spend_trend_90d") > 0
     )
-    likely = _ranking_score(scores, "active") >= rule.min_score
+    likely = score_line_mask(_ranking_score(scores, "active"), rule)
     return (accelerating | rising) & likely
 
 
@@ -286,9 +450,21 @@ def vip_new_big_spender_mask(
     return _is_vip(snapshot, tiers) & (_col(snapshot, "tenure_days") <= rule.max_tenure_days)
 
 
+def _vip_median(values: np.ndarray, vip: np.ndarray) -> float:
+    finite = values[vip & np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else np.nan
+
+
 def vip_steady_mask(snapshot: pd.DataFrame, tiers: TierSettings, rule: VipSteadyRule) -> np.ndarray:
-    long = _col(snapshot, "days_since_first_order") >= rule.min_days_since_first_order
-    return _is_vip(snapshot, tiers) & long & (_col(snapshot, "orders_lifetime") >= rule.min_orders)
+    vip = _is_vip(snapshot, tiers)
+    days = _col(snapshot, "days_since_first_order")
+    orders = _col(snapshot, "orders_lifetime")
+    min_days = rule.min_days_since_first_order
+    min_orders = rule.min_orders
+    # unset lines: the VIPs' own medians (longer and more often than the typical VIP)
+    min_days = _vip_median(days, vip) if min_days is None else min_days
+    min_orders = _vip_median(orders, vip) if min_orders is None else min_orders
+    return vip & (days >= min_days) & (orders >= min_orders)
 
 
 def vip_at_risk_mask(
@@ -299,7 +475,12 @@ def vip_at_risk_mask(
     line = spend - margin
     near_line = margin <= rule.max_margin_share * np.where(line > 0, line, np.nan)
     overdue = _col(snapshot, "overdue_ratio") >= rule.min_overdue_ratio
-    weak = ~(_ranking_score(scores, "vip_at_risk") > rule.max_score)
+    score = _ranking_score(scores, "vip_at_risk")
+    weak = np.ones(len(snapshot), dtype=bool)
+    if rule.max_score is not None:
+        weak &= ~(score > rule.max_score)
+    if rule.max_lift is not None:
+        weak &= ~(score > rule.max_lift * base_rate(score))
     return _is_vip(snapshot, tiers) & (near_line | overdue) & weak
 
 
@@ -345,6 +526,61 @@ def next_purchase_dates(
     return dict(zip(WINDOW_COLUMNS, rule, strict=True))
 
 
+def _rules(
+    snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings, tiers: TierSettings
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every segment's rule (before resellers are removed and the budget applies) and the
+    score that ranks it."""
+    ev = _col(scores, "expected_value")
+    spend = _col(snapshot, "tier_window_spend")
+
+    def score(segment: str) -> np.ndarray:
+        return _ranking_score(scores, segment)
+
+    rising = score("rising_vip")
+    browsers = score("high_price_browsers")
+    return {
+        "active": (active_mask(snapshot, scores, settings.active), ev),
+        # the probability of reaching a VIP tier within the horizon
+        "rising_vip": (score_line_mask(rising, settings.rising_vip), rising),
+        "vip_high_order_value": (
+            vip_high_order_value_mask(snapshot, tiers, settings.vip_high_order_value),
+            ev,
+        ),
+        "vip_new_big_spender": (
+            vip_new_big_spender_mask(snapshot, tiers, settings.vip_new_big_spender),
+            ev,
+        ),
+        "vip_steady": (vip_steady_mask(snapshot, tiers, settings.vip_steady), ev),
+        # spend at risk: trailing spend x probability of not buying again
+        "vip_at_risk": (
+            vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk),
+            spend * (1 - np.nan_to_num(score("vip_at_risk"), nan=0.0)),
+        ),
+        # probability of a first order x the mean viewed price: their expected value
+        "high_price_browsers": (
+            high_price_browser_mask(snapshot, settings.high_price_browsers)
+            & score_line_mask(browsers, settings.high_price_browsers),
+            ev,
+        ),
+        "repurchase_prospects": (
+            score_line_mask(score("repurchase_prospects"), settings.repurchase_prospects),
+            ev,
+        ),
+        RESELLERS: (
+            reseller_mask(snapshot, settings.suspected_resellers),
+            np.nan_to_num(_col(snapshot, "max_units_vs_usual"), nan=0.0),
+        ),
+    }
+
+
+def segment_limit(segment: str, settings: SegmentSettings, scored: int) -> int:
+    """The most members a segment may list: its share of the scored customers, and top_n."""
+    limit = int(np.floor(settings.share_of(segment) * scored))
+    top_n = getattr(settings, segment).top_n
+    return min(limit, top_n) if top_n is not None else limit
+
+
 def build_segments(
     snapshot: pd.DataFrame,
     scores: pd.DataFrame,
@@ -354,63 +590,90 @@ def build_segments(
     """Every segment by name, each ranked by its `rank_score`; resellers excluded elsewhere.
 
     `snapshot` and `scores` must be row-aligned (scores from models.scoring.score_customers).
-    A segment whose ranking target has no model has no members.
+    A segment whose ranking target has no model has no members. No segment lists more than
+    its budget (`segments.max_share` of the scored customers by default): the best-ranked
+    members of its rule are kept.
     """
     tiers = tiers or TierSettings()
     snapshot = snapshot.reset_index(drop=True)
     scores = scores.reset_index(drop=True)
-    reseller = reseller_mask(snapshot, settings.suspected_resellers)
-    keep = ~reseller
-    ev = _col(scores, "expected_value")
-    spend = _col(snapshot, "tier_window_spend")
-
-    def score(segment: str) -> np.ndarray:
-        return _ranking_score(scores, segment)
-
-    rules: dict[str, tuple[Callable[[], np.ndarray], np.ndarray]] = {
-        "active": (lambda: active_mask(snapshot, scores, settings.active), ev),
-        # the probability of reaching a VIP tier within the horizon
-        "rising_vip": (
-            lambda: score("rising_vip") >= settings.rising_vip.min_score,
-            score("rising_vip"),
-        ),
-        "vip_high_order_value": (
-            lambda: vip_high_order_value_mask(snapshot, tiers, settings.vip_high_order_value),
-            ev,
-        ),
-        "vip_new_big_spender": (
-            lambda: vip_new_big_spender_mask(snapshot, tiers, settings.vip_new_big_spender),
-            ev,
-        ),
-        "vip_steady": (lambda: vip_steady_mask(snapshot, tiers, settings.vip_steady), ev),
-        # spend at risk: trailing spend x probability of not buying again
-        "vip_at_risk": (
-            lambda: vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk),
-            spend * (1 - np.nan_to_num(score("vip_at_risk"), nan=0.0)),
-        ),
-        # probability of a first order x the mean viewed price: their expected value
-        "high_price_browsers": (
-            lambda: (
-                high_price_browser_mask(snapshot, settings.high_price_browsers)
-                & np.isfinite(score("high_price_browsers"))
-            ),
-            ev,
-        ),
-        "repurchase_prospects": (
-            lambda: score("repurchase_prospects") >= settings.repurchase_prospects.min_score,
-            ev,
-        ),
-    }
+    rules = _rules(snapshot, scores, settings, tiers)
+    scored = scored_customers(scores)
+    ids = scores["customer_id"]
+    reseller_rule, reseller_rank = rules.pop(RESELLERS)
+    reseller = within_budget(
+        reseller_rule, reseller_rank, ids, segment_limit(RESELLERS, settings, scored)
+    )
     segments: dict[str, pd.DataFrame] = {}
     for name, (mask, rank_score) in rules.items():
-        segments[name] = _members(scores, mask() & keep, rank_score)
+        limit = segment_limit(name, settings, scored)
+        kept = within_budget(mask & ~reseller, rank_score, ids, limit)
+        segments[name] = _members(scores, kept, rank_score)
     prospects = segments["repurchase_prospects"]
     where = pd.Index(scores["customer_id"]).get_indexer(prospects["customer_id"])
     for column, dates in next_purchase_dates(snapshot, scores, settings).items():
         prospects[column] = dates[where]
-    units = _col(snapshot, "max_units_one_product")
-    segments[RESELLERS] = _members(scores, reseller, np.nan_to_num(units, nan=0.0))
+    segments[RESELLERS] = _members(scores, reseller, reseller_rank)
     return segments
+
+
+# Which feature (and so which table) and which target's scores each rule cannot do without.
+RULE_NEEDS_FEATURE = {
+    "active": "gap_acceleration",
+    "high_price_browsers": "high_price_views",
+    RESELLERS: "max_units_vs_usual",
+}
+RULE_NEEDS_SCORE = ("active", "rising_vip", "high_price_browsers", "repurchase_prospects")
+VIP_SEGMENTS = ("vip_high_order_value", "vip_new_big_spender", "vip_steady", "vip_at_risk")
+
+
+def table_of(feature: str) -> str:
+    """The contract table a feature is computed from."""
+    from features.definitions import feature_definitions
+    from features.snapshot import FeatureSettings
+
+    needs = {f.name: f.needs for f in feature_definitions(FeatureSettings(), TierSettings())}
+    return needs.get(feature, "orders")
+
+
+def segment_notes(
+    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
+    segments: dict[str, pd.DataFrame],
+    settings: SegmentSettings,
+    tiers: TierSettings | None = None,
+) -> dict[str, str]:
+    """Why a segment is empty, or how its budget cut it: one sentence per segment that needs
+    one ("needs content_views, which this data has not"; "no model for target X"; "capped at
+    25% of scored customers: 1,000 of 4,210 that meet the rule")."""
+    tiers = tiers or TierSettings()
+    snapshot = snapshot.reset_index(drop=True)
+    scores = scores.reset_index(drop=True)
+    rules = _rules(snapshot, scores, settings, tiers)
+    reseller = rules[RESELLERS][0]
+    scored = scored_customers(scores)
+    notes = {}
+    for name, members in segments.items():
+        feature = RULE_NEEDS_FEATURE.get(name)
+        target = ranking_target(name)
+        if feature is not None and feature not in snapshot:
+            notes[name] = f"needs {table_of(feature)}, which this data has not"
+        elif name in RULE_NEEDS_SCORE and not np.isfinite(_ranking_score(scores, name)).any():
+            notes[name] = f"no model for target {target.name}"
+        elif name in VIP_SEGMENTS and not _is_vip(snapshot, tiers).any():
+            notes[name] = f"no customer is in a VIP tier ({tiers.vip_tiers}) at the cutoff"
+        else:
+            mask = rules[name][0] & (~reseller if name != RESELLERS else True)
+            qualifying = int(mask.sum())
+            if qualifying == 0:
+                notes[name] = "no customer meets the rule at this cutoff"
+            elif qualifying > len(members):
+                share = settings.share_of(name)
+                notes[name] = (
+                    f"capped at {share:.0%} of {scored:,} scored customers: the best-ranked "
+                    f"{len(members):,} of {qualifying:,} that meet the rule"
+                )
+    return notes
 
 
 def expected_order_value(snapshot: pd.DataFrame) -> np.ndarray:
@@ -441,6 +704,7 @@ def write_export(
     staging.mkdir()
     snapshot.to_parquet(staging / "features.parquet", index=False)
     scores.to_parquet(staging / "scores.parquet", index=False)
+    segments = with_primary(segments, scores)
     for name, members in segments.items():
         members.to_csv(staging / f"segment_{name}.csv", index=False, encoding="utf-8-sig")
         members.to_parquet(staging / f"segment_{name}.parquet", index=False)
@@ -458,13 +722,51 @@ def write_export(
     return final
 
 
+PRIMARY_COLUMN = "primary_segment"
+
+
+def with_primary(
+    segments: dict[str, pd.DataFrame], scores: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Each member row with the customer's primary segment (their one campaign), when the
+    scores carry it."""
+    if PRIMARY_COLUMN not in scores:
+        return segments
+    primary = scores.set_index("customer_id")[PRIMARY_COLUMN]
+    return {
+        name: members.assign(**{PRIMARY_COLUMN: primary.reindex(members["customer_id"]).to_numpy()})
+        for name, members in segments.items()
+    }
+
+
+def overlap_table(segments: dict[str, pd.DataFrame], primary: pd.Series) -> pd.DataFrame:
+    """Per segment: members, how many have it as their primary segment (its campaign), and
+    how many it shares with every other segment (`primary` is indexed by customer id)."""
+    ids = {name: pd.Index(members["customer_id"]) for name, members in segments.items()}
+    rows = {}
+    for name, members in ids.items():
+        row = {
+            "members": len(members),
+            "primary": int((primary.reindex(members) == name).sum()),
+        }
+        row |= {f"also {other}": len(members.intersection(o)) for other, o in ids.items()}
+        row.pop(f"also {name}")
+        rows[name] = row
+    return pd.DataFrame(rows).T.fillna(0).astype("int64") if rows else pd.DataFrame()
+
+
 @dataclass(frozen=True)
 class CampaignPlan:
     """How the export's lists become measurable campaigns: one per segment (resellers
-    excepted), id `<segment>-<cutoff>` so a re-run assigns the same holdouts."""
+    excepted), id `<segment>-<cutoff>` so a re-run assigns the same holdouts. A customer is
+    in one campaign only, their primary segment's; `offers` are the rendered actions."""
 
     cutoff: pd.Timestamp
     settings: SegmentSettings
+    offers: dict[str, str] | None = None
+
+    def offer(self, segment: str) -> str:
+        return (self.offers or {}).get(segment, self.settings.action(segment))
 
     def campaign_id(self, segment: str) -> str:
         return f"{segment}-{self.cutoff:%Y%m%d}"
@@ -481,6 +783,9 @@ def write_campaigns(
     holdout, whatif = plan.settings.holdout, plan.settings.whatif
     rows = []
     for name, members in segments.items():
+        if PRIMARY_COLUMN in members:
+            # one campaign per customer: the list of their primary segment
+            members = members[members[PRIMARY_COLUMN].eq(name).fillna(False).to_numpy(bool)]
         if name == RESELLERS or holdout.share <= 0 or members.empty:
             continue
         campaign_id = plan.campaign_id(name)
@@ -492,7 +797,7 @@ def write_campaigns(
                 "started_at": plan.cutoff,
                 "ends_at": plan.cutoff + pd.Timedelta(days=holdout.campaign_days),
                 "segment": name,
-                "offer": plan.settings.action(name),
+                "offer": plan.offer(name),
                 "coupon_rate": whatif.coupon_rate,
                 "coupon_cap": whatif.coupon_cap,
             }

@@ -18,7 +18,7 @@ from typing import Protocol
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.isotonic import IsotonicRegression
 
 from features.snapshot import feature_columns
@@ -66,6 +66,19 @@ class TrainingSettings(BaseModel):
     refit: bool = True
     seed: int = 7
     lightgbm: LightGBMParams = LightGBMParams()
+    # Targets whose shortfall stops the run (None: the targets' specs decide); any other
+    # target without enough data is skipped with a message and the rest are released.
+    required_targets: list[str] | None = None
+
+    @field_validator("required_targets")
+    @classmethod
+    def _known_targets(cls, value: list[str] | None) -> list[str] | None:
+        from features.targets import TARGETS
+
+        unknown = sorted(set(value or []) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
+        return value
 
 
 class InsufficientDataError(ValueError):

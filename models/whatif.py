@@ -19,6 +19,9 @@ from models.segments import (
     SegmentSettings,
     WhatIfSettings,
     expected_order_value,
+    overlap_table,
+    render_action,
+    scored_customers,
 )
 
 
@@ -71,16 +74,42 @@ def whatif_table(
     return pd.DataFrame(rows)
 
 
+def segment_actions(
+    segments: dict[str, pd.DataFrame],
+    snapshot: pd.DataFrame,
+    settings: SegmentSettings,
+    currency: str,
+) -> dict[str, str]:
+    """Each segment's action with its numbers from its members (e.g. "₩150,000+ purchase
+    discount" from the members' order values)."""
+    by_id = snapshot.set_index("customer_id")
+    return {
+        name: render_action(
+            settings.action(name),
+            by_id.reindex(members["customer_id"]),
+            currency,
+            settings.language,
+        )
+        for name, members in segments.items()
+    }
+
+
 def segment_summary(
     segments: dict[str, pd.DataFrame],
     snapshot: pd.DataFrame,
     settings: SegmentSettings,
     currency: str,
     model_versions: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None,
+    primary: pd.Series | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> tuple[dict, str]:
-    """The export's summary: sizes, ranking score, action, what-if per segment (JSON + markdown)."""
+    """The export's summary: sizes, primary members and overlaps, why a segment is empty or
+    capped (`notes`), ranking score, action with its numbers, what-if per segment (JSON +
+    markdown). `primary` is each customer's primary segment, indexed by customer id."""
     from models.reasons import format_money
 
+    notes = notes or {}
     order_value = pd.Series(
         expected_order_value(snapshot), index=snapshot["customer_id"].to_numpy()
     )
@@ -91,18 +120,35 @@ def segment_summary(
         order_value,
         settings.whatif,
     )
+    overlaps = overlap_table(segments, primary) if primary is not None else pd.DataFrame()
+    actions = segment_actions(segments, snapshot, settings, currency)
     cutoff = str(pd.Timestamp(snapshot["cutoff"].iloc[0]).date()) if len(snapshot) else ""
     summary = {
         "cutoff": cutoff,
         "customers": len(snapshot),
+        "scored": scored_customers(scores) if scores is not None else len(snapshot),
         "currency": currency,
         "language": settings.language,
         "model_versions": model_versions or {},
+        "max_share": settings.max_share,
         "coupon": {"rate": settings.whatif.coupon_rate, "cap": settings.whatif.coupon_cap},
         "segments": {
             name: {
                 "members": len(members),
-                "action": settings.action(name),
+                **(
+                    {
+                        "primary": int(overlaps.loc[name, "primary"]),
+                        "overlaps": {
+                            column.removeprefix("also "): int(overlaps.loc[name, column])
+                            for column in overlaps.columns
+                            if column.startswith("also ") and overlaps.loc[name, column]
+                        },
+                    }
+                    if name in overlaps.index
+                    else {}
+                ),
+                "note": notes.get(name, ""),
+                "action": actions[name],
                 "ranked_by": RANKED_BY.get(name, "expected_value"),
                 "total_expected_value": float(np.nansum(members.get("expected_value", 0.0))),
                 "whatif": table[table["segment"] == name]
@@ -115,14 +161,22 @@ def segment_summary(
     lines = [
         f"# Segments at {cutoff}",
         "",
-        f"{len(snapshot):,} customers scored; coupon {settings.whatif.coupon_rate:.0%} "
-        f"capped at {format_money(settings.whatif.coupon_cap, currency)}.",
+        f"{len(snapshot):,} customers, {summary['scored']:,} scored; no segment holds more "
+        f"than {settings.max_share:.0%} of the scored; coupon {settings.whatif.coupon_rate:.0%} "
+        f"capped at {format_money(settings.whatif.coupon_cap, currency, settings.language)}.",
+        "A customer's one campaign is their primary segment (the first of `segments.priority`",
+        "they belong to); `primary` counts those, `overlaps` the members shared with others.",
         "",
-        "| segment | members | ranked by | action |",
-        "|---|---:|---|---|",
+        "| segment | members | primary | overlaps | ranked by | action | note |",
+        "|---|---:|---:|---|---|---|---|",
     ]
     for name, info in summary["segments"].items():
-        lines.append(f"| {name} | {info['members']:,} | {info['ranked_by']} | {info['action']} |")
+        shared = ", ".join(f"{k} {v:,}" for k, v in info.get("overlaps", {}).items()) or "-"
+        primary_count = f"{info['primary']:,}" if "primary" in info else "-"
+        lines.append(
+            f"| {name} | {info['members']:,} | {primary_count} | {shared} | {info['ranked_by']} "
+            f"| {info['action']} | {info['note'] or '-'} |"
+        )
     lines += [
         "",
         "## Campaign what-if",
@@ -133,8 +187,8 @@ def segment_summary(
     for row in table.itertuples(index=False):
         lines.append(
             f"| {row.segment} | +{row.uplift_pp:g} pp | {row.extra_buyers:,.1f} | "
-            f"{format_money(row.extra_revenue, currency)} | "
-            f"{format_money(row.coupon_cost, currency)} | "
-            f"{format_money(row.net_extra_revenue, currency)} |"
+            f"{format_money(row.extra_revenue, currency, settings.language)} | "
+            f"{format_money(row.coupon_cost, currency, settings.language)} | "
+            f"{format_money(row.net_extra_revenue, currency, settings.language)} |"
         )
     return summary, "\n".join(lines) + "\n"

@@ -181,19 +181,41 @@ def _view_part(views: list[tuple], cut: pd.Timestamp, s: FeatureSettings) -> dic
     return row
 
 
-def _item_part(lines: list[tuple], cut: pd.Timestamp) -> dict[str, float]:
+def _item_part(lines: list[tuple], cut: pd.Timestamp, usual: dict[str, float]) -> dict[str, float]:
     units: dict[str, float] = {}
     spend: dict[str, float] = {}
-    for when, product, qty, price in lines:
+    per_order: dict[str, dict[str, float]] = {}
+    for when, product, qty, price, order in lines:
         if when < cut:
             units[product] = units.get(product, 0.0) + qty
             spend[product] = spend.get(product, 0.0) + qty * price
+            orders = per_order.setdefault(product, {})
+            orders[order] = orders.get(order, 0.0) + qty
+    ratios = [_ratio(_mean(list(o.values())), usual[p]) for p, o in per_order.items()]
+    ratios = [r for r in ratios if not math.isnan(r)]
     return {
         "max_units_one_product": max(units.values()) if units else math.nan,
         "top_product_spend_share": _ratio(max(spend.values()), sum(spend.values()))
         if spend
         else math.nan,
+        "max_units_vs_usual": max(ratios) if ratios else math.nan,
     }
+
+
+def _usual_units(lines: dict[str, list[tuple]], cut: pd.Timestamp) -> dict[str, float]:
+    """Each product's median, over its buyers before `cut`, of their mean units per order."""
+    by_product: dict[str, list[float]] = {}
+    for customer_lines in lines.values():
+        per_order: dict[tuple[str, str], float] = {}
+        for when, product, qty, _price, order in customer_lines:
+            if when < cut:
+                per_order[(product, order)] = per_order.get((product, order), 0.0) + qty
+        mine: dict[str, list[float]] = {}
+        for (product, _order), qty in per_order.items():
+            mine.setdefault(product, []).append(qty)
+        for product, quantities in mine.items():
+            by_product.setdefault(product, []).append(_mean(quantities))
+    return {product: _median(values) for product, values in by_product.items()}
 
 
 def oracle(
@@ -214,7 +236,9 @@ def oracle(
         owner = {r.order_id: (r.customer_id, r.ordered_at) for r in tables.orders.itertuples()}
         for r in tables.order_items.itertuples():
             cid, when = owner[r.order_id]
-            lines.setdefault(cid, []).append((when, r.product_id, r.quantity, r.unit_price))
+            lines.setdefault(cid, []).append(
+                (when, r.product_id, r.quantity, r.unit_price, r.order_id)
+            )
     signup: dict[str, pd.Timestamp] = {}
     if tables.customers is not None:
         signup = dict(
@@ -223,6 +247,7 @@ def oracle(
     known = set(orders) | set(views) | set(signup)
     rows = []
     for cut in cutoffs:
+        usual = _usual_units(lines, cut)
         for cid in sorted(known):
             firsts = [o[0] for o in orders.get(cid, [])] + [v[0] for v in views.get(cid, [])]
             firsts += [signup[cid]] if cid in signup else []
@@ -235,7 +260,7 @@ def oracle(
             if tables.content_views is not None:
                 row.update(_view_part(views.get(cid, []), cut, s))
             if tables.order_items is not None:
-                row.update(_item_part(lines.get(cid, []), cut))
+                row.update(_item_part(lines.get(cid, []), cut, usual))
             if tables.customers is not None:
                 joined = signup.get(cid)
                 ok = joined is not None and joined < cut

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -101,7 +102,22 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     contacts = pd.read_csv(latest / "campaigns" / f"{active_id}_contacts.csv")
     treated = pd.read_csv(latest / "campaigns" / f"{active_id}_treated.csv")
     assert set(CONTACTS.required) <= set(contacts.columns)
-    assert len(contacts) == sizes["active"]
+    # one campaign per customer: the Active campaign holds the members whose primary it is
+    primary_active = (scores["primary_segment"] == "active").sum()
+    assert len(contacts) == primary_active <= sizes["active"]
+    everyone = pd.concat([pd.read_csv(f) for f in (latest / "campaigns").glob("*_contacts.csv")])[
+        "customer_id"
+    ]
+    assert not everyone.duplicated().any()
+    assert active["primary_segment"].notna().all()
+    # no segment holds more than a quarter of the scored customers; the summary says why a
+    # list is capped or empty and fills the action's numbers
+    for name, size in sizes.items():
+        assert size <= 0.25 * summary["scored"], name
+    assert "X+" not in summary["segments"]["active"]["action"]
+    # money in the report language's one format (segments.language: ko here: "13만 원+")
+    assert re.match(r"[\d,.]+(만|억) 원\+ ", summary["segments"]["active"]["action"])
+    assert "overlaps" in summary["segments"]["active"] and "note" in summary["segments"]["active"]
     held = contacts["group"].eq("holdout")
     assert 0.04 < held.mean() < 0.16 and len(treated) == (~held).sum()
     assert set(treated["customer_id"]) == set(contacts.loc[~held, "customer_id"])
@@ -131,14 +147,36 @@ def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path
     assert report.is_file() and report.parent == config.resolve(Path("reports"))
     assert [p.name for p in report.parent.iterdir()] == [report.name]  # no plot files left
     page = report.read_text(encoding="utf-8")
-    for heading in ("Models against baselines", "Tier migration", "SHAP", "Example explanations"):
-        assert heading in page
+    headings = (
+        "Models against baselines",
+        "Segments: sizes, campaigns and profiles",
+        "First purchase",
+        "Tier migration",
+        "Drift",
+        "SHAP",
+        "Example explanations",
+    )
+    numbered = re.findall(r"<h2>(\d+)\. ([^<]+)</h2>", page)
+    assert [int(n) for n, _ in numbered] == list(range(1, len(numbered) + 1))
+    assert all(any(t.startswith(h) for _, t in numbered) for h in headings)
+    # the tier-migration table says which dates it compares
+    assert re.search(r"Customers by tier on \d{4}-\d{2}-\d{2} .* and on 2026-01-01", page)
+    # drift against the release's last fitted cutoff, as a table and a plot
+    assert "Population stability index" in page and 'alt="PSI per score and feature"' in page
+    # whole numbers are shown whole (a median of order counts is "4", not "4.00")
+    assert not re.search(r">-?[\d,]+\.00<", page)
+    # every example customer appears once
+    examples = re.findall(r"<h3>[a-z_]+ #\d+: ([^<]+)</h3>", page)
+    assert examples and len(examples) == len(set(examples))
     assert "recency" in page  # the repurchase baseline from the run's baseline.* metrics
     assert page.count("<img") >= 8  # gain + calibration x2, beeswarm + bar x2, segments, examples
     client = MlflowClient()
     for entry in live.targets.values():
         logged = [a.path for a in client.list_artifacts(entry.run_id, "report")]
         assert logged == [f"report/{report.name}"]
+
+
+VIEWPORT = 1280
 
 
 def _chromium() -> str | None:
@@ -190,13 +228,23 @@ def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
 
             for domain in ("Page", "Runtime", "Log"):
                 call(f"{domain}.enable")
+            # a laptop screen: the page must fit its width without scrolling sideways
+            call(
+                "Emulation.setDeviceMetricsOverride",
+                width=VIEWPORT,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             call("Page.navigate", url=page.resolve().as_uri())
             while not events["loaded"]:
                 _pump(ws, events)
             script = (
                 "JSON.stringify({title: document.title, ready: document.readyState, images: "
                 "Array.from(document.images).map(i => [i.complete, i.naturalWidth]),"
-                " h1: document.querySelector('h1') && document.querySelector('h1').innerText})"
+                " h1: document.querySelector('h1') && document.querySelector('h1').innerText,"
+                " scrollWidth: document.documentElement.scrollWidth,"
+                " viewport: window.innerWidth})"
             )
             result = call("Runtime.evaluate", expression=script, returnByValue=True)
             time.sleep(0.5)  # late console errors (e.g. a failed image decode) still arrive
@@ -237,3 +285,34 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     broken = [i for i, (complete, width) in enumerate(seen["images"]) if not complete or width == 0]
     assert broken == [], f"images that did not render: {broken}"
     assert seen["errors"] == []
+    assert seen["viewport"] == VIEWPORT
+    assert seen["scrollWidth"] <= seen["viewport"], "the page scrolls sideways at 1280 px"
+
+
+def test_waterfall_labels_are_words(project) -> None:
+    """Every bar of a waterfall is the customer's fact in words: no "nan =", no raw
+    "25286400 = spend_lifetime"."""
+    from flows import export
+    from models.report import ReportInputs, waterfall_labels
+
+    config, tables, models, _live = project
+    snapshot = export.latest_snapshot(tables, config, None)
+    inputs = ReportInputs(
+        runs=[],
+        models=models,
+        snapshot=snapshot,
+        segments={},
+        migration=pd.DataFrame(),
+        settings=config.segments.model_copy(update={"language": "en"}),
+        currency="KRW",
+    )
+    features = next(iter(models.values())).features
+    sparse = snapshot.sort_values("orders_lifetime").iloc[0]  # many missing values
+    rich = snapshot.sort_values("spend_lifetime").iloc[-1]
+    for row in (sparse, rich):
+        labels = waterfall_labels(features, row, inputs)
+        assert len(labels) == len(features)
+        for label, feature in zip(labels, features, strict=True):
+            # a column name (they all have underscores or are single words) is never a label
+            assert "_" not in label and label != feature, (feature, label)
+            assert "nan" not in label.lower() and " = " not in label, (feature, label)

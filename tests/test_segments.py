@@ -9,14 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.schema import ShopTables
+from features.snapshot import FeatureSettings, build_features
+from features.targets import TARGETS
 from features.tiers import TierSettings
-from models.scoring import expected_value
+from models.scoring import expected_value, memberships, primary_segments
 from models.segments import (
     RESELLERS,
+    ActiveRule,
+    ResellerRule,
     SegmentSettings,
     WhatIfSettings,
     build_segments,
     next_purchase_window,
+    render_action,
+    reseller_mask,
+    reseller_signals,
+    segment_notes,
     write_export,
 )
 from models.whatif import segment_summary, segment_whatif
@@ -44,6 +53,8 @@ BASE = {
     "mean_viewed_price": np.nan,
     "max_units_one_product": 2.0,
     "top_product_spend_share": 0.3,
+    "max_units_vs_usual": 1.0,
+    "spend_lifetime": 150_000.0,
     "tier": 4,
     "repurchase_score": 0.2,
     "vip_score": 0.05,
@@ -100,6 +111,7 @@ CUSTOMERS = {
     "reseller": {
         "max_units_one_product": 200,
         "top_product_spend_share": 0.9,
+        "max_units_vs_usual": 50.0,
         "gap_acceleration": 0.5,
         "repurchase_score": 0.9,
         "tier": 1,
@@ -132,10 +144,26 @@ def _crafted() -> tuple[pd.DataFrame, pd.DataFrame]:
     return snapshot, scores
 
 
+# The crafted rows test each rule's logic with absolute lines and no size budget (ten
+# customers are no shop to take percentiles of); the relative defaults are tested below on
+# populations.
+ABSOLUTE = SegmentSettings.model_validate(
+    {
+        "max_share": 1.0,
+        "active": {"min_score": 0.4},
+        "rising_vip": {"min_score": 0.2},
+        "vip_steady": {"min_days_since_first_order": 365, "min_orders": 4},
+        "vip_at_risk": {"max_score": 0.6, "max_lift": None},
+        "repurchase_prospects": {"min_score": 0.3},
+        "suspected_resellers": {"max_share": 1.0},
+    }
+)
+
+
 @pytest.fixture(scope="module")
 def segments() -> dict[str, pd.DataFrame]:
     snapshot, scores = _crafted()
-    return build_segments(snapshot, scores, SegmentSettings(), TierSettings())
+    return build_segments(snapshot, scores, ABSOLUTE, TierSettings())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -167,7 +195,7 @@ def test_active_ranks_by_expected_value(segments: dict[str, pd.DataFrame]) -> No
 
 def test_thresholds_come_from_config() -> None:
     snapshot, scores = _crafted()
-    strict = SegmentSettings.model_validate({"active": {"min_score": 0.65}})
+    strict = ABSOLUTE.model_copy(update={"active": ActiveRule(min_score=0.65)})
     members = build_segments(snapshot, scores, strict, TierSettings())["active"]
     assert list(members["customer_id"]) == ["active"]
 
@@ -200,7 +228,7 @@ def test_whatif_arithmetic() -> None:
 
 def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame]) -> None:
     snapshot, _ = _crafted()
-    summary, markdown = segment_summary(segments, snapshot, SegmentSettings(), "KRW")
+    summary, markdown = segment_summary(segments, snapshot, ABSOLUTE, "KRW")
     active = summary["segments"]["active"]
     assert active["members"] == 2
     assert [w["uplift_pp"] for w in active["whatif"]] == [3, 5, 7]
@@ -250,3 +278,192 @@ def test_export_moves_latest_only_when_complete(tmp_path: Path, monkeypatch) -> 
     assert latest.resolve() == second.resolve()
     assert pd.read_parquet(latest / "scores.parquet")["expected_value"].eq(3.0).all()
     assert first.exists(), "older exports stay for comparison"
+
+
+def _population(n: int, base_rate: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A shop of `n` buyers whose repurchase scores centre on `base_rate` (a grocery log sits
+    near 0.9, a fashion shop near 0.2), with random cycles, trends and tiers."""
+    rng = np.random.default_rng(seed)
+    strength = 8.0
+    repurchase = rng.beta(base_rate * strength, (1 - base_rate) * strength, n)
+    tier = rng.choice([1, 2, 3, 4, 5], size=n, p=[0.03, 0.07, 0.2, 0.3, 0.4])
+    spend = np.exp(rng.normal(12, 1, n))
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.array([f"c{i:05d}" for i in range(n)], dtype="string"),
+            "cutoff": CUTOFF,
+            "orders_lifetime": rng.integers(1, 30, n).astype(float),
+            "avg_order_value": np.exp(rng.normal(11, 0.6, n)),
+            "recent_vs_avg_order_value": np.exp(rng.normal(0, 0.3, n)),
+            "spend_trend_90d": rng.normal(0, 0.5, n),
+            "gap_acceleration": np.exp(rng.normal(0, 0.4, n)),
+            "last_gap_vs_median": np.exp(rng.normal(0, 0.4, n)),
+            "tenure_days": rng.uniform(30, 700, n),
+            "days_since_first_order": rng.uniform(20, 690, n),
+            "days_since_last_order": rng.uniform(0, 200, n),
+            "median_gap_days": rng.uniform(5, 90, n),
+            "overdue_ratio": np.exp(rng.normal(0, 0.6, n)),
+            "tier_window_spend": spend,
+            "margin_above_tier_line": spend * rng.uniform(0.02, 0.8, n),
+            "distance_to_next_tier": spend * rng.uniform(0.05, 1.0, n),
+            "spend_lifetime": spend * 2,
+            "high_price_views": 0.0,
+            "last_vs_median_viewed_price": np.nan,
+            "mean_viewed_price": np.nan,
+            "max_units_one_product": rng.integers(1, 10, n).astype(float),
+            "top_product_spend_share": rng.uniform(0.05, 0.6, n),
+            "max_units_vs_usual": np.exp(rng.normal(0, 0.4, n)),
+            "tier": tier,
+        }
+    )
+    scores = frame[["customer_id", "cutoff", "tier"]].copy()
+    scores["repurchase_score"] = repurchase
+    scores["vip_score"] = np.where(tier > 2, rng.beta(0.5, 20, n) * (6 - tier), np.nan)
+    scores["first_purchase_score"] = np.nan
+    scores["expected_value"] = expected_value(frame, scores)
+    return frame, scores
+
+
+@pytest.mark.parametrize("base_rate", [0.15, 0.5, 0.9])
+def test_default_lines_are_selective_at_any_base_rate(base_rate: float) -> None:
+    snapshot, scores = _population(4_000, base_rate, seed=int(base_rate * 100))
+    segments = build_segments(snapshot, scores, SegmentSettings(), TierSettings())
+    for name, members in segments.items():
+        assert len(members) <= 0.25 * len(scores), f"{name}: {len(members)} of {len(scores)}"
+    assert 0.1 * len(scores) < len(segments["repurchase_prospects"]) <= 0.25 * len(scores)
+    assert len(segments["active"]) > 0 and len(segments["rising_vip"]) > 0
+    # the Active list is not just a slice of the prospects: a fresh campaign of its own
+    active = set(segments["active"]["customer_id"])
+    prospects = set(segments["repurchase_prospects"]["customer_id"])
+    assert active - prospects
+
+
+def test_absolute_lines_are_what_the_relative_defaults_fix() -> None:
+    """On a grocery-like shop (base rate 0.9) the old absolute line lists nearly everyone."""
+    snapshot, scores = _population(4_000, 0.9, seed=3)
+    old = SegmentSettings.model_validate(
+        {"max_share": 1.0, "repurchase_prospects": {"min_score": 0.3}}
+    )
+    listed = len(build_segments(snapshot, scores, old, TierSettings())["repurchase_prospects"])
+    assert listed > 0.9 * len(scores)
+    # min_score alone is an absolute line: the relative defaults are off...
+    assert old.repurchase_prospects.min_percentile is None
+    assert old.repurchase_prospects.min_lift is None
+    # ...and the cap still holds when it is left on
+    capped = SegmentSettings.model_validate({"repurchase_prospects": {"min_score": 0.3}})
+    members = build_segments(snapshot, scores, capped, TierSettings())["repurchase_prospects"]
+    assert len(members) == int(0.25 * len(scores))
+    # the budget keeps the best-ranked: every kept member ranks above every dropped one
+    kept = set(members["customer_id"])
+    dropped = scores[~scores["customer_id"].isin(kept)]["expected_value"]
+    assert members["expected_value"].min() >= dropped.max()
+
+
+def test_a_segment_budget_of_top_n_and_share() -> None:
+    snapshot, scores = _population(1_000, 0.4, seed=5)
+    settings = SegmentSettings.model_validate(
+        {"max_share": 0.1, "repurchase_prospects": {"top_n": 40}, "active": {"max_share": 0.5}}
+    )
+    segments = build_segments(snapshot, scores, settings, TierSettings())
+    assert len(segments["repurchase_prospects"]) == 40
+    # a rule's own share never widens the shop-wide cap
+    assert len(segments["active"]) <= 100
+    assert settings.share_of("active") == 0.1
+
+
+def _shop_with_bulk_product() -> ShopTables:
+    """Forty households; every one buys fuel in thousands of units per order (a bulk product),
+    and groceries a few at a time. One reseller buys 60 of one grocery per order, every
+    order; one household buys that grocery twice as often as others but two at a time."""
+    rows, items = [], []
+    day = pd.Timestamp("2025-01-01")
+    for h in range(40):
+        cid = f"h{h:02d}"
+        for k in range(6):
+            oid = f"{cid}-{k}"
+            rows.append((oid, cid, day + pd.Timedelta(days=7 * k + h % 5), 0.0))
+            items.append((oid, "fuel", float(20_000 + 500 * (h % 7)), 0.002))
+            items.append((oid, f"g{(h + k) % 9}", 1.0 + (h + k) % 2, 3.0))
+            if cid == "h01":
+                items.append((oid, "g0", 60.0, 3.0))
+            if cid == "h02":
+                items.append((oid, "g0", 2.0, 3.0))
+    orders = pd.DataFrame(rows, columns=["order_id", "customer_id", "ordered_at", "amount"])
+    lines = pd.DataFrame(items, columns=["order_id", "product_id", "quantity", "unit_price"])
+    amounts = (lines["quantity"] * lines["unit_price"]).groupby(lines["order_id"]).sum()
+    orders["amount"] = orders["order_id"].map(amounts)
+    for frame in (orders, lines):
+        for column in ("order_id", "customer_id", "product_id"):
+            if column in frame:
+                frame[column] = frame[column].astype("string")
+    orders["ordered_at"] = orders["ordered_at"].astype("datetime64[ns]")
+    return ShopTables(orders=orders, order_items=lines)
+
+
+def test_bulk_products_do_not_flag_and_a_real_reseller_does() -> None:
+    tables = _shop_with_bulk_product()
+    snapshot = build_features(
+        tables, [pd.Timestamp("2025-03-01")], FeatureSettings(), TierSettings()
+    )
+    # fuel is thousands of units for everyone: the absolute units line would flag them all
+    assert (snapshot["max_units_one_product"] >= 20_000).all()
+    ratio = snapshot.set_index("customer_id")["max_units_vs_usual"]
+    assert ratio["h01"] >= 10 and ratio.drop("h01").max() < 3
+    flagged = snapshot.loc[reseller_mask(snapshot, ResellerRule()), "customer_id"]
+    assert list(flagged) == ["h01"]
+    # bulk alone is one signal: without a second one nobody is flagged
+    only_bulk = ResellerRule(min_top_product_spend_share=1.0)
+    assert not reseller_mask(snapshot.drop(columns="spend_lifetime"), only_bulk).any()
+    signals = reseller_signals(snapshot, ResellerRule())
+    assert signals.loc[snapshot["customer_id"].eq("h01").to_numpy()].sum(axis=1).item() >= 2
+
+
+def test_actions_carry_numbers_from_the_members_in_the_shop_currency() -> None:
+    members = pd.DataFrame({"avg_order_value": [80_000.0, 120_000.0, 140_000.0, 150_000.0]})
+    text = render_action(SegmentSettings().action("active"), members, "KRW")
+    # the upper quartile of the members' order values (141,250), rounded like an offer
+    assert text.startswith("₩140,000+ purchase discount")
+    assert render_action("{order_value}+ off", members * 0.01, "GBP") == "£1,400+ off"
+    assert render_action("{order_value}+ off", members.iloc[:0], "GBP") == "n/a+ off"
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        SegmentSettings.model_validate({"active": {"action": "{discount} off"}})
+
+
+def test_summary_shows_overlaps_primary_notes_and_rendered_actions() -> None:
+    snapshot, scores = _crafted()
+    segments = build_segments(snapshot, scores, ABSOLUTE, TierSettings())
+    flags = memberships(scores, segments)
+    primary = pd.Series(
+        primary_segments(flags, ABSOLUTE.priority), index=scores["customer_id"].to_numpy()
+    )
+    notes = segment_notes(snapshot.drop(columns=["high_price_views"]), scores, segments, ABSOLUTE)
+    summary, markdown = segment_summary(
+        segments, snapshot, ABSOLUTE, "KRW", notes=notes, primary=primary
+    )
+    active = summary["segments"]["active"]
+    # both Active customers are prospects too; their one campaign is Active (priority)
+    assert active["overlaps"]["repurchase_prospects"] == 2 and active["primary"] == 2
+    assert summary["segments"]["repurchase_prospects"]["primary"] == 1
+    assert notes["high_price_browsers"] == "needs content_views, which this data has not"
+    assert "₩X" not in markdown and "₩" in summary["segments"]["active"]["action"]
+    assert "needs content_views" in markdown
+
+
+def test_notes_say_why_a_segment_is_empty_or_capped() -> None:
+    snapshot, scores = _population(1_000, 0.4, seed=9)
+    no_vip_model = scores.assign(vip_score=np.nan)
+    settings = SegmentSettings()
+    segments = build_segments(snapshot, no_vip_model, settings, TierSettings())
+    notes = segment_notes(snapshot, no_vip_model, segments, settings)
+    assert segments["rising_vip"].empty
+    assert notes["rising_vip"].startswith("no model for target ")
+    assert notes["high_price_browsers"] == "no model for target " + next(
+        name for name in TARGETS if TARGETS[name].segments == ("high_price_browsers",)
+    )
+    capped = segment_notes(
+        snapshot,
+        scores,
+        build_segments(snapshot, scores, SegmentSettings(max_share=0.05), TierSettings()),
+        SegmentSettings(max_share=0.05),
+    )
+    assert capped["repurchase_prospects"].startswith("capped at 5% of 1,000 scored customers")

@@ -1,0 +1,94 @@
+"""`dangol check` and what `dangol train` does with a target the data cannot support: a
+300-customer shop trains what it can, and only a target listed in
+`training.required_targets` stops the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.targets import TARGETS, ranking_target
+from flows import readiness
+from flows.config import load_config
+from flows.readiness import check_readiness, required_targets
+from models.train import InsufficientDataError
+from tests.projects import write_project
+
+VIP = ranking_target("rising_vip").name
+BUYERS = ranking_target("repurchase_prospects").name
+
+
+@pytest.fixture(scope="module")
+def small_shop(tmp_path_factory: pytest.TempPathFactory):
+    """300 customers over two years: the VIP line of the default tiers is crossed by a few."""
+    from flows import data, training
+
+    root = tmp_path_factory.mktemp("small")
+    config = load_config(write_project(root, customers=300, shop_seed=5))
+    tables, _ = data.load_shop(config, progress=lambda _line: None)
+    frame, split = training.build_training_data(tables, config)
+    return config, tables, frame, split
+
+
+def test_check_says_what_a_small_shop_supports_and_what_to_change(small_shop) -> None:
+    config, tables, _frame, _split = small_shop
+    readiness = check_readiness(tables, config)
+    text = "\n".join(readiness.lines())
+    assert readiness.customers == 300 and readiness.tables["orders"] == len(tables.orders)
+    assert readiness.targets[BUYERS] is None
+    why = readiness.targets[VIP]
+    assert why.startswith("VIP line ₩2.0M: ") and "20 needed" in why
+    assert "lower the line (tiers.thresholds) or use quantile tiers" in why
+    # the segments ranked by the VIP score cannot be built, and say so
+    assert readiness.segments["rising_vip"] == f"no model for target {VIP}"
+    assert readiness.segments["active"] is None
+    assert readiness.ready  # the required target trains
+    for heading in (
+        "tables:",
+        "dates:",
+        "orders per buyer:",
+        "positives / negatives",
+        "to change:",
+    ):
+        assert heading in text
+    positives = {(c.target, c.window): c.positives for c in readiness.counts}
+    assert positives[(VIP, "validation")] < config.training.min_positives
+
+
+def test_train_skips_a_short_target_and_keeps_the_others(small_shop) -> None:
+
+    config, _tables, frame, split = small_shop
+    wanted, skipped = readiness.plan_targets(frame, split, config)
+    assert BUYERS in wanted and VIP not in wanted
+    assert skipped[VIP].startswith("VIP line ")
+    # the same words as `dangol check`
+    assert skipped[VIP] == check_readiness(_tables, config).targets[VIP]
+
+
+def test_a_required_target_that_cannot_train_stops_the_run(small_shop) -> None:
+
+    config, _tables, frame, split = small_shop
+    strict = config.model_copy(
+        update={"training": config.training.model_copy(update={"required_targets": [BUYERS, VIP]})}
+    )
+    assert required_targets(strict) == [BUYERS, VIP]
+    with pytest.raises(InsufficientDataError, match=f"required target {VIP} cannot be trained"):
+        readiness.plan_targets(frame, split, strict)
+    # the default follows the targets' specs
+    assert required_targets(config) == [n for n, spec in TARGETS.items() if spec.required]
+
+
+def test_required_targets_must_be_known() -> None:
+    from models.train import TrainingSettings
+
+    with pytest.raises(ValueError, match="unknown targets"):
+        TrainingSettings(required_targets=["lifetime_value_typo"])
+
+
+def test_check_command_prints_the_report(small_shop, capsys) -> None:
+    from flows.cli import main
+
+    config, *_ = small_shop
+    assert main(["check", "--config", str(config.base_dir / "dangol.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"{VIP} (optional): cannot be trained: VIP line" in out
+    assert "ready: `dangol train` would train" in out
