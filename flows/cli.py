@@ -263,7 +263,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     ]
     print(f"serving {live.label} on http://{config.serving.host}:{port} (Ctrl-C stops)")
     env = _bentoml_env(config, context_file)
-    raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
+    from flows.runtime import run_until_stopped
+
+    raise SystemExit(run_until_stopped(command, env, PROJECT_ROOT))
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -301,10 +303,17 @@ def cmd_build(args: argparse.Namespace) -> None:
     live = live_release(config)
     build_dir = PROJECT_ROOT / "outputs" / "bento"
     release_dir = release.write_release_dir(live, release.load_models(live), build_dir / "release")
-    # inside the Bento the files sit under src/, the build context's root
+    # inside the Bento the files sit under src/, the build context's root; a token written
+    # in the config stays out of it (the Bento refuses to start without DANGOL_TOKEN or the
+    # variable serving.token_env names)
     bundled = config.service_context(release_dir=Path("outputs/bento/release"))
+    bundled.serving.token = None
     context_file = bundled.write(build_dir / "service.json")
     print(f"packing {live.label} ({live.versions()}) from {release_dir}")
+    print(
+        f"the Bento listens on {config.serving.host}:{config.serving.port} (serving.host, "
+        f"serving.port) and needs the token in {config.serving.token_env} at run time"
+    )
     command = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "."]
     env = _bentoml_env(config, context_file)
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
