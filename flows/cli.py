@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from features.contract import ContractError
     from flows.config import ConfigError
+    from flows.runtime import hide_expected_failures
     from models.registry import NoChampionError
     from models.release import ReleaseMismatchError, TrainingLockedError
     from models.train import InsufficientDataError
@@ -424,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = (ConfigError, ContractError, InsufficientDataError, NoChampionError)
     expected += (MissingTokenError, ReleaseMismatchError, TrainingLockedError)
+    hide_expected_failures(expected)  # one message below, not Prefect's tracebacks too
     try:
         args.handler(args)
     except expected as exc:

@@ -109,3 +109,35 @@ def _stop_group(process: subprocess.Popen, grace: float) -> None:
 def _signal_group(group: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(group, signum)
+
+
+class HideExpectedFailures(logging.Filter):
+    """Drops Prefect's lines about a run that failed with an expected error (bad data, bad
+    config, too little data): the command prints that error once, as one clear message.
+    Any other failure keeps Prefect's lines and their traceback."""
+
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected = expected
+        self.names = tuple(f"{kind.__name__}:" for kind in expected)
+        self.names += tuple(f"{kind.__name__}(" for kind in expected)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            return not isinstance(error, self.expected)
+        message = record.getMessage()
+        # "Finished in state Failed('Task run encountered an exception ContractError: ...')"
+        return not ("Failed(" in message and any(name in message for name in self.names))
+
+
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+def hide_expected_failures(expected: tuple[type[BaseException], ...]) -> None:
+    """Install HideExpectedFailures on Prefect's run loggers (before or after Prefect is
+    imported: loggers are looked up by name)."""
+    for name in PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, HideExpectedFailures) for f in logger.filters):
+            logger.addFilter(HideExpectedFailures(expected))
