@@ -127,31 +127,47 @@ def cmd_train(args: argparse.Namespace):
 
 
 def _release_lines(outcome) -> list[str]:
-    """The retrain's verdict, then one line per target with its test metrics."""
+    """The retrain's verdict, then a table of the targets' test metrics (3 decimals)."""
     state = "live" if outcome.promoted else "not promoted"
     if outcome.unchanged:
         state = "unchanged"
     lines = [f"{outcome.release.label} ({state}): {outcome.reason}"]
     lines += [f"repair: {message}" for message in outcome.repairs]
-    for target in outcome.targets:
-        lines.append("  " + _model_line(target))
+    lines += ["  " + row for row in metrics_table(outcome.targets)]
     lines += [f"  {target} skipped: {why}" for target, why in outcome.skipped.items()]
     return lines
 
 
-def _model_line(outcome) -> str:
-    m = outcome.metrics
-    metrics = ", ".join(
-        f"{label} {m[key]:.3f}"
-        for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("brier", "Brier"))
-        if key in m
-    )
-    baselines = ", ".join(f"{k} ROC-AUC {v['roc_auc']:.3f}" for k, v in outcome.baselines.items())
-    failed = outcome.baseline_failures
-    baselines += "".join(f", {k} FAILED ({reason})" for k, reason in failed.items())
-    return f"{outcome.target}: {outcome.model_name} v{outcome.version}: {metrics}" + (
-        f" | {baselines}" if baselines else ""
-    )
+METRIC_COLUMNS = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("brier", "Brier"))
+
+
+def metrics_table(targets) -> list[str]:
+    """One row per trained target: model and version, test metrics rounded to 3 decimals,
+    and the baselines' ROC-AUC (or why a baseline failed)."""
+    if not targets:
+        return []
+    header = ["target", "model", *(label for _, label in METRIC_COLUMNS), "baselines (ROC-AUC)"]
+    rows = []
+    for outcome in targets:
+        metrics = [
+            f"{outcome.metrics[key]:.3f}" if key in outcome.metrics else "-"
+            for key, _ in METRIC_COLUMNS
+        ]
+        baselines = [f"{k} {v['roc_auc']:.3f}" for k, v in outcome.baselines.items()]
+        baselines += [f"{k} FAILED ({why})" for k, why in outcome.baseline_failures.items()]
+        model = f"{outcome.model_name} v{outcome.version}"
+        rows.append([outcome.target, model, *metrics, ", ".join(baselines) or "-"])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    numeric = range(2, 2 + len(METRIC_COLUMNS))
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=False))
+        ]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
 
 
 def cmd_models(args: argparse.Namespace) -> dict:
