@@ -336,3 +336,51 @@ def test_dangol_serve_stops_with_its_children_on_a_signal(project, signum) -> No
     finally:
         if dangol.poll() is None:
             dangol.kill()
+
+
+# --- no residue ---------------------------------------------------------------------------
+
+STALLED_EXPORT = """
+import sys, time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from models.segments import write_export
+
+
+class Stalled(dict):  # the export stops here, between its files, until it is killed
+    def items(self):
+        time.sleep(600)
+        return super().items()
+
+
+frame = pd.DataFrame({"customer_id": ["a"], "cutoff": [pd.Timestamp("2030-01-01")]})
+write_export(Path(sys.argv[1]), frame, frame, Stalled(), datetime(2030, 1, 1))
+"""
+
+
+@pytest.mark.slow
+def test_the_next_export_removes_what_a_killed_one_left(project) -> None:
+    exports = project.resolve(project.paths.exports)
+    latest_before = (exports / "latest").resolve()
+    child = subprocess.Popen([sys.executable, "-c", STALLED_EXPORT, str(exports)], cwd=REPO)
+    staging = exports / f".staging-20300101T000000-{child.pid}"
+    try:
+        deadline = time.monotonic() + 120
+        while not (staging / "scores.parquet").exists():
+            assert child.poll() is None and time.monotonic() < deadline, "no staging folder"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert staging.is_dir()  # what kill -9 leaves
+    assert (exports / "latest").resolve() == latest_before  # the previous export still served
+    folder = projects.score(project, datetime(2026, 1, 3))  # the next run
+    assert not staging.exists()
+    assert not [p.name for p in exports.iterdir() if p.name.startswith(".")]
+    assert (exports / "latest").resolve() == folder.resolve()
+    assert not (exports / "20300101T000000").exists()
