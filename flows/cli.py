@@ -331,7 +331,9 @@ def cmd_build(args: argparse.Namespace) -> None:
         f"serving.port) and needs the token in {config.serving.token_env} at run time"
     )
     command = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "."]
-    env = _bentoml_env(config, context_file)
+    from serving.settings import BUILDING_ENV
+
+    env = {**_bentoml_env(config, context_file), BUILDING_ENV: "1"}
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 from typing import Annotated, Any
 
@@ -36,7 +37,7 @@ from serving.schemas import (
     SegmentSize,
     Target,
 )
-from serving.settings import ServiceContext
+from serving.settings import BUILDING_ENV, ServiceContext
 
 logger = logging.getLogger("dangol.serving")
 
@@ -67,12 +68,16 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
     from bentoml.exceptions import InvalidArgument, NotFound
 
     from serving import traffic
-    from serving.auth import BearerTokenMiddleware, RedactInputErrors
+    from serving.auth import BearerTokenMiddleware, RedactInputErrors, resolve_token
     from serving.http import EscapeControlCharacters, RequestGuard
     from serving.openapi import Document
     from serving.schemas import feature_row_model
 
     limits = context.serving
+    if os.environ.get(BUILDING_ENV) != "1":
+        # refuse to start without a token here, at import, rather than answer every request
+        # with an error once the app builds its middleware on the first one
+        resolve_token(limits)
     # /score_rows' row: every feature of the catalogue for these settings, with its range
     row_model = feature_row_model(context.features, context.tiers)
     served: dict[str, Any] = {}  # the instance, once BentoML has made it (for the document)

@@ -16,6 +16,9 @@ from features.tiers import TierSettings
 from models.segments import SegmentSettings
 
 CONTEXT_ENV = "DANGOL_SERVICE_CONTEXT"
+# Set to "1" while `bentoml build` imports the service: building does not serve, so it does
+# not need the token that serving refuses to start without.
+BUILDING_ENV = "DANGOL_BUILDING"
 
 
 class ServingSettings(BaseModel):
