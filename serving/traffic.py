@@ -63,9 +63,21 @@ class BoundedMetricsMiddleware(instruments.RunnerTrafficMetricsMiddleware):
     """BentoML's metrics middleware whose endpoint label is a known path or `OTHER_PATHS`."""
 
     known_paths: frozenset[str] = frozenset()
+    # The metric objects of the first instance: a second app in the same process (tests)
+    # would register the same names again, which Prometheus' registry refuses.
+    _shared: dict[str, Any] | None = None
 
     def __init__(self, app: Any, **options: Any) -> None:
         super().__init__(_RestoreOriginalPath(app), **options)
+
+    def _setup(self) -> None:
+        shared = BoundedMetricsMiddleware._shared
+        if shared is None:
+            super()._setup()
+            shared = {k: v for k, v in vars(self).items() if k.startswith("metrics_")}
+            BoundedMetricsMiddleware._shared = shared
+        vars(self).update(shared)
+        self._is_setup = True
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] not in self.known_paths:
