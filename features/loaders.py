@@ -180,6 +180,8 @@ def read_source(path: Path, fmt: Literal["csv", "parquet"]) -> pd.DataFrame:
                 frame = pd.read_csv(path, dtype=str)
     except ContractError:
         raise
+    except pd.errors.EmptyDataError:
+        raise ContractError(f"{path}: the file is empty (not even a header row)") from None
     except Exception as exc:  # any reader failure means the same to the user: unreadable
         raise ContractError(f"{path}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from exc
     return frame.reset_index(drop=True)
@@ -222,6 +224,15 @@ def map_columns(
 # ----------------------------------------------------------------------------- loading
 
 
+# The tables that cannot be empty when configured, and why (an optional table such as
+# content_views or campaigns may be empty: the shop has none yet).
+NEEDS_ROWS = {
+    "orders": "the orders table needs at least one order",
+    "order_items": "the order lines need at least one line",
+    "customers": "every order's customer must be in the customers table",
+}
+
+
 def _load_table(
     table: TableName,
     source: TableSource,
@@ -232,6 +243,10 @@ def _load_table(
     path = (base_dir / source.path).resolve()
     assert source.format is not None  # set by TableSource's validator
     raw = read_source(path, source.format)
+    if raw.empty and table in NEEDS_ROWS:
+        # caught here, by name: later the empty table surfaced as a crash on a missing date
+        # or as another table's rows "rejected" for pointing at nothing
+        raise ContractError(f"{path}: no rows (only a header): {NEEDS_ROWS[table]}")
     report = TableReport(table, str(path), rows_read=len(raw))
     raw = apply_filters(raw, source.exclude, report, path)
     frame = map_columns(raw, table, source.columns, path)
@@ -294,6 +309,9 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
             rows_read=n,
             rows_kept=n,
         )
+    if clean["orders"].empty:
+        source = report.tables["orders"].source
+        raise ContractError(f"{source}: no orders left after the configured filters")
     report.tables = {t: report.tables[t] for t in LOAD_ORDER if t in report.tables}
     report.seconds = time.perf_counter() - started
     tables = ShopTables(

@@ -143,33 +143,43 @@ def cmd_train(args: argparse.Namespace):
 
 
 def _release_lines(outcome) -> list[str]:
-    """The retrain's verdict, then one line per target with its test metrics."""
+    """The retrain's verdict, then a table of the targets' test metrics (3 decimals)."""
     state = "live" if outcome.promoted else "not promoted"
     if outcome.unchanged:
         state = "unchanged"
     lines = [f"{outcome.release.label} ({state}): {outcome.reason}"]
     lines += [f"repair: {message}" for message in outcome.repairs]
-    for target in outcome.targets:
-        lines.append("  " + _model_line(target))
+    lines += ["  " + row for row in metrics_table(outcome.targets)]
     lines += [f"  {target} skipped: {why}" for target, why in outcome.skipped.items()]
     return lines
 
 
-def _model_line(outcome) -> str:
+def metrics_table(targets) -> list[str]:
+    """One row per trained target: model and version, the test metrics of its kind rounded to
+    3 decimals (features.targets.HEADLINE_METRICS), and the baselines on the first of them
+    (or why a baseline failed)."""
     from features.targets import headline_metrics
 
-    m = outcome.metrics
-    headline = headline_metrics(outcome.target)
-    metrics = ", ".join(f"{label} {m[key]:.3f}" for key, label in headline if key in m)
-    key, label = headline[0]
-    baselines = ", ".join(
-        f"{k} {label} {v[key]:.3f}" for k, v in outcome.baselines.items() if key in v
-    )
-    failed = outcome.baseline_failures
-    baselines += "".join(f", {k} FAILED ({reason})" for k, reason in failed.items())
-    return f"{outcome.target}: {outcome.model_name} v{outcome.version}: {metrics}" + (
-        f" | {baselines}" if baselines else ""
-    )
+    if not targets:
+        return []
+    header = ["target", "model", "test metrics", "baselines"]
+    rows = []
+    for outcome in targets:
+        headline = headline_metrics(outcome.target)
+        shown = outcome.metrics
+        metrics = ", ".join(f"{label} {shown[key]:.3f}" for key, label in headline if key in shown)
+        key, label = headline[0]
+        baselines = [f"{k} {v[key]:.3f}" for k, v in outcome.baselines.items() if key in v]
+        baselines += [f"{k} FAILED ({why})" for k, why in outcome.baseline_failures.items()]
+        model = f"{outcome.model_name} v{outcome.version}"
+        rows.append([outcome.target, model, metrics or "-", f"{label}: " + ", ".join(baselines)])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: list[str]) -> str:
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
 
 
 def cmd_models(args: argparse.Namespace) -> dict:
@@ -282,7 +292,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     ]
     print(f"serving {live.label} on http://{config.serving.host}:{port} (Ctrl-C stops)")
     env = _bentoml_env(config, context_file)
-    raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
+    from flows.runtime import run_until_stopped
+
+    raise SystemExit(run_until_stopped(command, env, PROJECT_ROOT))
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -320,12 +332,21 @@ def cmd_build(args: argparse.Namespace) -> None:
     live = live_release(config)
     build_dir = PROJECT_ROOT / "outputs" / "bento"
     release_dir = release.write_release_dir(live, release.load_models(live), build_dir / "release")
-    # inside the Bento the files sit under src/, the build context's root
+    # inside the Bento the files sit under src/, the build context's root; a token written
+    # in the config stays out of it (the Bento refuses to start without DANGOL_TOKEN or the
+    # variable serving.token_env names)
     bundled = config.service_context(release_dir=Path("outputs/bento/release"))
+    bundled.serving.token = None
     context_file = bundled.write(build_dir / "service.json")
     print(f"packing {live.label} ({live.versions()}) from {release_dir}")
+    print(
+        f"the Bento listens on {config.serving.host}:{config.serving.port} (serving.host, "
+        f"serving.port) and needs the token in {config.serving.token_env} at run time"
+    )
     command = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "."]
-    env = _bentoml_env(config, context_file)
+    from serving.settings import BUILDING_ENV
+
+    env = {**_bentoml_env(config, context_file), BUILDING_ENV: "1"}
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
 
 
@@ -434,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from features.contract import ContractError
     from flows.config import ConfigError
+    from flows.runtime import hide_expected_failures
     from models.registry import NoChampionError
     from models.release import ReleaseMismatchError, TrainingLockedError
     from models.train import InsufficientDataError
@@ -441,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = (ConfigError, ContractError, InsufficientDataError, NoChampionError)
     expected += (MissingTokenError, ReleaseMismatchError, TrainingLockedError)
+    hide_expected_failures(expected)  # one message below, not Prefect's tracebacks too
     try:
         args.handler(args)
     except expected as exc:

@@ -6,6 +6,8 @@ equal what the report and the service say for the same release and snapshot.
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -71,6 +73,7 @@ def score_and_export(
     if live is not None:
         summary["release"] = {"id": live.id, "version": live.version, "models": versions}
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
+    remove_stale_staging(config.resolve(config.paths.exports))
     folder = write_export(
         config.resolve(config.paths.exports),
         snapshot,
@@ -82,3 +85,38 @@ def score_and_export(
         campaigns=CampaignPlan(cutoff, config.segments, offers),
     )
     return folder, {name: len(members) for name, members in scored.segments.items()}
+
+
+# What write_export stages beside the exports, named after the writing process's id.
+STAGING_PATTERNS = (".staging-*-*", ".latest-*")
+
+
+def remove_stale_staging(exports_dir: Path) -> list[Path]:
+    """Remove what a killed export left (its staging folder, its half-made `latest` link):
+    entries whose writing process is gone. A running export's entries are kept."""
+    if not exports_dir.is_dir():
+        return []
+    removed = []
+    for pattern in STAGING_PATTERNS:
+        for entry in exports_dir.glob(pattern):
+            pid = entry.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not exporting yet: what it left earlier is stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True

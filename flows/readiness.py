@@ -8,6 +8,7 @@ skipped with the message shown here (`shortfall`), so the check and the training
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,10 +273,9 @@ def check_readiness(tables: ShopTables, config: DangolConfig) -> Readiness:
         for name in TARGETS:
             why = shortfall(frame, split, name, config)
             if name in frame and frame[name].notna().any():
-                try:
+                # a target whose own split does not fit has no counts: `why` says so
+                with suppress(InsufficientDataError):
                     report.counts += window_counts(frame, split, name, config)
-                except InsufficientDataError:
-                    pass  # its own split does not fit: `why` says so
             report.targets[name] = why
             if why is not None and why != "no customer of its population in this data":
                 report.advice.append(f"{name}: {why}")

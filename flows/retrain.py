@@ -8,6 +8,7 @@ running one; see flows.publish for what a crash at any step leaves live.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -39,21 +40,31 @@ def recover_task(config: DangolConfig) -> list[str]:
 
 @task(cache_policy=NO_CACHE)
 def training_data_task(tables, config: DangolConfig) -> tuple[pd.DataFrame, TimeSplit]:
+    started = time.perf_counter()
     frame, split = training.build_training_data(tables, config)
+    windows = ", ".join(
+        f"{name} {len(cutoffs)} ({cutoffs[0]} .. {cutoffs[-1]})" if cutoffs else f"{name} 0"
+        for name, cutoffs in split.to_dict().items()
+    )
     get_run_logger().info(
-        "training frame: %s rows, %s features; cutoffs %s",
+        "training frame: %s rows, %s columns; cutoffs: %s (%.1f s)",
         f"{len(frame):,}",
         frame.shape[1],
-        split.to_dict(),
+        windows,
+        time.perf_counter() - started,
     )
     return frame, split
 
 
 @task(cache_policy=NO_CACHE)
 def train_task(frame, split, target: str, config: DangolConfig, plot_dir: Path):
+    started = time.perf_counter()
     trained = training.train_target(frame, split, target, config, plot_dir)
     get_run_logger().info(
-        "%s: test %s", target, ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items())
+        "%s trained in %.1f s: test %s",
+        target,
+        time.perf_counter() - started,
+        ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items()),
     )
     for baseline, reason in trained.baseline_failures.items():
         get_run_logger().warning("%s: baseline %s failed: %s", target, baseline, reason)

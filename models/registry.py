@@ -7,6 +7,7 @@ usable without it.
 from __future__ import annotations
 
 import json
+import platform
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -97,6 +98,14 @@ def log_model(model: TargetModel, example: pd.DataFrame) -> str:
     inputs = example[model.features].astype("float64").head(5)
     signature = infer_signature(inputs, model.predict(inputs))
     requirements = [f"{p}=={version(p)}" for p in ("lightgbm", "numpy", "pandas", "scikit-learn")]
+    # The environment is stated here: given only pip requirements, MLflow looks up the
+    # installed pip for its conda.yaml and warns "Failed to resolve installed pip version" in
+    # a uv environment, which has no pip.
+    environment = {
+        "name": "dangol-model",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={platform.python_version()}", "pip", {"pip": requirements}],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "model")
         info = mlflow.pyfunc.log_model(
@@ -105,7 +114,7 @@ def log_model(model: TargetModel, example: pd.DataFrame) -> str:
             artifacts={"model_dir": str(Path(tmp) / "model")},
             signature=signature,
             input_example=inputs.fillna(0.0),
-            pip_requirements=requirements,
+            conda_env=environment,
         )
     return info.model_uri
 

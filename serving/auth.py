@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -12,6 +13,8 @@ from serving.settings import ServingSettings
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+# The Swagger UI's scripts and styles, served by BentoML beside its index page at /.
+PUBLIC_PREFIXES = ("/static_content/",)
 
 
 class MissingTokenError(RuntimeError):
@@ -37,8 +40,12 @@ class BearerTokenMiddleware:
         self.expected = f"Bearer {resolve_token(settings)}".encode()
         self.public = frozenset(settings.public_paths)
 
+    def is_public(self, path: str) -> bool:
+        """Health, the API document, and the Swagger UI's own files (BentoML's)."""
+        return path in self.public or path.startswith(PUBLIC_PREFIXES)
+
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        if scope["type"] != "http" or self.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = _header(scope["headers"], b"authorization")
@@ -69,8 +76,9 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None
 
 
 class RedactInputErrors:
-    """A logging filter: a rejected request is logged by error location and type, never with
-    the input values pydantic would print (they can be customer data)."""
+    """A logging filter for BentoML's "Exception on <path>" lines: a rejected request is
+    logged at INFO by error location and type, never with the values (customer ids, pydantic's
+    quoted input) it carried; server errors keep ERROR and their traceback."""
 
     def filter(self, record) -> bool:
         from bentoml.exceptions import BentoMLException
@@ -81,9 +89,15 @@ class RedactInputErrors:
             where = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['type']}" for e in error.errors()
             )
-            record.msg = f"{record.msg} (bad input: {where})"
-            record.exc_info, record.exc_text = None, None
+            _client_error(record, f"bad input: {where}")
         elif isinstance(error, BentoMLException) and error.error_code.value < 500:
-            record.msg = f"{record.msg} ({error.error_code.value}: {error})"
-            record.exc_info, record.exc_text = None, None
+            # our messages start with the field ("customer_id: 'C1' is not ..."): keep that
+            field = str(error).split(":", 1)[0] if ":" in str(error) else type(error).__name__
+            _client_error(record, f"{error.error_code.value} on {field}")
         return True
+
+
+def _client_error(record, note: str) -> None:
+    record.msg = f"{record.msg} ({note})".replace("Exception on", "Rejected request to", 1)
+    record.exc_info, record.exc_text = None, None
+    record.levelno, record.levelname = logging.INFO, "INFO"

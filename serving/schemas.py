@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from features.definitions import FeatureDef, feature_definitions
+from features.snapshot import FeatureSettings
 from features.targets import TARGETS, probability_targets
+from features.tiers import TierSettings
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, description="customer id")]
 # the targets whose reasons /explain gives (contributions in log-odds of a probability)
@@ -73,10 +76,66 @@ class ScoreResponse(Strict):
     unknown_ids: list[str] = Field(description="ids not in the snapshot, in request order")
 
 
-class FeatureRow(Strict):
-    ref: str | None = Field(None, max_length=128, description="caller's label, echoed back")
-    features: dict[Annotated[str, Field(max_length=128)], FiniteFloat | None] = Field(
-        description="every model feature by name (see /model_info); null means missing"
+class ErrorBody(Strict):
+    """Every error answer of the service (4xx and 5xx) has this one shape."""
+
+    error: str = Field(description="what is wrong, naming the field when a field is wrong")
+
+
+# Units of the feature catalogue (features.definitions) and the values a row may carry:
+# counts are whole and >= 0, money and views' prices >= 0, shares within [0, 1]; every
+# value finite. A days feature may be negative only where its definition says so.
+_COUNT_UNITS = {"orders", "views", "units"}
+_MONEY_UNITS = {"currency"}
+_SHARE_UNITS = {"share 0-1"}
+
+
+def _whole(value: float) -> float:
+    # pydantic's multiple_of has a tolerance (2.6e-42 passes as a multiple of 1)
+    if not value.is_integer():
+        raise ValueError("Input should be a whole number")
+    return value
+
+
+def _feature_type(definition: FeatureDef, lowest_tier: int) -> Any:
+    finite = {"strict": True, "allow_inf_nan": False, "description": definition.meaning}
+    unit = definition.unit
+    if definition.name == "tier":
+        limits = {"ge": 1, "le": lowest_tier, "multiple_of": 1}
+        return Annotated[float, Field(**{**finite, **limits}), AfterValidator(_whole)]
+    if unit in _COUNT_UNITS:
+        limits = {"ge": 0, "multiple_of": 1}
+        return Annotated[float, Field(**{**finite, **limits}), AfterValidator(_whole)] | None
+    elif unit in _MONEY_UNITS:
+        limits = {"ge": 0}
+    elif unit in _SHARE_UNITS:
+        limits = {"ge": 0, "le": 1}
+    elif unit == "days" and "negative" not in definition.meaning:
+        limits = {"ge": 0}
+    else:  # ratios, log ratios, slopes: any finite value
+        limits = {}
+    return Annotated[float, Field(**{**finite, **limits})] | None
+
+
+def feature_row_model(features: FeatureSettings, tiers: TierSettings) -> type[BaseModel]:
+    """The request row of /score_rows for these settings: one field per feature of the
+    catalogue with its unit's range (`tier` required, within the configured tiers); an
+    omitted feature is reported missing when the live release needs it, null = unknown."""
+    fields: dict[str, Any] = {}
+    for definition in feature_definitions(features, tiers):
+        kind = _feature_type(definition, tiers.lowest_tier)
+        fields[definition.name] = (kind, ...) if definition.name == "tier" else (kind, None)
+    row_features = create_model(  # type: ignore[call-overload]
+        "Features",
+        __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+        __doc__="Model features by name (see /model_info); null means missing.",
+        **fields,
+    )
+    return create_model(  # type: ignore[call-overload]
+        "FeatureRow",
+        __base__=Strict,
+        ref=(str | None, Field(None, max_length=128, description="caller's label, echoed back")),
+        features=(row_features, Field(description="every feature of the live release")),
     )
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -26,7 +27,6 @@ from serving import state as states
 from serving.schemas import (
     CustomerId,
     Explanation,
-    FeatureRow,
     ModelDetails,
     ModelInfo,
     RowScoreResponse,
@@ -37,7 +37,7 @@ from serving.schemas import (
     SegmentSize,
     Target,
 )
-from serving.settings import ServiceContext
+from serving.settings import BUILDING_ENV, ServiceContext
 
 logger = logging.getLogger("dangol.serving")
 
@@ -68,10 +68,19 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
     from bentoml.exceptions import InvalidArgument, NotFound
 
     from serving import traffic
-    from serving.auth import BearerTokenMiddleware, RedactInputErrors
+    from serving.auth import BearerTokenMiddleware, RedactInputErrors, resolve_token
+    from serving.http import EscapeControlCharacters, RequestGuard
+    from serving.openapi import Document
+    from serving.schemas import feature_row_model
 
-    traffic.install()  # BentoML's request timeout kept every answered request alive
     limits = context.serving
+    if os.environ.get(BUILDING_ENV) != "1":
+        # refuse to start without a token here, at import, rather than answer every request
+        # with an error once the app builds its middleware on the first one
+        resolve_token(limits)
+    # /score_rows' row: every feature of the catalogue for these settings, with its range
+    row_model = feature_row_model(context.features, context.tiers)
+    served: dict[str, Any] = {}  # the instance, once BentoML has made it (for the document)
 
     def check_batch(field: str, size: int) -> None:
         if size > limits.max_batch:
@@ -84,6 +93,9 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
         workers=limits.workers,
         traffic={"timeout": 30},
         metrics={"enabled": True},
+        # where `bentoml serve` listens without --host/--port, as in a Bento's container:
+        # the configured address, loopback unless serving.host says otherwise
+        http={"host": limits.host, "port": limits.port},
     )
     class Dangol:
         """Scores, explanations and ranked segments for marketing systems.
@@ -94,6 +106,7 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
 
         def __init__(self) -> None:
             self.context = context
+            served["instance"] = self
             live, models = states.load_release(context)
             self.state = states.load_state(context, live, models)
             freeze_heap()
@@ -157,21 +170,25 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                 unknown_ids=unknown,
             )
 
-        @bentoml.api(route="/score_rows")
-        async def score_rows(
-            self, rows: Annotated[list[FeatureRow], Field(min_length=1, max_length=MAX_BATCH)]
-        ) -> RowScoreResponse:
-            """Score full feature rows sent by the caller (every model feature, null =
-            missing)."""
+        async def score_rows(self, rows) -> RowScoreResponse:
+            """Score full feature rows sent by the caller (every feature of the live release
+            by name, null = missing; each within its unit's range)."""
             check_batch("rows", len(rows))
             state = self.state
+            given = [row.features.model_dump(exclude_unset=True) for row in rows]
             try:
-                scored = states.score_rows(state, [row.features for row in rows])
+                scored = states.score_rows(state, given)
             except states.FeatureRowError as exc:
                 raise InvalidArgument(str(exc)) from None
             for row, record in zip(rows, scored, strict=True):
                 record["ref"] = row.ref
             return RowScoreResponse(model_versions=state.versions, scores=scored)
+
+        # the row model depends on the settings, so its annotation is set here, not written
+        score_rows.__annotations__["rows"] = Annotated[
+            list[row_model], Field(min_length=1, max_length=MAX_BATCH)
+        ]
+        score_rows = bentoml.api(route="/score_rows")(score_rows)
 
         @bentoml.api(route="/explain")
         async def explain(
@@ -258,7 +275,7 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                     registered_name=entry.registered_name,
                     version=entry.version,
                     run_id=entry.run_id,
-                    horizon_days=live.horizon_days,
+                    horizon_days=entry.horizon_days or live.horizon_days,
                     training_window=live.data_window,
                     test_metrics=entry.metrics,
                     features=state.models[target].features,
@@ -274,7 +291,31 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                 models=details,
             )
 
+    document = Document(Dangol, limits)
+
+    def live_document() -> dict:
+        instance = served.get("instance")
+        if instance is None:
+            return document.base
+        state = instance.state
+        return document.for_release(state.features, list(state.models))
+
+    # BentoML's request timeout kept every answered request alive; its metrics made a series
+    # per path ever requested (serving.traffic)
+    routes = {method.route for method in Dangol.apis.values()}
+    traffic.install(routes | set(limits.public_paths) | {"/metrics"})
     Dangol.add_asgi_middleware(BearerTokenMiddleware, settings=limits)
-    # BentoML logs rejected requests with pydantic's message, which quotes the input values
-    logging.getLogger("bentoml._internal.server.http_app").addFilter(RedactInputErrors())
+    Dangol.add_asgi_middleware(RequestGuard, settings=limits, document=live_document)
+    # BentoML logs rejected requests with pydantic's message, which quotes the input values,
+    # and paths as sent: rejected requests at INFO without values, control characters escaped
+    errors = logging.getLogger("bentoml._internal.server.http_app")
+    _add_filter(errors, RedactInputErrors)
+    for logger_ in (errors, logging.getLogger("bentoml.access"), logger):
+        _add_filter(logger_, EscapeControlCharacters)
     return Dangol
+
+
+def _add_filter(logger_: logging.Logger, kind: type) -> None:
+    """One filter of a kind per logger, however often a service is created in a process."""
+    if not any(isinstance(f, kind) for f in logger_.filters):
+        logger_.addFilter(kind())

@@ -16,6 +16,9 @@ from features.tiers import TierSettings
 from models.segments import SegmentSettings
 
 CONTEXT_ENV = "DANGOL_SERVICE_CONTEXT"
+# Set to "1" while `bentoml build` imports the service: building does not serve, so it does
+# not need the token that serving refuses to start without.
+BUILDING_ENV = "DANGOL_BUILDING"
 
 
 class ServingSettings(BaseModel):
@@ -33,7 +36,12 @@ class ServingSettings(BaseModel):
     # Prefer the variable: a config file is usually committed.
     token: str | None = Field(None, min_length=16)
     token_env: str = "DANGOL_TOKEN"
-    public_paths: list[str] = ["/livez", "/readyz", "/healthz", "/docs", "/docs.json"]
+    # Health, and the API document with its Swagger UI (at / and /docs; its calls still
+    # need the token): no token needed.
+    public_paths: list[str] = ["/", "/livez", "/readyz", "/healthz", "/docs", "/docs.json"]
+    # The largest request body accepted (larger: 413). /score_rows at max_batch rows of ~60
+    # features needs about 2 KB a row.
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
 
 
 class ServiceContext(BaseModel):

@@ -48,18 +48,24 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """A server subprocess from the repository root, output captured for failure messages."""
-    return subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+def start(command: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """A server subprocess from the repository root, output captured for failure messages
+    (in `log` when given: a pipe nobody reads blocks a server that logs much)."""
+    output = subprocess.PIPE if log is None else log.open("ab")
+    try:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+    finally:
+        if log is not None:
+            output.close()
 
 
 @contextmanager
-def bentoml_serve(config, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def bentoml_serve(
+    config, log: Path | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """`bentoml serve serving.app:Dangol` for a project config on a free port, ready, as
     `dangol serve` starts it (context file, the project's own BentoML home); yields
-    (base URL, process)."""
+    (base URL, process). Its output goes to `log` if given."""
     from serving.settings import CONTEXT_ENV
 
     home = config.resolve(config.paths.bentoml_home)
@@ -68,6 +74,7 @@ def bentoml_serve(config, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     server = start(
         [sys.executable, "-m", "bentoml", "serve", "serving.app:Dangol", "--port", str(port)],
         {**os.environ, "BENTOML_HOME": str(home), CONTEXT_ENV: str(context), **env},
+        log,
     )
     try:
         base = f"http://127.0.0.1:{port}"

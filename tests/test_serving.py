@@ -21,7 +21,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.targets import TARGETS
+from features.targets import TARGETS, headline_metrics
 from tests import projects
 from tests.conftest import REPO
 from tests.servers import bentoml_serve
@@ -337,9 +337,9 @@ def test_model_info_names_the_release_versions_window_and_metrics(client, projec
     assert set(by_target) == set(live.targets)
     for target, entry in live.targets.items():
         assert by_target[target]["version"] == entry.version
-        assert by_target[target]["horizon_days"] == live.horizon_days
+        assert by_target[target]["horizon_days"] == (entry.horizon_days or live.horizon_days)
         assert by_target[target]["training_window"]["test"]
-        assert "roc_auc" in by_target[target]["test_metrics"]
+        assert headline_metrics(target)[0][0] in by_target[target]["test_metrics"]
     assert "tier" in by_target[FIRST]["features"]
     assert body["customers"] == 3000
 
@@ -538,10 +538,48 @@ def test_dangol_build_makes_a_bento_that_carries_the_live_release(project) -> No
         timeout=120,
         check=True,
     )
-    carried = Path(listed.stdout.strip()) / "src" / "outputs" / "bento" / "release"
+    bento = Path(listed.stdout.strip())
+    carried = bento / "src" / "outputs" / "bento" / "release"
     packed, models = release.read_release_dir(carried)
     assert packed.id == live.id and packed.versions() == live.versions()
     assert set(models) == set(live.targets)
+    # the Bento listens on serving.host (loopback by default) and needs the token
+    context_file = bento / "src" / "outputs" / "bento" / "service.json"
+    carried_settings = json.loads(context_file.read_text())["serving"]
+    assert carried_settings["host"] == "127.0.0.1" and carried_settings["token"] is None
+    run_bento(bento, home, context_file)
+
+
+def run_bento(bento: Path, home: Path, context_file: Path) -> None:
+    """`bentoml serve` of the built Bento as its container runs it (no --host): refused
+    without a token; with one, listening on loopback only and answering 401 without it."""
+    import psutil
+
+    from tests.servers import free_port, start, stop, wait_for
+
+    port = free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", str(bento), "--port", str(port)]
+    env = {**os.environ, "BENTOML_HOME": str(home), "DANGOL_SERVICE_CONTEXT": str(context_file)}
+    env.pop("DANGOL_TOKEN", None)
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "DANGOL_TOKEN" in refused.stdout + refused.stderr
+    server = start(command, {**env, "DANGOL_TOKEN": TOKEN})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/readyz", server, 180)
+        family = [psutil.Process(server.pid), *psutil.Process(server.pid).children(True)]
+        listening = {
+            c.laddr.ip
+            for p in family
+            for c in p.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}, listening
+        assert httpx.post(f"{base}/model_info", json={}).status_code == 401
+        assert httpx.post(f"{base}/model_info", json={}, headers=AUTH).status_code == 200
+    finally:
+        stop(server)
 
 
 def export_live(config):
