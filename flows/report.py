@@ -12,6 +12,7 @@ from flows import data, drift, export
 from flows.config import DangolConfig
 from flows.score import reference_cutoff
 from models import release
+from models.cohorts import cohort_customers, cohort_table
 from models.report import ReportInputs, fetch_model_run, tier_migration, write_report
 from models.segments import segment_notes
 from models.whatif import segment_actions
@@ -37,6 +38,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
         if target not in live.targets
     }
     measured = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
+    cohorts = cohort_table(cohort_customers(tables, data.data_end(tables, config), config.tiers))
     with tempfile.TemporaryDirectory(prefix="dangol-report-") as scratch:
         runs = [
             fetch_model_run(target, entry.registered_name, entry.version, Path(scratch))
@@ -60,6 +62,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
             skipped=skipped,
             migration_dates=(then, cutoff),
             drift=measured,
+            cohorts=cohorts,
             psi_alert=config.drift.psi_alert,
         )
         path = write_report(inputs, config.resolve(config.segments.report.out_dir))

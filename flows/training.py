@@ -40,7 +40,7 @@ from models.train import (
     train_classifier,
     window_rows,
 )
-from models.value import check_spenders, decile_table, train_value_model
+from models.value import RECIPES, ValueModel, check_spenders, decile_table, train_value_model
 
 
 def _split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
@@ -174,12 +174,17 @@ class SplitEvaluation:
 
 
 def evaluate_split(
-    frame: pd.DataFrame, split: TimeSplit, target: str, config: DangolConfig
+    frame: pd.DataFrame,
+    split: TimeSplit,
+    target: str,
+    config: DangolConfig,
+    like: TargetModel | None = None,
 ) -> SplitEvaluation:
-    """Train on the split's training window and judge model and baselines on its test window."""
+    """Train on the split's training window and judge model and baselines on its test window
+    (`like`: the main split's model, whose recipe a backtest fold repeats)."""
     cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
     horizon = target_horizon(target, cutoffs, config)
-    model = fit_model(frame, target, split, config, horizon)
+    model = fit_model(frame, target, split, config, horizon, like)
     test_rows = window_rows(frame, target, split.test)
     check_test_window(test_rows, target, config)
     rules = baseline_rules(target, horizon, config.training.bgnbd_penalty)
@@ -193,14 +198,22 @@ def evaluate_split(
 
 
 def fit_model(
-    frame: pd.DataFrame, target: str, split: TimeSplit, config: DangolConfig, horizon: int
+    frame: pd.DataFrame,
+    target: str,
+    split: TimeSplit,
+    config: DangolConfig,
+    horizon: int,
+    like: TargetModel | None = None,
 ) -> TargetModel:
-    """The target's model by its kind: classifier, money regressor or timing model."""
+    """The target's model by its kind: classifier, money regressor (every recipe, or only
+    the recipe of `like`) or timing model."""
     kind = TARGETS[target].kind
     if kind == "days":
         return train_timing_model(frame, target, split, config.training, horizon)
-    fit = train_value_model if kind == "amount" else train_classifier
-    return fit(frame, target, split, config.training)
+    if kind == "amount":
+        recipes = (like.recipe,) if isinstance(like, ValueModel) else RECIPES
+        return train_value_model(frame, target, split, config.training, recipes)
+    return train_classifier(frame, target, split, config.training)
 
 
 def check_test_window(rows: pd.DataFrame, target: str, config: DangolConfig) -> None:
@@ -236,7 +249,8 @@ def rolling_backtest(
                 test_cutoffs=step,
                 validation_cutoffs=config.training.validation_cutoffs,
             )
-            folds.append((fold, fold_split, evaluate_split(frame, fold_split, target, config)))
+            result = evaluate_split(frame, fold_split, target, config, first.model)
+            folds.append((fold, fold_split, result))
         except InsufficientDataError:
             break
     rows = []

@@ -20,8 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.targets import TARGETS, probability_targets, ranking_target
+from features.targets import (
+    TARGETS,
+    amount_target,
+    probability_targets,
+    ranking_target,
+    timing_target,
+)
 from features.tiers import TierSettings
+from models.cohorts import plot_cohorts
 from models.explain import (
     BASE_VALUE,
     _pyplot,
@@ -62,6 +69,7 @@ class ModelRun:
     run_id: str
     metrics: dict[str, float]
     plots: list[Path] = field(default_factory=list)
+    horizon_days: int | None = None
 
 
 @dataclass
@@ -88,6 +96,8 @@ class ReportInputs:
     # the two dates the tier-migration table compares (earlier, later)
     migration_dates: tuple[pd.Timestamp | None, pd.Timestamp | None] = (None, None)
     drift: DriftReport | None = None
+    # per first-order month: repeat rate, LTV and tier movement (models.cohorts.cohort_table)
+    cohorts: pd.DataFrame | None = None
     psi_alert: float = 0.25
 
 
@@ -98,7 +108,9 @@ def fetch_model_run(target: str, name: str, version: str, directory: Path) -> Mo
 
     client = MlflowClient()
     run_id = client.get_model_version(name, version).run_id
-    metrics = dict(client.get_run(run_id).data.metrics)
+    run = client.get_run(run_id)
+    metrics = dict(run.data.metrics)
+    horizon = run.data.params.get("horizon_days")
     target_dir = directory / f"{target}_v{version}"
     target_dir.mkdir(parents=True, exist_ok=True)
     plots: list[Path] = []
@@ -107,7 +119,9 @@ def fetch_model_run(target: str, name: str, version: str, directory: Path) -> Mo
             run_id=run_id, artifact_path="plots", dst_path=str(target_dir)
         )
         plots = sorted(Path(local).glob("*.png"))
-    return ModelRun(target, name, version, run_id, metrics, plots)
+    return ModelRun(
+        target, name, version, run_id, metrics, plots, int(horizon) if horizon else None
+    )
 
 
 def tier_migration(earlier: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
@@ -127,9 +141,31 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+# the test-window metrics the report shows, by the target's kind
+REPORTED_METRICS = {
+    "probability": [
+        "roc_auc",
+        "pr_auc",
+        "lift_top_decile",
+        "capture_top_decile",
+        "log_loss",
+        "brier",
+    ],
+    "amount": [
+        "normalized_gini",
+        "spearman",
+        "capture_top_decile",
+        "total_error_pct",
+        "max_top5_decile_error_pct",
+        "mae",
+    ],
+    "days": ["c_index", "mae_days", "window_coverage", "mean_window_days"],
+}
+
+
 def _metrics_table(run: ModelRun) -> str:
     """Model metrics next to each baseline's, from the run's `test.*` / `baseline.<b>.*`."""
-    names = ["roc_auc", "pr_auc", "lift_top_decile", "capture_top_decile", "log_loss", "brier"]
+    names = REPORTED_METRICS[TARGETS[run.target].kind] if run.target in TARGETS else []
     baselines = sorted(
         {k.split(".")[1] for k in run.metrics if k.startswith("baseline.") and k.count(".") >= 2}
     )
@@ -424,6 +460,95 @@ def _first_purchase_section(inputs: ReportInputs, directory: Path) -> list[str]:
     return parts
 
 
+def _horizon_of(inputs: ReportInputs, target: str) -> int | None:
+    return next((r.horizon_days for r in inputs.runs if r.target == target), None)
+
+
+def _value_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    """Predicted value in money today: its spread over the customers and per segment (how
+    well it ranked and how close its deciles came on the test window is in section 1)."""
+    spec = amount_target()
+    if spec is None or spec.name not in inputs.models or inputs.scores is None:
+        why = inputs.skipped.get(spec.name, "not in the live release") if spec else "no target"
+        return [
+            f"<p>No value model: {html.escape(why)}. Customers are valued at P(next "
+            "order) x their average order.</p>"
+        ]
+    value = inputs.scores[spec.score_column].to_numpy("float64", na_value=np.nan)
+    scored = value[np.isfinite(value)]
+    horizon = _horizon_of(inputs, spec.name)
+    over = f"the next {horizon} days" if horizon else "the value horizon"
+    order = np.sort(scored)[::-1]
+    top = order[: max(1, len(order) // 10)].sum() / max(order.sum(), 1e-12)
+    parts = [
+        f"<p>{spec.name} predicts each buyer's spend over {over}: "
+        f"{format_money(float(scored.sum()), inputs.currency)} in all for {len(scored):,} "
+        f"buyers (median {format_money(float(np.median(scored)), inputs.currency)}); the "
+        f"10% with the highest predictions hold {top:.0%} of it. Members who never ordered are "
+        "valued at P(first order) x their mean viewed price.</p>"
+    ]
+    rows = {}
+    for name, members in inputs.segments.items():
+        if name == RESELLERS or members.empty or "expected_value" not in members:
+            continue
+        money = members["expected_value"].to_numpy("float64", na_value=np.nan)
+        rows[name] = {
+            "members": len(members),
+            "total value": float(np.nansum(money)),
+            "mean value": float(np.nanmean(money)) if np.isfinite(money).any() else np.nan,
+        }
+    if rows:
+        parts += ["<h3>Value per segment</h3>", _html_table(pd.DataFrame(rows).T, inputs.currency)]
+    return parts + _timing_part(inputs)
+
+
+def _timing_part(inputs: ReportInputs) -> list[str]:
+    """When the next orders are expected: customers per week after the cutoff."""
+    spec = timing_target()
+    scores = inputs.scores
+    if spec is None or spec.name not in inputs.models or "expected_next_purchase" not in scores:
+        return ["<p>No next-purchase model: windows follow the last order + median gap.</p>"]
+    cutoff = pd.Timestamp(inputs.snapshot["cutoff"].iloc[0])
+    expected = pd.to_datetime(scores["expected_next_purchase"])
+    dated = expected.notna()
+    buyers = int(np.isfinite(scores[spec.score_column].to_numpy("float64", na_value=np.nan)).sum())
+    width = (
+        pd.to_datetime(scores.loc[dated, "next_purchase_to"])
+        - pd.to_datetime(scores.loc[dated, "next_purchase_from"])
+    ).dt.days
+    weeks = ((expected[dated] - cutoff).dt.days // 7).value_counts().sort_index()
+    table = pd.DataFrame(
+        {"customers": weeks.to_numpy()},
+        index=pd.Index([f"week {int(w) + 1}" for w in weeks.index], name="expected"),
+    )
+    return [
+        "<h3>Next purchase</h3>",
+        f"<p>{int(dated.sum()):,} of {buyers:,} buyers are expected to order again within "
+        f"the horizon (the others are less likely than not to); their 50% windows are "
+        f"{width.median():.0f} days wide at the median. Expected next orders per week after "
+        f"{cutoff.date()}:</p>",
+        _html_table(table, inputs.currency),
+    ]
+
+
+def _cohorts_section(inputs: ReportInputs, directory: Path) -> list[str]:
+    """Repeat rate, LTV and tier movement by first-order month (`dangol cohorts` has the
+    table as CSV and compares cohorts before and after a change date)."""
+    table = inputs.cohorts
+    if table is None or table.empty:
+        return ["<p>No first-time buyers in this data: no cohorts.</p>"]
+    parts = [
+        f"<p>{int(table['customers'].sum()):,} first-time buyers in {len(table)} monthly "
+        "cohorts: the share who ordered again within 3 and 6 months of their first order, "
+        "their mean spend (LTV) over those months, and how their tier moved after 6 and 12 "
+        "months (empty where the data does not reach that far yet).</p>"
+    ]
+    parts += [
+        _img(path, f"cohorts {path.stem}") for path in plot_cohorts(table, directory, "cohorts")
+    ]
+    return parts
+
+
 def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
     """PSI of the scores and the most moved features against the release's last fitted
     cutoff, with a bar plot; the alert line is the score flow's."""
@@ -506,7 +631,9 @@ SECTIONS: list[Section] = [
     Section("Models against baselines", _models_section),
     Section("Segments: sizes, campaigns and profiles", _segments_section),
     Section("First purchase", _first_purchase_section),
+    Section("Customer value and next purchase", _value_section),
     Section("Tier migration", _migration_section),
+    Section("Cohorts by first-order month", _cohorts_section),
     Section("Drift", _drift_section),
     Section("SHAP: global and per segment", _shap_section),
     Section("Example explanations (top of each campaign, each customer once)", _examples_section),

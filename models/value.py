@@ -272,10 +272,15 @@ def check_spenders(rows: pd.DataFrame, target: str, window: str, settings: Train
 
 
 def train_value_model(
-    frame: pd.DataFrame, target: str, split: TimeSplit, settings: TrainingSettings
+    frame: pd.DataFrame,
+    target: str,
+    split: TimeSplit,
+    settings: TrainingSettings,
+    recipes: tuple[Recipe, ...] = RECIPES,
 ) -> ValueModel:
     """Fit every recipe, keep the best normalized Gini on the validation window, then refit
-    it on every cutoff labelled before the test window (`training.refit`)."""
+    it on every cutoff labelled before the test window (`training.refit`). A backtest fold
+    passes the main split's recipe alone: the choice is made once."""
     from features.snapshot import feature_columns
 
     train = _with_parts(window_rows(frame, target, split.train), target)
@@ -283,7 +288,7 @@ def train_value_model(
     check_spenders(train, target, "training", settings)
     check_spenders(validation, target, "validation", settings)
     features = [c for c in feature_columns(frame) if c != "_buys" and frame[c].notna().any()]
-    fitted = [fit_recipe(r, train, validation, target, features, settings) for r in RECIPES]
+    fitted = [fit_recipe(r, train, validation, target, features, settings) for r in recipes]
     scores = {
         m.recipe: normalized_gini(validation[target].to_numpy(), m.predict(validation))
         for m in fitted

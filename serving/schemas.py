@@ -66,6 +66,17 @@ class CustomerScore(_CustomerScoreBase):
         description='"raises": what raises that score; "lowers": what lowers it (risk lists)'
     )
     reasons: list[str] = Field(description="the top reasons in words, as in the exports")
+    expected_next_purchase: str | None = Field(
+        None,
+        description="the expected date of the next order (the next-purchase model's median, "
+        "from the cutoff on); null when not expected within the horizon or without that model",
+    )
+    next_purchase_from: str | None = Field(
+        None, description="start of the 50% window of the next order (25th percentile)"
+    )
+    next_purchase_to: str | None = Field(
+        None, description="end of the 50% window of the next order (75th percentile)"
+    )
 
 
 class ScoreResponse(Strict):

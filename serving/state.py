@@ -30,6 +30,7 @@ from models.scoring import (
     score_and_explain,
     score_customers,
 )
+from models.segments import WINDOW_COLUMNS
 from models.train import TargetModel
 from serving.settings import ServiceContext
 
@@ -176,7 +177,9 @@ def records(scored: Scored) -> list[dict[str, Any]]:
     out = []
     plain = frame.astype(object).where(frame.notna(), None).to_dict("records")
     reasons = scores[reason_columns].astype(object).where(scores[reason_columns].notna(), None)
-    for row, extra in zip(plain, reasons.to_dict("records"), strict=True):
+    dates = _dates(scores, WINDOW_COLUMNS)
+    for row, extra, when in zip(plain, reasons.to_dict("records"), dates, strict=True):
+        row.update(when)
         row["reasons"] = _reason_list({**extra, PRIMARY: row[PRIMARY]})
         row[EXPLAINED_BY] = row[EXPLAINED_BY] or None
         row[DIRECTION] = row[DIRECTION] or None
@@ -256,6 +259,19 @@ def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list
     for record in result:
         record["tier"] = int(record["tier"])
     return result
+
+
+def _dates(scores: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str, str | None]]:
+    """ISO dates of the columns present, per row (None where empty)."""
+    present = [c for c in columns if c in scores]
+    text = {
+        c: pd.to_datetime(scores[c])
+        .dt.strftime("%Y-%m-%d")
+        .astype(object)
+        .where(scores[c].notna(), None)
+        for c in present
+    }
+    return [{c: text[c].iloc[i] for c in present} for i in range(len(scores))]
 
 
 def explain(

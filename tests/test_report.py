@@ -151,7 +151,9 @@ def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path
         "Models against baselines",
         "Segments: sizes, campaigns and profiles",
         "First purchase",
+        "Customer value and next purchase",
         "Tier migration",
+        "Cohorts by first-order month",
         "Drift",
         "SHAP",
         "Example explanations",
@@ -169,6 +171,15 @@ def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path
     examples = re.findall(r"<h3>[a-z_]+ #\d+: ([^<]+)</h3>", page)
     assert examples and len(examples) == len(set(examples))
     assert "recency" in page  # the repurchase baseline from the run's baseline.* metrics
+    # the money and timing targets: today's values and expected weeks, their test metrics
+    from features.targets import amount_target, timing_target
+
+    assert set(live.targets) >= {amount_target().name, timing_target().name}
+    assert re.search(r"predicts each buyer's spend over the next \d+ days: ₩[\d,.]+[MK]? ", page)
+    assert "Value per segment" in page and "Expected next orders per week" in page
+    assert "normalized_gini" in page and "bgnbd_gamma_gamma" in page and "c_index" in page
+    assert 'alt="customer_value customer_value_deciles"' in page
+    assert 'alt="cohorts cohorts_repeat"' in page and 'alt="cohorts cohorts_tiers"' in page
     assert page.count("<img") >= 8  # gain + calibration x2, beeswarm + bar x2, segments, examples
     client = MlflowClient()
     for entry in live.targets.values():

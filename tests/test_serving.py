@@ -185,6 +185,12 @@ def test_exports_score_explain_and_report_agree_for_50_customers(client, state, 
         assert answer["reasons"] == words
         assert answer["primary_segment"] == row["primary_segment"]
         assert answer["explained_by"] == row["explained_by"]
+        # the learned next-order window: the same dates as the export (None where none)
+        for column in ("expected_next_purchase", "next_purchase_from", "next_purchase_to"):
+            if column in row and pd.notna(row[column]):
+                assert answer[column] == str(pd.Timestamp(row[column]).date())
+            else:
+                assert answer.get(column) is None
         segment = pd.read_parquet(state.export_dir / f"segment_{row['primary_segment']}.parquet")
         in_segment = segment.set_index("customer_id").loc[answer["customer_id"]]
         assert [in_segment[f"reason_{k}"] for k in range(1, len(words) + 1)] == words
