@@ -64,12 +64,12 @@ def _register_cutoffs(con: duckdb.DuckDBPyConnection, cutoffs: Sequence[datetime
     con.register("cutoffs", frame)
 
 
-def _population_sql(tables: ShopTables) -> str:
+def _population_sql(present: set[str]) -> str:
     """Customers known before each cutoff: signed up (or first seen) strictly before it."""
     first_seen = ["SELECT customer_id, min(ordered_at) AS seen FROM orders GROUP BY 1"]
-    if tables.content_views is not None:
+    if "content_views" in present:
         first_seen.append("SELECT customer_id, min(viewed_at) FROM content_views GROUP BY 1")
-    if tables.customers is not None:
+    if "customers" in present:
         first_seen.append("SELECT customer_id, min(signed_up_at) FROM customers GROUP BY 1")
     union = " UNION ALL ".join(first_seen)
     return f"""
@@ -211,6 +211,36 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     return out.replace([np.inf, -np.inf], np.nan)
 
 
+def features_sql(present: set[str], features: FeatureSettings, tiers: TierSettings) -> str:
+    """The one statement (DuckDB dialect) that aggregates every feature of every (customer,
+    cutoff) from the tables in `present` and a `cutoffs` table; other engines transpile it
+    (features.spark). Ratios and tiers follow in finish_features."""
+    parts = [_order_features_sql(features, tiers)]
+    if "content_views" in present:
+        parts.append(_view_features_sql(features))
+    if "order_items" in present:
+        parts.append(_reseller_features_sql())
+    if "customers" in present:
+        parts.append(_signup_features_sql())
+    # one statement: the engine joins the per-table aggregates (faster than pandas merges);
+    # USING joins keep the keys once under `*` in every SQL dialect
+    ctes = [f"population AS ({_population_sql(present)})"]
+    ctes += [f"part{i} AS ({sql})" for i, sql in enumerate(parts)]
+    joins = " ".join(f"LEFT JOIN part{i} USING (customer_id, cutoff)" for i in range(len(parts)))
+    return f"WITH {', '.join(ctes)} SELECT * FROM population {joins}"
+
+
+def finish_features(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
+    """Aggregates -> the feature frame: empty windows count 0, then ratios and tiers (per
+    cutoff: everything here looks only at rows of the same cutoff), ids as strings, sorted."""
+    counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
+    counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
+    frame[counts] = frame[counts].fillna(0.0)
+    frame = _derive(frame, tiers)
+    frame["customer_id"] = frame["customer_id"].astype("string")
+    return frame.sort_values(KEYS, ignore_index=True)
+
+
 def build_features(
     tables: ShopTables,
     cutoffs: Sequence[datetime],
@@ -223,27 +253,30 @@ def build_features(
     """
     con = _connect(tables)
     _register_cutoffs(con, cutoffs)
-    parts = [_order_features_sql(features, tiers)]
-    if tables.content_views is not None:
-        parts.append(_view_features_sql(features))
-    if tables.order_items is not None:
-        parts.append(_reseller_features_sql())
-    if tables.customers is not None:
-        parts.append(_signup_features_sql())
-    # one statement: DuckDB joins the per-table aggregates (faster than pandas merges)
-    ctes = [f"population AS ({_population_sql(tables)})"]
-    ctes += [f"part{i} AS ({sql})" for i, sql in enumerate(parts)]
-    columns = ", ".join(f"part{i}.* EXCLUDE (customer_id, cutoff)" for i in range(len(parts)))
-    joins = " ".join(f"LEFT JOIN part{i} USING (customer_id, cutoff)" for i in range(len(parts)))
-    sql = f"WITH {', '.join(ctes)} SELECT population.*, {columns} FROM population {joins}"
-    frame = con.sql(sql).df()
+    frame = con.sql(features_sql(set(tables.present()), features, tiers)).df()
     con.close()
-    counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
-    counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
-    frame[counts] = frame[counts].fillna(0.0)
-    frame = _derive(frame, tiers)
-    frame["customer_id"] = frame["customer_id"].astype("string")
-    return frame.sort_values(KEYS, ignore_index=True)
+    return finish_features(frame, tiers)
+
+
+def labels_sql(labels: LabelSettings, tiers: TierSettings) -> str:
+    """Outcomes per (customer, cutoff) with an order in [cutoff, cutoff + H) (DuckDB
+    dialect; other engines transpile it)."""
+    return f"""
+        WITH rolling AS (
+            SELECT customer_id, ordered_at,
+                   sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at
+                       RANGE BETWEEN INTERVAL {tiers.window_days} DAY PRECEDING
+                       AND CURRENT ROW) AS trailing_spend
+            FROM orders
+        )
+        SELECT r.customer_id, c.cutoff,
+               TRUE AS bought,
+               max(r.trailing_spend) AS max_trailing_spend
+        FROM rolling r JOIN cutoffs c
+          ON r.ordered_at >= c.cutoff
+         AND r.ordered_at < c.cutoff + INTERVAL {labels.horizon_days} DAY
+        GROUP BY 1, 2
+    """
 
 
 def build_labels(
@@ -261,23 +294,7 @@ def build_labels(
     """
     con = _connect(tables)
     _register_cutoffs(con, cutoffs)
-    sql = f"""
-        WITH rolling AS (
-            SELECT customer_id, ordered_at,
-                   sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at
-                       RANGE BETWEEN INTERVAL {tiers.window_days} DAY PRECEDING
-                       AND CURRENT ROW) AS trailing_spend
-            FROM orders
-        )
-        SELECT r.customer_id, c.cutoff,
-               TRUE AS bought,
-               max(r.trailing_spend) AS max_trailing_spend
-        FROM rolling r JOIN cutoffs c
-          ON r.ordered_at >= c.cutoff
-         AND r.ordered_at < c.cutoff + INTERVAL {labels.horizon_days} DAY
-        GROUP BY 1, 2
-    """
-    out = con.sql(sql).df()
+    out = con.sql(labels_sql(labels, tiers)).df()
     con.close()
     out["customer_id"] = out["customer_id"].astype("string")
     return out
