@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from features.engine import SparkUnavailableError
 from features.schema import SCHEMAS, ShopTables
 from features.snapshot import (
     KEYS,
@@ -48,10 +49,6 @@ BASE_CONF = {
     "spark.sql.catalogImplementation": "in-memory",
     "spark.ui.showConsoleProgress": "false",
 }
-
-
-class SparkUnavailableError(RuntimeError):
-    """engine: spark without the `spark` dependency group (PySpark, SQLGlot) or Java."""
 
 
 def require_spark() -> None:
@@ -289,6 +286,25 @@ def build_features(
     return to_pandas_features(feature_frame(spark, frames, cutoffs, features, tiers))
 
 
+def label_frame(
+    spark: SparkSession,
+    frames: Mapping[str, SparkFrame],
+    cutoffs: Sequence[datetime],
+    labels: LabelSettings,
+    tiers: TierSettings,
+) -> SparkFrame:
+    """The outcome rows of features.snapshot.build_labels as a Spark frame."""
+    _register(spark, frames, cutoffs)
+    return spark.sql(to_spark_sql(labels_sql(labels, tiers)))
+
+
+def to_pandas_labels(frame: SparkFrame) -> pd.DataFrame:
+    out = frame.toPandas()
+    out["customer_id"] = out["customer_id"].astype("string")
+    out["cutoff"] = out["cutoff"].astype("datetime64[ns]")
+    return out
+
+
 def build_labels(
     spark: SparkSession,
     frames: Mapping[str, SparkFrame],
@@ -297,11 +313,26 @@ def build_labels(
     tiers: TierSettings,
 ) -> pd.DataFrame:
     """features.snapshot.build_labels on Spark: outcome rows per (customer, cutoff)."""
-    _register(spark, frames, cutoffs)
-    out = spark.sql(to_spark_sql(labels_sql(labels, tiers))).toPandas()
-    out["customer_id"] = out["customer_id"].astype("string")
-    out["cutoff"] = out["cutoff"].astype("datetime64[ns]")
-    return out
+    return to_pandas_labels(label_frame(spark, frames, cutoffs, labels, tiers))
+
+
+SAMPLE_BUCKETS = 1_000_000
+
+
+def sampled_customers(frame: SparkFrame, customers: int | None, seed: int = 0) -> SparkFrame:
+    """About `customers` customers' rows, every cutoff of each (a customer-level sample: a
+    customer is in or out as a whole, chosen by a seeded hash of the id, so features and
+    labels pick the same people and a re-run picks the same sample). None: every row."""
+    if customers is None:
+        return frame
+    from pyspark.sql import functions as F
+
+    total = frame.select("customer_id").distinct().count()
+    if total <= customers:
+        return frame
+    keep = int(SAMPLE_BUCKETS * customers / total)
+    bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(seed)), F.lit(SAMPLE_BUCKETS))
+    return frame.where(bucket < keep)
 
 
 def training_frame(
@@ -311,9 +342,16 @@ def training_frame(
     features: FeatureSettings,
     labels: LabelSettings,
     tiers: TierSettings,
+    sample_customers: int | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """features.snapshot.training_frame on Spark: the features and labels stacked over the
-    cutoffs, labelled by the same attach_labels."""
-    frame = build_features(spark, frames, cutoffs, features, tiers)
-    outcomes = build_labels(spark, frames, cutoffs, labels, tiers)
-    return attach_labels(frame, outcomes, tiers)
+    cutoffs, labelled by the same attach_labels on the driver. With `sample_customers`, only
+    a customer-level sample comes to the driver; the per-cutoff statistics (peers' gap, tier
+    lines) are still those of every customer, computed before sampling."""
+    frame = feature_frame(spark, frames, cutoffs, features, tiers)
+    outcomes = label_frame(spark, frames, cutoffs, labels, tiers)
+    if sample_customers is not None:
+        frame = sampled_customers(frame.cache(), sample_customers, seed)
+        outcomes = outcomes.join(frame.select(*KEYS), on=KEYS, how="left_semi")
+    return attach_labels(to_pandas_features(frame), to_pandas_labels(outcomes), tiers)

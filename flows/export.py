@@ -12,9 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from features.schema import ShopTables
-from features.snapshot import build_features
 from flows.config import DangolConfig
-from flows.data import data_end
+from flows.data import build_features, data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
 from models.segments import CampaignPlan, write_export
@@ -35,7 +34,7 @@ def latest_snapshot(
 ) -> pd.DataFrame:
     """Features of every known customer at the scoring cutoff (default: the data's end)."""
     when = pd.Timestamp(cutoff) if cutoff is not None else data_end(tables, config)
-    return build_features(tables, [when], config.features, config.tiers)
+    return build_features(tables, config, [when])
 
 
 def score_snapshot(

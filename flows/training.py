@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from features.schema import ShopTables
-from features.snapshot import labelled_cutoffs, training_frame
+from features.snapshot import labelled_cutoffs
 from features.targets import TARGETS
 from flows.config import DangolConfig
-from flows.data import data_end, first_event
+from flows.data import data_end, first_event, training_frame
 from models.evaluate import (
     BaselineResults,
     baseline_rules,
@@ -61,7 +61,7 @@ def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.Da
         if config.training.backtest_folds > 1
         else split.refit + split.test  # refit holds the training and validation cutoffs
     )
-    frame = training_frame(tables, used, config.features, config.labels, config.tiers)
+    frame = training_frame(tables, config, used)
     return frame, split
 
 

@@ -1,0 +1,152 @@
+"""Which engine computes the features and labels: DuckDB on this machine (default) or Spark.
+
+Both run the same definitions (features.snapshot's SQL; features.spark transpiles it), so the
+choice changes where the work happens, never what is computed. This module imports neither
+PySpark nor SQLGlot: the default DuckDB path stays as light as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from features import snapshot
+from features.schema import ShopTables
+from features.snapshot import FeatureSettings, LabelSettings
+from features.tiers import TierSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+EngineName = Literal["duckdb", "spark"]
+ENGINES: tuple[str, ...] = ("duckdb", "spark")
+FeatureTable = Literal["customers", "orders", "order_items", "content_views"]
+MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "sc://", "mesos://")
+
+
+class SparkUnavailableError(RuntimeError):
+    """engine: spark without the `spark` dependency group (PySpark, SQLGlot) or Java."""
+
+
+class SparkSettings(BaseModel):
+    """The `spark:` section: the cluster to run on, settings passed to it, where it reads.
+
+    `master`: `local[*]` (this machine), `spark://host:7077`, `yarn`, `k8s://https://...`, or a
+    Spark Connect server `sc://host:15002`. `conf`: any Spark settings, passed through as they
+    are (e.g. spark.executor.memory). `tables`: per contract table a Parquet path (local,
+    hdfs://, s3a://, abfss://...) or a catalogue table name (db.table) holding the contract's
+    columns; a table not listed here is read by the `data:` section's loader (validated) and
+    handed to Spark. `training_sample_customers`: how many customers' rows (all their
+    cutoffs) come to the driver for LightGBM; none = all.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    master: str = "local[*]"
+    conf: dict[str, str] = Field(default_factory=dict)
+    tables: dict[FeatureTable, str] = Field(default_factory=dict)
+    training_sample_customers: int | None = Field(None, gt=0)
+    sample_seed: int = 0
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        if not value.startswith(MASTER_SCHEMES):
+            raise ValueError(
+                f"spark.master {value!r}: expected local[*], spark://, yarn, k8s:// or sc://"
+            )
+        return value
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _text_values(cls, value: object) -> object:
+        # YAML reads `spark.sql.shuffle.partitions: 8` as a number; Spark wants text
+        if isinstance(value, Mapping):
+            return {
+                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
+            }
+        return value
+
+
+@contextmanager
+def spark_for(settings: SparkSettings) -> Iterator[SparkSession]:
+    """The Spark session of a run: an active one when the caller already has it (tests, a
+    notebook on the cluster), else one from the settings, stopped afterwards."""
+    from features.spark import require_spark, spark_session
+
+    require_spark()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    with spark_session(settings.master, settings.conf) as spark:
+        yield spark
+
+
+def _frames(spark: SparkSession, tables: ShopTables, settings: SparkSettings, base_dir: Path):
+    from features.spark import frames_from_pandas, frames_from_sources
+
+    frames = frames_from_pandas(
+        spark, ShopTables(**{**tables.present(), **dict.fromkeys(settings.tables)})
+    )
+    frames.update(frames_from_sources(spark, settings.tables, base_dir))
+    return frames
+
+
+def build_features(
+    tables: ShopTables,
+    cutoffs: Sequence[datetime],
+    features: FeatureSettings,
+    tiers: TierSettings,
+    engine: EngineName = "duckdb",
+    spark: SparkSettings | None = None,
+    base_dir: Path = Path("."),
+) -> pd.DataFrame:
+    """features.snapshot.build_features on the chosen engine (same frame either way)."""
+    if engine == "duckdb":
+        return snapshot.build_features(tables, cutoffs, features, tiers)
+    from features import spark as on_spark
+
+    settings = spark or SparkSettings()
+    with spark_for(settings) as session:
+        frames = _frames(session, tables, settings, base_dir)
+        return on_spark.build_features(session, frames, cutoffs, features, tiers)
+
+
+def training_frame(
+    tables: ShopTables,
+    cutoffs: Sequence[datetime],
+    features: FeatureSettings,
+    labels: LabelSettings,
+    tiers: TierSettings,
+    engine: EngineName = "duckdb",
+    spark: SparkSettings | None = None,
+    base_dir: Path = Path("."),
+) -> pd.DataFrame:
+    """features.snapshot.training_frame on the chosen engine; on Spark only a sample of the
+    customers (spark.training_sample_customers) comes to the driver when one is set."""
+    if engine == "duckdb":
+        return snapshot.training_frame(tables, cutoffs, features, labels, tiers)
+    from features import spark as on_spark
+
+    settings = spark or SparkSettings()
+    with spark_for(settings) as session:
+        frames = _frames(session, tables, settings, base_dir)
+        return on_spark.training_frame(
+            session,
+            frames,
+            cutoffs,
+            features,
+            labels,
+            tiers,
+            sample_customers=settings.training_sample_customers,
+            seed=settings.sample_seed,
+        )
