@@ -81,14 +81,23 @@ def spark_for(settings: SparkSettings) -> Iterator[SparkSession]:
     from features.spark import require_spark, spark_session
 
     require_spark()
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
+    active = running_session()
     if active is not None:
         yield active
         return
     with spark_session(settings.master, settings.conf) as spark:
         yield spark
+
+
+def running_session() -> SparkSession | None:
+    """The process's Spark session if one is running. getActiveSession is per thread, and
+    Prefect runs tasks in worker threads, so the process-wide default session counts too."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None:
+        active = getattr(SparkSession, "_instantiatedSession", None)
+    return active
 
 
 def _frames(spark: SparkSession, tables: ShopTables, settings: SparkSettings, base_dir: Path):
