@@ -43,7 +43,8 @@ class SparkSettings(BaseModel):
     hdfs://, s3a://, abfss://...) or a catalogue table name (db.table) holding the contract's
     columns; a table not listed here is read by the `data:` section's loader (validated) and
     handed to Spark. `training_sample_customers`: how many customers' rows (all their
-    cutoffs) come to the driver for LightGBM; none = all.
+    cutoffs) come to the driver for LightGBM; none = all. `export_path`: where score runs
+    also write their rows as Parquet partitions.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,6 +54,10 @@ class SparkSettings(BaseModel):
     tables: dict[FeatureTable, str] = Field(default_factory=dict)
     training_sample_customers: int | None = Field(None, gt=0)
     sample_seed: int = 0
+    # a Parquet dataset on the cluster's file system that every Spark score run adds its
+    # scored rows to, partitioned by cutoff date and primary segment (none: the export
+    # folder only); relative paths resolve against the config's folder
+    export_path: str | None = None
 
     @field_validator("master")
     @classmethod
@@ -159,3 +164,29 @@ def training_frame(
             sample_customers=settings.training_sample_customers,
             seed=settings.sample_seed,
         )
+
+
+PARTITIONS = ("cutoff_date", "primary_segment")
+NO_SEGMENT = "none"
+
+
+def write_scored_partitions(scores: pd.DataFrame, settings: SparkSettings, base_dir: Path) -> str:
+    """The scored rows (models.scoring's scores frame) added to the Parquet dataset at
+    spark.export_path, partitioned by cutoff date and primary segment; a re-run at the same
+    cutoff replaces that cutoff's partitions only. Returns the dataset's path."""
+    if settings.export_path is None:
+        raise ValueError("spark.export_path is not set")
+    path = settings.export_path
+    if "://" not in path:
+        path = str((base_dir / path).resolve())
+    rows = scores.copy()
+    rows["cutoff_date"] = pd.to_datetime(rows["cutoff"]).dt.strftime("%Y-%m-%d")
+    rows["primary_segment"] = rows["primary_segment"].fillna(NO_SEGMENT).astype(str)
+    for column in rows.columns:
+        if rows[column].dtype == object:  # text with gaps (reasons): one Arrow type
+            rows[column] = rows[column].astype("string")
+    with spark_for(settings) as spark:
+        frame = spark.createDataFrame(rows)
+        spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        frame.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(path)
+    return path

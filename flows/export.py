@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.engine import write_scored_partitions
 from features.schema import ShopTables
 from flows.config import DangolConfig
 from flows.data import build_features, data_end
@@ -70,4 +71,6 @@ def score_and_export(
         summary_markdown=markdown,
         campaigns=CampaignPlan(cutoff, config.segments),
     )
+    if config.engine == "spark" and config.spark.export_path is not None:
+        write_scored_partitions(scored.scores, config.spark, config.base_dir)
     return folder, {name: len(members) for name, members in scored.segments.items()}
