@@ -48,6 +48,9 @@ BASE_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.catalogImplementation": "in-memory",
     "spark.ui.showConsoleProgress": "false",
+    # pandas writes nanosecond timestamps, which Spark cannot read as timestamps: read them
+    # as integers and convert (frames_from_sources)
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
 
 
@@ -212,7 +215,6 @@ def frames_from_sources(
     """Contract tables read in place: a Parquet path (local, hdfs://, s3a://, abfss://, ...)
     or a catalogue table name (db.table). The files must already hold the contract's
     columns and types (the DuckDB loader's mapping and row checks do not run here)."""
-    from pyspark.sql import functions as F
 
     out = {}
     for name, source in sources.items():
@@ -223,12 +225,26 @@ def frames_from_sources(
             frame = spark.read.parquet(path)
         else:
             frame = spark.table(source)
-        wanted = [c for c in SCHEMAS[name].columns if c in frame.columns]
-        casts = {"string": "string", "datetime64[ns]": "timestamp"}
-        out[name] = frame.select(
-            *[F.col(c).cast(casts.get(SCHEMAS[name].columns[c], "double")).alias(c) for c in wanted]
-        )
+        schema = SCHEMAS[name].columns
+        wanted = [c for c in schema if c in frame.columns]
+        out[name] = frame.select(*[_contract_column(frame, c, schema[c]) for c in wanted])
     return out
+
+
+def _contract_column(frame: SparkFrame, column: str, dtype: str):
+    """One column in the contract's type: ids as text, money and counts as doubles, times
+    as timestamps (integer times are the nanoseconds since 1970 that pandas writes)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    value = F.col(column)
+    if dtype == "string":
+        return value.cast("string").alias(column)
+    if dtype != "datetime64[ns]":
+        return value.cast("double").alias(column)
+    if isinstance(frame.schema[column].dataType, T.LongType | T.IntegerType):
+        return F.timestamp_micros(F.expr(f"`{column}` DIV 1000")).alias(column)
+    return value.cast("timestamp").alias(column)
 
 
 def _is_path(source: str) -> bool:

@@ -182,6 +182,14 @@ def test_features_command_writes_the_same_file(spark, tmp_path: Path) -> None:
         assert main([*args, "--out", str(out), "--engine", engine]) == 0
         outputs[engine] = pd.read_parquet(out)
     assert_same_frame(outputs["spark"], outputs["duckdb"])
+    # Spark reading the Parquet files itself (as on a cluster), not the loader's tables
+    shop = {name: f"shop/{name}.parquet" for name in ("customers", "orders", "order_items")}
+    shop["content_views"] = "shop/content_views.parquet"
+    with open(config, "a") as handle:
+        handle.write(f"spark: {{tables: {shop}}}\n")
+    out = tmp_path / "from_files.parquet"
+    assert main([*args, "--out", str(out), "--engine", "spark"]) == 0
+    assert_same_frame(pd.read_parquet(out), outputs["duckdb"])
     latest = tmp_path / "latest.parquet"
     assert main(["features", "--config", config, "--out", str(latest), "--engine", "spark"]) == 0
     assert pd.read_parquet(latest)["cutoff"].nunique() == 1
@@ -227,9 +235,18 @@ def test_flows_retrain_and_score_on_spark(spark, tmp_path: Path, prefect_harness
     from tests.projects import score
 
     path = _project(tmp_path, customers=3000)
+    path.write_text(path.read_text() + "spark: {export_path: lake/scores}\n")
     trained = retrain_flow(str(path), engine="spark")
     assert trained.promoted and {t.target for t in trained.targets}
     duckdb_dir = score(load_config(path), datetime(2026, 1, 2, 6, 0, 0))
     outcome = score_flow(str(path), engine="spark")
     assert outcome.customers == len(pd.read_parquet(duckdb_dir / "scores.parquet"))
     _same_export(outcome.export_dir, duckdb_dir)
+    # the same rows as Parquet partitions by cutoff date and primary segment
+    lake = path.parent / "lake" / "scores"
+    cutoff_dirs = list(lake.glob("cutoff_date=*"))
+    assert [d.name for d in cutoff_dirs] == [f"cutoff_date={outcome.cutoff}"]
+    segments = {d.name.split("=", 1)[1] for d in cutoff_dirs[0].glob("primary_segment=*")}
+    assert segments - {"none"} and segments - {"none"} <= set(outcome.segment_sizes)
+    partitioned = pd.read_parquet(lake)
+    assert len(partitioned) == outcome.customers
