@@ -126,6 +126,7 @@ def to_spark_sql(duckdb_sql: str) -> str:
 
     tree = sqlglot.parse_one(duckdb_sql, read="duckdb")
     tree = tree.transform(_median_as_duckdb)
+    tree = tree.transform(_seconds_between_as_duckdb)
     tree = tree.transform(_decimal_literal_as_double)
     tree = tree.transform(_tuple_as_struct)
     return tree.sql(dialect="spark")
@@ -156,6 +157,19 @@ def _median_as_duckdb(node):
         return part
 
     return exp.Paren(this=template.transform(substitute))
+
+
+def _seconds_between_as_duckdb(node):
+    """date_diff('second', a, b) counts second boundaries crossed in DuckDB (0.9 s -> 1.1 s
+    is 1) but whole elapsed seconds in Spark's timestampdiff (0): whole seconds since 1970
+    subtracted keep DuckDB's meaning for data with sub-second times."""
+    from sqlglot import exp
+
+    if not isinstance(node, exp.DateDiff) or node.text("unit").upper() != "SECOND":
+        return node
+    later = exp.Anonymous(this="UNIX_SECONDS", expressions=[node.this.copy()])
+    earlier = exp.Anonymous(this="UNIX_SECONDS", expressions=[node.expression.copy()])
+    return exp.Paren(this=exp.Sub(this=later, expression=earlier))
 
 
 def _decimal_literal_as_double(node):

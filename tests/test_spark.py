@@ -96,6 +96,11 @@ def test_the_dialect_fixes_matter(spark) -> None:
     assert spark.sql(on_spark.to_spark_sql(sql)).collect()[0]["m"] == duck
     none = "SELECT median(x) AS m FROM (VALUES (CAST(NULL AS DOUBLE))) AS t(x)"
     assert spark.sql(on_spark.to_spark_sql(none)).collect()[0]["m"] is None
+    # seconds between 0.9 s and 1.1 s past a minute: DuckDB counts the boundary crossed
+    times = "TIMESTAMP '2025-01-01 00:00:00.9', TIMESTAMP '2025-01-01 00:00:01.1'"
+    assert spark.sql(f"SELECT timestampdiff(SECOND, {times}) AS s").collect()[0]["s"] == 0
+    seconds = on_spark.to_spark_sql(f"SELECT date_diff('second', {times}) AS s")
+    assert spark.sql(seconds).collect()[0]["s"] == 1
 
 
 def test_training_frame_equals_duckdb_at_several_cutoffs(spark) -> None:
