@@ -92,10 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nSpark throughput: {rate:,.0f} input rows per second per core")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def sample_quality(customers: int = 20_000, sizes: tuple[int, ...] = (1_000, 2_500, 5_000, 10_000)):
     """Model quality against the training sample size: the synthetic shop's training frame
     (DuckDB; the Spark frame is the same), a customer-level sample of the training and
@@ -146,3 +142,7 @@ def sample_quality(customers: int = 20_000, sizes: tuple[int, ...] = (1_000, 2_5
             rows = window_rows(frame, spec.name, split.test)
             m = probability_metrics(rows[spec.name].to_numpy(), model.predict_proba(rows))
             print(f"| {size:,} | {spec.name} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,10 +30,6 @@ FeatureTable = Literal["customers", "orders", "order_items", "content_views"]
 MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "sc://", "mesos://")
 
 
-class SparkUnavailableError(RuntimeError):
-    """engine: spark without the `spark` dependency group (PySpark, SQLGlot) or Java."""
-
-
 class SparkSettings(BaseModel):
     """The `spark:` section: the cluster to run on, settings passed to it, where it reads.
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from features.engine import SparkUnavailableError
 from features.schema import SCHEMAS, ShopTables
 from features.snapshot import (
     KEYS,
@@ -52,6 +51,10 @@ BASE_CONF = {
     # as integers and convert (frames_from_sources)
     "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
+
+
+class SparkUnavailableError(RuntimeError):
+    """engine: spark without the `spark` dependency group (PySpark, SQLGlot) or Java."""
 
 
 def require_spark() -> None:

@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from features.contract import ContractError
-    from features.engine import SparkUnavailableError
+    from features.spark import SparkUnavailableError
     from flows.config import ConfigError
     from models.registry import NoChampionError
     from models.release import ReleaseMismatchError, TrainingLockedError
