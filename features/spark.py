@@ -412,7 +412,12 @@ def training_frame(
     lines) are still those of every customer, computed before sampling."""
     frame = feature_frame(spark, frames, cutoffs, features, tiers)
     outcomes = label_frame(spark, frames, cutoffs, labels, tiers)
-    if sample_customers is not None:
-        frame = sampled_customers(frame.cache(), sample_customers, seed)
+    if sample_customers is None:
+        return attach_labels(to_pandas_features(frame), to_pandas_labels(outcomes), tiers)
+    cached = frame.cache()  # counted for the sample's share, then filtered: compute once
+    try:
+        frame = sampled_customers(cached, sample_customers, seed)
         outcomes = outcomes.join(frame.select(*KEYS), on=KEYS, how="left_semi")
-    return attach_labels(to_pandas_features(frame), to_pandas_labels(outcomes), tiers)
+        return attach_labels(to_pandas_features(frame), to_pandas_labels(outcomes), tiers)
+    finally:
+        cached.unpersist()
