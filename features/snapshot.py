@@ -70,12 +70,12 @@ def _register_cutoffs(con: duckdb.DuckDBPyConnection, cutoffs: Sequence[datetime
     con.register("cutoffs", frame)
 
 
-def _population_sql(tables: ShopTables) -> str:
+def _population_sql(present: set[str]) -> str:
     """Customers known before each cutoff: signed up (or first seen) strictly before it."""
     first_seen = ["SELECT customer_id, min(ordered_at) AS seen FROM orders GROUP BY 1"]
-    if tables.content_views is not None:
+    if "content_views" in present:
         first_seen.append("SELECT customer_id, min(viewed_at) FROM content_views GROUP BY 1")
-    if tables.customers is not None:
+    if "customers" in present:
         first_seen.append("SELECT customer_id, min(signed_up_at) FROM customers GROUP BY 1")
     union = " UNION ALL ".join(first_seen)
     return f"""
@@ -232,6 +232,36 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     return out.replace([np.inf, -np.inf], np.nan)
 
 
+def features_sql(present: set[str], features: FeatureSettings, tiers: TierSettings) -> str:
+    """The one statement (DuckDB dialect) that aggregates every feature of every (customer,
+    cutoff) from the tables in `present` and a `cutoffs` table; other engines transpile it
+    (features.spark). Ratios and tiers follow in finish_features."""
+    parts = [_order_features_sql(features, tiers)]
+    if "content_views" in present:
+        parts.append(_view_features_sql(features))
+    if "order_items" in present:
+        parts.append(_reseller_features_sql())
+    if "customers" in present:
+        parts.append(_signup_features_sql())
+    # one statement: the engine joins the per-table aggregates (faster than pandas merges);
+    # USING joins keep the keys once under `*` in every SQL dialect
+    ctes = [f"population AS ({_population_sql(present)})"]
+    ctes += [f"part{i} AS ({sql})" for i, sql in enumerate(parts)]
+    joins = " ".join(f"LEFT JOIN part{i} USING (customer_id, cutoff)" for i in range(len(parts)))
+    return f"WITH {', '.join(ctes)} SELECT * FROM population {joins}"
+
+
+def finish_features(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
+    """Aggregates -> the feature frame: empty windows count 0, then ratios and tiers (per
+    cutoff: everything here looks only at rows of the same cutoff), ids as strings, sorted."""
+    counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
+    counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
+    frame[counts] = frame[counts].fillna(0.0)
+    frame = _derive(frame, tiers)
+    frame["customer_id"] = frame["customer_id"].astype("string")
+    return frame.sort_values(KEYS, ignore_index=True)
+
+
 def build_features(
     tables: ShopTables,
     cutoffs: Sequence[datetime],
@@ -244,51 +274,20 @@ def build_features(
     """
     con = _connect(tables)
     _register_cutoffs(con, cutoffs)
-    parts = [_order_features_sql(features, tiers)]
-    if tables.content_views is not None:
-        parts.append(_view_features_sql(features))
-    if tables.order_items is not None:
-        parts.append(_reseller_features_sql())
-    if tables.customers is not None:
-        parts.append(_signup_features_sql())
-    # one statement: DuckDB joins the per-table aggregates (faster than pandas merges)
-    ctes = [f"population AS ({_population_sql(tables)})"]
-    ctes += [f"part{i} AS ({sql})" for i, sql in enumerate(parts)]
-    columns = ", ".join(f"part{i}.* EXCLUDE (customer_id, cutoff)" for i in range(len(parts)))
-    joins = " ".join(f"LEFT JOIN part{i} USING (customer_id, cutoff)" for i in range(len(parts)))
-    sql = f"WITH {', '.join(ctes)} SELECT population.*, {columns} FROM population {joins}"
-    frame = con.sql(sql).df()
+    frame = con.sql(features_sql(set(tables.present()), features, tiers)).df()
     con.close()
-    counts = [c for c in frame.columns if c.startswith(("orders_", "spend_", "views_"))]
-    counts += [c for c in ("high_price_views", "tier_window_spend") if c in frame]
-    frame[counts] = frame[counts].fillna(0.0)
-    frame = _derive(frame, tiers)
-    frame["customer_id"] = frame["customer_id"].astype("string")
-    return frame.sort_values(KEYS, ignore_index=True)
+    return finish_features(frame, tiers)
 
 
-def build_labels(
-    tables: ShopTables,
-    cutoffs: Sequence[datetime],
-    labels: LabelSettings,
-    tiers: TierSettings,
-    value_horizon_days: int | None = None,
-) -> pd.DataFrame:
-    """Outcomes after each cutoff per (customer, cutoff) for customers with any order in
-    [cutoff, cutoff + max(H, value horizon)).
-
-    Over [cutoff, cutoff + H): `bought` (any order), `days_to_next_order` (from the cutoff
-    to the first order, in days) and `max_trailing_spend`, the highest trailing tier spend
-    taken just after an order (attach_labels compares it with the lowest VIP line). Over
-    [cutoff, cutoff + value horizon) (H when not given): `spend`. Customers without an order
-    in either window get no row (attach_labels fills no order and no spend).
-    """
+def labels_sql(
+    labels: LabelSettings, tiers: TierSettings, value_horizon_days: int | None = None
+) -> str:
+    """Outcomes per (customer, cutoff) with an order in [cutoff, cutoff + max(H, value
+    horizon)) (DuckDB dialect; other engines transpile it). See build_labels."""
     horizon = labels.horizon_days
     value_horizon = value_horizon_days or horizon
-    con = _connect(tables)
-    _register_cutoffs(con, cutoffs)
     in_horizon = f"r.ordered_at < c.cutoff + INTERVAL {horizon} DAY"
-    sql = f"""
+    return f"""
         WITH rolling AS (
             SELECT customer_id, ordered_at, amount,
                    sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at
@@ -308,7 +307,27 @@ def build_labels(
          AND r.ordered_at < c.cutoff + INTERVAL {max(horizon, value_horizon)} DAY
         GROUP BY 1, 2
     """
-    out = con.sql(sql).df()
+
+
+def build_labels(
+    tables: ShopTables,
+    cutoffs: Sequence[datetime],
+    labels: LabelSettings,
+    tiers: TierSettings,
+    value_horizon_days: int | None = None,
+) -> pd.DataFrame:
+    """Outcomes after each cutoff per (customer, cutoff) for customers with any order in
+    [cutoff, cutoff + max(H, value horizon)).
+
+    Over [cutoff, cutoff + H): `bought` (any order), `days_to_next_order` (from the cutoff
+    to the first order, in days) and `max_trailing_spend`, the highest trailing tier spend
+    taken just after an order (attach_labels compares it with the lowest VIP line). Over
+    [cutoff, cutoff + value horizon) (H when not given): `spend`. Customers without an order
+    in either window get no row (attach_labels fills no order and no spend).
+    """
+    con = _connect(tables)
+    _register_cutoffs(con, cutoffs)
+    out = con.sql(labels_sql(labels, tiers, value_horizon_days)).df()
     con.close()
     out["customer_id"] = out["customer_id"].astype("string")
     return out

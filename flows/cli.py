@@ -31,7 +31,7 @@ def _positive(text: str) -> int:
 def _config(args: argparse.Namespace):
     from flows.runtime import command_config
 
-    return command_config(args.config)
+    return command_config(args.config).with_engine(getattr(args, "engine", None))
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -54,7 +54,7 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
     """Features at --cutoffs, or features and labels at every labelled cutoff (--training)."""
     import pandas as pd
 
-    from features.snapshot import build_features, labelled_cutoffs, training_frame
+    from features.snapshot import labelled_cutoffs
     from flows import data
 
     if args.training:
@@ -67,9 +67,9 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
         )
         if not cutoffs:
             raise SystemExit("dangol features: the data is too short for any labelled cutoff")
-        return training_frame(tables, cutoffs, config.features, config.labels, config.tiers)
+        return data.training_frame(tables, config, cutoffs)
     cutoffs = [pd.Timestamp(c) for c in args.cutoffs]
-    return build_features(tables, cutoffs, config.features, config.tiers)
+    return data.build_features(tables, config, cutoffs)
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace):
     _config(args)
     from flows.retrain import retrain_flow
 
-    outcome = retrain_flow(str(Path(args.config).resolve()))
+    outcome = retrain_flow(str(Path(args.config).resolve()), getattr(args, "engine", None))
     for line in _release_lines(outcome):
         print(line)
     return outcome
@@ -243,7 +243,11 @@ def cmd_score(args: argparse.Namespace):
     _config(args)
     from flows.score import score_flow
 
-    outcome = score_flow(str(Path(args.config).resolve()), getattr(args, "cutoff", None))
+    outcome = score_flow(
+        str(Path(args.config).resolve()),
+        getattr(args, "cutoff", None),
+        getattr(args, "engine", None),
+    )
     print(f"scored {outcome.customers:,} customers at {outcome.cutoff} with {outcome.release}")
     for line in outcome.segment_lines():
         print(f"  {line}")
@@ -372,6 +376,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("  service:   make serve  (or DANGOL_TOKEN=<token> .venv/bin/dangol serve)")
 
 
+def _engine_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default=None,
+        help="compute features on DuckDB or on the config's Spark cluster (default: the "
+        "config's engine, duckdb unless set)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dangol",
@@ -405,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="features and labels at every labelled cutoff of the config (training frame)",
     )
 
+    _engine_option(feats)
     tier = add("tiers", cmd_tiers, "Tier-migration matrix between two dates (counts, shares).")
     tier.add_argument("--from", dest="start", type=_date, required=True, help="YYYY-MM-DD")
     tier.add_argument("--to", dest="end", type=_date, required=True, help="YYYY-MM-DD")
@@ -417,16 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
         "positives per window per target, what can be built and what to change (exit 1 when a "
         "required target cannot train).",
     )
-    add(
+    train = add(
         "train",
         cmd_train,
         "Retrain every target as one release, log to MLflow, promote it if better beyond noise.",
     )
+    _engine_option(train)
     models = add("models", cmd_models, "Show the live release: versions, runs, windows, metrics.")
     models.add_argument("--json", action="store_true", help="print the release as JSON")
 
     score = add("score", cmd_score, "Score customers with the champions and export segments.")
     score.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
+    _engine_option(score)
 
     add("report", cmd_report, "Write the analyst HTML report of the champions (and log it).")
 
@@ -454,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from features.contract import ContractError
+    from features.spark import SparkUnavailableError
     from flows.config import ConfigError
     from flows.runtime import hide_expected_failures
     from models.registry import NoChampionError
@@ -462,7 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     from serving.auth import MissingTokenError
 
     expected = (ConfigError, ContractError, InsufficientDataError, NoChampionError)
-    expected += (MissingTokenError, ReleaseMismatchError, TrainingLockedError)
+    expected += (
+        MissingTokenError,
+        ReleaseMismatchError,
+        TrainingLockedError,
+        SparkUnavailableError,
+    )
     hide_expected_failures(expected)  # one message below, not Prefect's tracebacks too
     try:
         args.handler(args)

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from features.engine import ENGINES, EngineName, SparkSettings
 from features.loaders import DataSettings, TimeZoneName
 from features.snapshot import FeatureSettings, LabelSettings
 from features.tiers import TierSettings
@@ -78,6 +79,9 @@ class DangolConfig(BaseModel):
 
     base_dir: Path = PROJECT_ROOT / "configs"
     data: DataSettings
+    # where features and labels are computed: DuckDB on this machine, or the `spark:` cluster
+    engine: EngineName = "duckdb"
+    spark: SparkSettings = SparkSettings()
     synthetic: SyntheticSettings | None = None
     tiers: TierSettings = TierSettings()
     features: FeatureSettings = FeatureSettings()
@@ -89,6 +93,14 @@ class DangolConfig(BaseModel):
     schedules: ScheduleSettings = ScheduleSettings()
     drift: DriftSettings = DriftSettings()
     paths: PathSettings = PathSettings()
+
+    def with_engine(self, engine: str | None) -> DangolConfig:
+        """This config with the engine a command asked for (None: the config's own)."""
+        if engine is None or engine == self.engine:
+            return self
+        if engine not in ENGINES:
+            raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        return self.model_copy(update={"engine": engine})
 
     def resolve(self, path: Path) -> Path:
         """A path from the config, absolute."""

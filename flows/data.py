@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import pandas as pd
 
+from features import engine
 from features.contract import LoadReport
 from features.fingerprint import code_version, data_fingerprint
 from features.loaders import load_tables
@@ -81,8 +83,50 @@ def run_key(tables: ShopTables, config: DangolConfig) -> str:
         mode="json", include={"data", "tiers", "features", "labels", "training", "registry"}
     )
     settings["data"].pop("tables", None)  # where the files are is not what they hold
+    if config.engine == "spark" and config.spark.training_sample_customers is not None:
+        # a sample trains on other rows than the whole frame (the engine alone does not)
+        settings["spark_sample"] = [
+            config.spark.training_sample_customers,
+            config.spark.sample_seed,
+        ]
     payload = json.dumps(
         {"data": data_fingerprint(tables), "settings": settings, "code": code_version()},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def build_features(
+    tables: ShopTables, config: DangolConfig, cutoffs: Sequence[datetime]
+) -> pd.DataFrame:
+    """Features at the cutoffs on the configured engine (DuckDB or Spark: the same frame)."""
+    return engine.build_features(
+        tables,
+        cutoffs,
+        config.features,
+        config.tiers,
+        config.engine,
+        config.spark,
+        config.base_dir,
+    )
+
+
+def training_frame(
+    tables: ShopTables,
+    config: DangolConfig,
+    cutoffs: Sequence[datetime],
+    value_horizon_days: int | None = None,
+) -> pd.DataFrame:
+    """Features and labels at the cutoffs on the configured engine (on Spark, a customer
+    sample when spark.training_sample_customers is set); spend over `value_horizon_days`."""
+    return engine.training_frame(
+        tables,
+        cutoffs,
+        config.features,
+        config.labels,
+        config.tiers,
+        config.engine,
+        config.spark,
+        config.base_dir,
+        value_horizon_days,
+    )

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.engine import write_scored_partitions
 from features.schema import ShopTables
-from features.snapshot import build_features
 from flows.config import DangolConfig
-from flows.data import data_end
+from flows.data import build_features, data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
 from models.segments import PRIMARY_COLUMN, CampaignPlan, segment_notes, write_export
@@ -37,7 +37,7 @@ def latest_snapshot(
 ) -> pd.DataFrame:
     """Features of every known customer at the scoring cutoff (default: the data's end)."""
     when = pd.Timestamp(cutoff) if cutoff is not None else data_end(tables, config)
-    return build_features(tables, [when], config.features, config.tiers)
+    return build_features(tables, config, [when])
 
 
 def score_snapshot(
@@ -84,6 +84,8 @@ def score_and_export(
         summary_markdown=markdown,
         campaigns=CampaignPlan(cutoff, config.segments, offers),
     )
+    if config.engine == "spark" and config.spark.export_path is not None:
+        write_scored_partitions(scored.scores, config.spark, config.base_dir)
     return folder, {name: len(members) for name, members in scored.segments.items()}
 
 

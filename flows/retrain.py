@@ -128,9 +128,10 @@ def train_targets(
 
 
 @flow(name="retrain", log_prints=True)
-def retrain_flow(config_path: str) -> RetrainOutcome:
-    """Retrain every target on the configured data as one release; promote it if better."""
-    config = load_config(config_path)
+def retrain_flow(config_path: str, engine: str | None = None) -> RetrainOutcome:
+    """Retrain every target on the configured data as one release; promote it if better.
+    `engine` overrides the config's (duckdb or spark) for this run."""
+    config = load_config(config_path).with_engine(engine)
     # 1. load and validate the raw tables (bad input stops here, before anything is written)
     tables, _report = load_shop_task(config)
     with release.training_lock(config.resolve(config.paths.mlruns)):

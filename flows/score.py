@@ -170,9 +170,12 @@ def _segments_markdown(export_dir: Path) -> str:
 
 
 @flow(name="score", log_prints=True)
-def score_flow(config_path: str, cutoff: date | None = None) -> ScoreOutcome:
-    """Score every customer at the cutoff with the champions and export ranked segments."""
-    config = load_config(config_path)
+def score_flow(
+    config_path: str, cutoff: date | None = None, engine: str | None = None
+) -> ScoreOutcome:
+    """Score every customer at the cutoff with the champions and export ranked segments.
+    `engine` overrides the config's (duckdb or spark) for this run."""
+    config = load_config(config_path).with_engine(engine)
     # 1. the live release first: without it there is nothing to score
     live, models = load_release_task(config)
     versions = live.versions()

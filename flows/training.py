@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from features.schema import ShopTables
-from features.snapshot import labelled_cutoffs, training_frame
+from features.snapshot import labelled_cutoffs
 from features.targets import TARGETS
 from flows.config import DangolConfig
-from flows.data import data_end, first_event
+from flows.data import data_end, first_event, training_frame
 from models.evaluate import (
     BaselineResults,
     baseline_rules,
@@ -118,7 +118,7 @@ def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.Da
     # value target's own split use the cutoffs between the main split's windows
     used = cutoffs
     value_days = value_horizon(cutoffs, config)
-    frame = training_frame(tables, used, config.features, config.labels, config.tiers, value_days)
+    frame = training_frame(tables, config, used, value_days)
     # spend after a cutoff is only known when its whole value horizon lies in the data
     known = value_cutoffs(cutoffs, value_days, config.labels.horizon_days) if value_days else []
     for spec in TARGETS.values():
