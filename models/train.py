@@ -232,20 +232,22 @@ def booster_params(settings: TrainingSettings) -> dict[str, object]:
     }
 
 
-def _fit_booster(
+def fit_booster(
     train: pd.DataFrame,
     validation: pd.DataFrame,
     target: str,
     features: list[str],
     settings: TrainingSettings,
+    params: dict[str, object] | None = None,
 ) -> lgb.Booster:
-    """Boost on the training rows until the validation log loss stops improving."""
+    """Boost on the training rows until the validation loss stops improving (the binary
+    objective's unless `params`, the full parameter set, says otherwise)."""
     train_set = lgb.Dataset(train[features].to_numpy("float64"), train[target], free_raw_data=True)
     valid_set = lgb.Dataset(
         validation[features].to_numpy("float64"), validation[target], reference=train_set
     )
     return lgb.train(
-        booster_params(settings),
+        params or booster_params(settings),
         train_set,
         num_boost_round=settings.lightgbm.n_estimators,
         valid_sets=[valid_set],
@@ -279,7 +281,7 @@ def train_classifier(
     check_sufficient(train, target, "training", settings)
     check_sufficient(validation, target, "validation", settings)
     features = [c for c in feature_columns(frame) if frame[c].notna().any()]
-    booster = _fit_booster(train, validation, target, features, settings)
+    booster = fit_booster(train, validation, target, features, settings)
     fitted = split.fitted(settings.refit)
     if fitted != split.train:
         rows = window_rows(frame, target, fitted)

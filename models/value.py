@@ -28,6 +28,7 @@ from models.train import (
     TimeSplit,
     TrainingSettings,
     booster_params,
+    fit_booster,
     window_rows,
 )
 
@@ -169,28 +170,6 @@ def _params(settings: TrainingSettings, objective: str) -> dict[str, object]:
     return params
 
 
-def _fit(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    label: str,
-    features: list[str],
-    objective: str,
-    settings: TrainingSettings,
-) -> lgb.Booster:
-    """Boost until the validation loss of the objective stops improving."""
-    train_set = lgb.Dataset(train[features].to_numpy("float64"), train[label], free_raw_data=True)
-    valid_set = lgb.Dataset(
-        validation[features].to_numpy("float64"), validation[label], reference=train_set
-    )
-    return lgb.train(
-        _params(settings, objective),
-        train_set,
-        num_boost_round=settings.lightgbm.n_estimators,
-        valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
-    )
-
-
 def _refit(
     rows: pd.DataFrame,
     label: str,
@@ -230,13 +209,13 @@ def fit_recipe(
     """One recipe fitted on the training rows with early stopping on the validation rows."""
     boosters = {}
     for name, label, objective, spenders in PARTS[recipe]:
-        boosters[name] = _fit(
+        boosters[name] = fit_booster(
             _rows_for(train, target, spenders),
             _rows_for(validation, target, spenders),
             label or target,
             features,
-            objective,
             settings,
+            _params(settings, objective),
         )
     return ValueModel(recipe, boosters, features)
 
