@@ -1,5 +1,7 @@
 """The test-window and backtest numbers of docs/evaluation.md for chosen targets, without
-registering anything: `python -m bench.targets --config C [--target T ...]`.
+registering anything: `python -m bench.targets --config C [--target T ...] [--drop F ...]`.
+`--drop` removes feature columns from the training frame first: the same run without them
+(an ablation; e.g. `--drop season_sin --drop season_cos`).
 
 The same code path as `dangol train` (flows.training.train_target: split, fit, refit,
 baselines, rolling-origin backtest); `dangol train` logs the same numbers to MLflow as
@@ -18,12 +20,16 @@ from flows import training
 from flows.config import load_config
 from flows.data import load_shop
 
+# how far off the money amounts are, per fold (the value target's decile-error goal)
+LEVEL_METRICS = ("total_error_pct", "max_top5_decile_error_pct")
 
-def report(config_path: Path, targets: list[str]) -> None:
+
+def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
     config = load_config(config_path)
     tables, _ = load_shop(config, progress=lambda _line: None)
     started = time.perf_counter()
     frame, split = training.build_training_data(tables, config)
+    frame = frame.drop(columns=drop)
     print(f"training frame {frame.shape} in {time.perf_counter() - started:.0f} s")
     for target in targets:
         started = time.perf_counter()
@@ -43,14 +49,22 @@ def report(config_path: Path, targets: list[str]) -> None:
         key = headline_metrics(target)[0][0]
         summary = training.backtest_summary(trained.backtest)
         print(summary[[("folds", ""), (key, "mean"), (key, "std")]].round(4).to_string())
+        folds = trained.backtest[trained.backtest["scorer"] == "model"]
+        shown = [c for c in ("test_start", key, *LEVEL_METRICS) if c in folds]
+        print("model per fold:\n" + folds[shown].round(3).to_string(index=False))
+        gaps = training.backtest_gaps(trained.backtest)
+        if key in gaps.columns.get_level_values(0):
+            print(f"model minus baseline, paired by fold ({key}):")
+            print(gaps[[(key, "mean"), (key, "std")]].round(4).to_string())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--target", action="append", choices=list(TARGETS))
+    parser.add_argument("--drop", action="append", default=[], help="a feature to leave out")
     args = parser.parse_args()
-    report(args.config, args.target or list(TARGETS))
+    report(args.config, args.target or list(TARGETS), args.drop)
 
 
 if __name__ == "__main__":

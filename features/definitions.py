@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.snapshot import FeatureSettings
+from features.snapshot import CALENDAR_FEATURES, FeatureSettings
 from features.tiers import TierSettings
 
 LIFETIME = "all history before the cutoff"
@@ -232,6 +232,17 @@ def feature_definitions(features: FeatureSettings, tiers: TierSettings) -> list[
             "to the downgrade line)",
             "currency",
             tier_win,
+        ),
+        *(
+            FeatureDef(
+                name,
+                f"{fn} of 2 pi (day of the year of the cutoff - 1) / 365.25: the time of year, "
+                "the same for every customer, so models learn the shop's seasonal level; never "
+                "shown as a reason",
+                "-1 to 1",
+                "the cutoff date",
+            )
+            for name, fn in zip(CALENDAR_FEATURES, ("sine", "cosine"), strict=True)
         ),
     ]
 

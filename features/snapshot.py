@@ -28,6 +28,11 @@ from features.tiers import (
 KEYS = ["customer_id", "cutoff"]
 # spend_trend_90d compares the last 90 days with the 90 before, whatever the windows
 TREND_WINDOW_DAYS = 90
+# where the cutoff falls in the calendar year: the same for every customer at one cutoff, so
+# the models learn the shop's seasonal level from cutoffs at different times of year; they
+# describe the date, not the customer, and are never shown as a customer's reason
+CALENDAR_FEATURES = ("season_sin", "season_cos")
+DAYS_PER_YEAR = 365.25
 
 
 class FeatureSettings(BaseModel):
@@ -229,7 +234,15 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     out["tier"] = tier
     out["distance_to_next_tier"] = upper - spend
     out["margin_above_tier_line"] = spend - lower
+    _add_calendar(out)
     return out.replace([np.inf, -np.inf], np.nan)
+
+
+def _add_calendar(out: pd.DataFrame) -> None:
+    """season_sin, season_cos: the cutoff's day of the year as an angle (1 January = 0)."""
+    day = pd.to_datetime(out["cutoff"]).dt.day_of_year.to_numpy(dtype="float64")
+    angle = 2 * np.pi * (day - 1) / DAYS_PER_YEAR
+    out["season_sin"], out["season_cos"] = np.sin(angle), np.cos(angle)
 
 
 def features_sql(present: set[str], features: FeatureSettings, tiers: TierSettings) -> str:

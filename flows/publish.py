@@ -26,7 +26,7 @@ import pandas as pd
 from features.fingerprint import code_version
 from features.targets import TARGETS
 from flows.config import DangolConfig
-from flows.training import TrainedTarget, backtest_summary
+from flows.training import TrainedTarget, backtest_gaps, backtest_summary
 from models import promotion, registry, release
 from models.train import TargetModel, TimeSplit
 from models.value import decile_table
@@ -87,6 +87,9 @@ def _log_backtest(trained: TrainedTarget) -> None:
             for (metric, stat), value in row.items()
             if stat in ("mean", "std")
         }
+        mlflow.log_metrics(_finite(values))
+    for baseline, row in backtest_gaps(trained.backtest).iterrows():
+        values = {f"backtest.gap.{baseline}.{m}.{stat}": v for (m, stat), v in row.items()}
         mlflow.log_metrics(_finite(values))
 
 

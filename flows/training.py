@@ -271,6 +271,21 @@ def backtest_summary(folds: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def backtest_gaps(folds: pd.DataFrame) -> pd.DataFrame:
+    """The model minus each baseline, fold by fold, as mean and spread per metric.
+
+    Both scorers see the same customers in a fold, so the spread of the paired gap is the
+    noise a claim of "better" must clear; the spread of each scorer's own metric is larger,
+    because it also holds how easy each test window happens to be."""
+    metrics = [c for c in folds.columns if c not in ("fold", "test_start", "scorer")]
+    model = folds[folds["scorer"] == "model"].set_index("fold")[metrics]
+    rows = {}
+    for scorer, part in folds[folds["scorer"] != "model"].groupby("scorer", sort=False):
+        gap = (model - part.set_index("fold")[metrics]).dropna(how="all")
+        rows[scorer] = gap.agg(["mean", "std"]).unstack()
+    return pd.DataFrame(rows).T.dropna(axis=1, how="all")
+
+
 def train_target(
     frame: pd.DataFrame, split: TimeSplit, target: str, config: DangolConfig, plot_dir: Path
 ) -> TrainedTarget:

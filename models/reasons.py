@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.snapshot import CALENDAR_FEATURES
 from models.explain import BASE_VALUE
 
 SYMBOLS = {"KRW": "₩", "GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥"}
@@ -822,15 +823,18 @@ def reason_text(
 
 
 def _signed(contrib: pd.DataFrame, direction: float | np.ndarray | pd.Series) -> np.ndarray:
-    """Contributions times the direction; those not strictly of that sign become -inf."""
-    values = contrib.drop(columns=BASE_VALUE, errors="ignore").to_numpy(dtype="float64")
+    """Contributions times the direction; those not strictly of that sign, and the calendar
+    features (the date, not the customer), become -inf."""
+    features = contrib.drop(columns=BASE_VALUE, errors="ignore")
+    shown = ~features.columns.isin(CALENDAR_FEATURES)
+    values = features.to_numpy(dtype="float64")
     sign = np.asarray(direction, dtype="float64")
     if sign.ndim == 0:
         sign = np.full(len(values), float(sign))
     if sign.shape != (len(values),) or not np.isin(sign, (1.0, -1.0)).all():
         raise ValueError("direction must be +1 or -1, or one of those per row")
     signed = values * sign[:, None]
-    return np.where(signed > MIN_CONTRIBUTION, signed, -np.inf)  # NaN never qualifies
+    return np.where((signed > MIN_CONTRIBUTION) & shown, signed, -np.inf)  # NaN never does
 
 
 def _next_best(signed: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -878,7 +882,7 @@ def top_reasons(
     reason of the row is skipped and the next one takes the slot.
     """
     features = [c for c in contrib.columns if c != BASE_VALUE]
-    for name in features:
+    for name in set(features) - set(CALENDAR_FEATURES):
         phrase_for(name)  # every feature, not only those chosen, so a new one fails early
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")

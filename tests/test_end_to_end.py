@@ -104,6 +104,9 @@ def test_retrain_publishes_a_live_release_that_beats_baselines(project: Path, tr
         key = headline_metrics(target)[0][0]
         assert run.data.metrics[f"test.{key}"] > 0.55, target
         assert any(k.startswith("baseline.") for k in run.data.metrics)
+        # the claim "better than baseline X" is logged with its paired spread over the folds
+        baseline = TARGETS[target].baselines[0]
+        assert f"backtest.gap.{baseline}.{key}.mean" in run.data.metrics, target
 
 
 def test_retraining_on_the_same_inputs_registers_nothing(project: Path, trained) -> None:

@@ -256,6 +256,9 @@ def oracle(
                 continue
             row: dict[str, object] = {"customer_id": cid, "cutoff": cut}
             row["tenure_days"] = _days(since, cut)
+            # the date's place in the year, from the calendar: 1 January is angle 0
+            angle = 2 * math.pi * (cut.timetuple().tm_yday - 1) / 365.25
+            row["season_sin"], row["season_cos"] = math.sin(angle), math.cos(angle)
             row.update(_order_part(orders.get(cid, []), cut, s, t))
             if tables.content_views is not None:
                 row.update(_view_part(views.get(cid, []), cut, s))

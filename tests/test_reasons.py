@@ -151,6 +151,19 @@ def test_reasons_lower_the_score_with_direction_minus_one() -> None:
     assert up.loc[0, "reason_2"] is None
 
 
+def test_the_calendar_is_never_a_customers_reason() -> None:
+    """season_sin/cos describe the date (the same for every customer at a cutoff): even the
+    largest contribution is skipped and the customer's own drivers fill the slots."""
+    frame = pd.DataFrame({"season_sin": [0.5], "season_cos": [-0.9], "orders_30d": [2.0]})
+    contrib = pd.DataFrame(
+        {"season_sin": [0.9], "season_cos": [0.8], "orders_30d": [0.1], BASE_VALUE: [-1.0]}
+    )
+    up = top_reasons(contrib, frame, k=3)
+    assert up.loc[0, "reason_1_feature"] == "orders_30d"
+    assert up.loc[0, "reason_2"] is None
+    assert top_features(contrib, k=1).tolist() == [[2]]
+
+
 def test_direction_must_be_plus_or_minus_one_per_row() -> None:
     contrib = pd.DataFrame({"tenure_days": [0.1, -0.2], BASE_VALUE: [0.0, 0.0]})
     frame = pd.DataFrame({"tenure_days": [3.0, 4.0]})

@@ -143,3 +143,24 @@ def test_refit_learns_from_the_latest_labelled_cutoffs() -> None:
 
     assert test_auc(refit=True) > 0.9
     assert test_auc(refit=False) < 0.75
+
+
+def test_backtest_gaps_pair_the_model_with_each_baseline_fold_by_fold() -> None:
+    from flows.training import backtest_gaps
+
+    folds = pd.DataFrame(
+        {
+            "fold": [0, 0, 0, 1, 1, 1],
+            "test_start": pd.Timestamp("2025-01-01"),
+            "scorer": ["model", "rank", "btyd"] * 2,
+            "gini": [0.80, 0.70, 0.78, 0.60, 0.55, 0.57],
+            "error": [1.0, np.nan, 3.0, 2.0, np.nan, 5.0],  # a rank has no amounts
+        }
+    )
+    gaps = backtest_gaps(folds)
+    # each scorer's own spread is 0.1-0.14; the paired gap to btyd moves by 0.007 only
+    assert gaps.loc["btyd", ("gini", "mean")] == pytest.approx(0.025)
+    assert gaps.loc["btyd", ("gini", "std")] == pytest.approx(np.std([0.02, 0.03], ddof=1))
+    assert gaps.loc["btyd", ("error", "mean")] == pytest.approx(-2.5)
+    assert gaps.loc["rank", ("gini", "mean")] == pytest.approx(0.075)
+    assert np.isnan(gaps.loc["rank", ("error", "mean")])
