@@ -471,13 +471,17 @@ class CampaignPlan:
     coupon_cap: float
     holdout_share: float
     days: int = 28  # the attribution window [start, start + days)
+    # the `campaigns.segment` logged, when the campaign targeted what a dangol segment names
+    # (the what-if matches measured uplift to segments by this name); default: the rule
+    logged_segment: str | None = None
 
 
 CAMPAIGN_PLANS: tuple[CampaignPlan, ...] = (
     CampaignPlan("Come back in spring", 0.17, "lapsed_repeaters", "15% off the next order",
                  0.15, 30_000, 0.15),
     CampaignPlan("First-purchase welcome", 0.34, "browsers_never_bought",
-                 "10% off the first order", 0.10, 50_000, 0.20),
+                 "10% off the first order", 0.10, 50_000, 0.20,
+                 logged_segment="high_price_browsers"),
     CampaignPlan("Second-order nudge", 0.55, "one_time_buyers", "10% off the second order",
                  0.10, 20_000, 0.10),
     CampaignPlan("VIP thank-you", 0.67, "high_spenders", "gift and 5% coupon pack",
@@ -485,7 +489,7 @@ CAMPAIGN_PLANS: tuple[CampaignPlan, ...] = (
     CampaignPlan("Summer reactivation", 0.80, "lapsed_repeaters", "15% off the next order",
                  0.15, 30_000, 0.15),
     CampaignPlan("Autumn for every active buyer", 0.88, "active_last_year",
-                 "10% off, this month only", 0.10, 30_000, 0.20),
+                 "10% off, this month only", 0.10, 30_000, 0.20, logged_segment="active"),
 )  # fmt: skip
 PERSONAS: tuple[str, ...] = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")
 # P(persona) by archetype, in PERSONAS order: one persona per customer, for every campaign.
@@ -682,8 +686,8 @@ def plant_campaigns(
             dict(
                 zip(
                     CAMPAIGN_COLUMNS,
-                    (campaign_id, plan.name, plan.segment, plan.offer, plan.coupon_rate,
-                     plan.coupon_cap),
+                    (campaign_id, plan.name, plan.logged_segment or plan.segment, plan.offer,
+                     plan.coupon_rate, plan.coupon_cap),
                     strict=True,
                 ),
                 day=day,

@@ -151,6 +151,8 @@ def _release_lines(outcome) -> list[str]:
     lines += [f"repair: {message}" for message in outcome.repairs]
     lines += ["  " + row for row in metrics_table(outcome.targets)]
     lines += [f"  {target} skipped: {why}" for target, why in outcome.skipped.items()]
+    if outcome.release.uplift.get("reason"):
+        lines.append(f"  {outcome.release.uplift['reason']}")
     return lines
 
 

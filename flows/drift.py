@@ -9,6 +9,7 @@ import pandas as pd
 
 from features.schema import ShopTables
 from features.snapshot import build_features
+from features.targets import TARGETS
 from flows.config import DangolConfig
 from models.drift import DriftSettings, drift_table, psi
 from models.train import TargetModel
@@ -73,6 +74,7 @@ def drift_report(
 ) -> DriftReport:
     """PSI per model feature and per score, reference = features as of `reference_cutoff`."""
     reference = build_features(tables, [reference_cutoff], config.features, config.tiers)
+    models = {t: m for t, m in models.items() if t in TARGETS}  # the uplift model aside
     used = sorted({f for model in models.values() for f in model.features})
     table = drift_table(reference, snapshot, used, config.drift.bins)
     scores = {

@@ -19,8 +19,15 @@ from flows.config import DangolConfig
 from flows.data import build_features, data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
-from models.segments import PRIMARY_COLUMN, CampaignPlan, segment_notes, write_export
+from models.segments import (
+    PRIMARY_COLUMN,
+    SEGMENT_NAMES,
+    CampaignPlan,
+    segment_notes,
+    write_export,
+)
 from models.train import TargetModel
+from models.uplift import measured_uplift_of_segments
 from models.whatif import segment_summary
 
 
@@ -40,6 +47,14 @@ def latest_snapshot(
     return build_features(tables, config, [when])
 
 
+def measured_uplift(tables: ShopTables, config: DangolConfig) -> pd.DataFrame:
+    """Per segment name, the measured uplift of the latest finished campaign that targeted
+    it (`campaigns.segment`), for the what-if; empty without campaign logs."""
+    return measured_uplift_of_segments(
+        tables, data_end(tables, config), list(SEGMENT_NAMES), config.data.attribution_days
+    )
+
+
 def score_snapshot(
     snapshot: pd.DataFrame, models: dict[str, TargetModel], config: DangolConfig
 ) -> Scored:
@@ -53,8 +68,10 @@ def score_and_export(
     config: DangolConfig,
     stamp: datetime,
     live: release.Release | None = None,
+    measured: pd.DataFrame | None = None,
 ) -> tuple[Path, dict[str, int]]:
-    """Scores, segments and the atomic export; returns the export folder and segment sizes."""
+    """Scores, segments and the atomic export; returns the export folder and segment sizes.
+    `measured`: measured uplift per segment name for the what-if (`measured_uplift`)."""
     scored = score_snapshot(snapshot, models, config)
     versions = live.versions() if live is not None else {}
     notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
@@ -68,10 +85,13 @@ def score_and_export(
         notes=notes,
         primary=primary,
         scores=scored.scores,
+        measured=measured,
     )
     offers = {name: info["action"] for name, info in summary["segments"].items()}
     if live is not None:
         summary["release"] = {"id": live.id, "version": live.version, "models": versions}
+        if live.uplift:
+            summary["release"]["uplift"] = live.uplift.get("reason", "")
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
     remove_stale_staging(config.resolve(config.paths.exports))
     folder = write_export(

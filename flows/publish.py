@@ -29,6 +29,7 @@ from flows.config import DangolConfig
 from flows.training import TrainedTarget, backtest_gaps, backtest_summary
 from models import promotion, registry, release
 from models.train import TargetModel, TimeSplit
+from models.uplift import UpliftSelection
 from models.value import decile_table
 
 CRASH_ENV = "DANGOL_CRASH_AT"
@@ -225,15 +226,42 @@ def _decide(
     return decision
 
 
+def _log_uplift(uplift: UpliftSelection) -> str | None:
+    """Log the uplift judgement in the active (child) run: Qini, AUUC and top-30% uplift per
+    ranking, the gain's interval, the Qini plot, and the model if it won (returns its URI)."""
+    import mlflow
+
+    mlflow.set_tags({"uplift.won": str(uplift.won), "uplift.reason": uplift.reason[:4000]})
+    if uplift.learner is not None:
+        mlflow.log_param("learner", uplift.learner)
+    if uplift.evaluation is not None:
+        mlflow.log_params(
+            {
+                "evaluated_on": uplift.evaluation.campaign_id,
+                "judged_trained_on": ",".join(uplift.evaluation.trained_on),
+            }
+        )
+    mlflow.log_metrics(uplift.metrics())
+    for plot in uplift.plots:
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+    if not uplift.won or uplift.model is None or uplift.example is None:
+        return None
+    mlflow.log_params({"trained_on": ",".join(uplift.trained_on), "train_rows": uplift.train_rows})
+    return registry.log_model(uplift.model, uplift.example)
+
+
 def log_and_publish(
     trained_targets: list[TrainedTarget],
     split: TimeSplit,
     config: DangolConfig,
     run_key: str,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    uplift: UpliftSelection | None = None,
 ) -> RetrainOutcome:
     """Log, judge, register and (if it wins) promote the candidate release; see the module
-    docstring for what a crash at each step leaves."""
+    docstring for what a crash at each step leaves. `uplift`: the uplift model judged on the
+    campaign logs, logged in its own child run and registered with the release if it won
+    (it does not take part in the promotion decision)."""
     import mlflow
 
     log = log or logging.getLogger(__name__)
@@ -267,11 +295,19 @@ def log_and_publish(
                 comparison = compare_with_live(trained, champions, config, level)
                 _log_comparison(comparison)
             logged.append((trained, child.info.run_id, model_uri, comparison))
+        uplift_logged = None
+        if uplift is not None:
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name="uplift", nested=True
+            ) as child:
+                uplift_logged = (uplift, child.info.run_id, _log_uplift(uplift))
         decision = _decide([item[3] for item in logged], live, config)
         mlflow.set_tags({"promotion.decision": "promoted" if decision.promote else "kept"})
         mlflow.set_tag("promotion.reason", decision.reason[:4000])
         try:
-            published = _register_release(logged, parent_id, split, config, run_key, decision)
+            published = _register_release(
+                logged, parent_id, split, config, run_key, decision, uplift_logged
+            )
             crash_point("before_live")
             if decision.promote:
                 release.set_live(release_name, published)
@@ -306,8 +342,10 @@ def _register_release(
     config: DangolConfig,
     run_key: str,
     decision: promotion.ReleaseDecision,
+    uplift_logged: tuple[UpliftSelection, str, str | None] | None = None,
 ) -> release.Release:
-    """Register every target's version, then the release that binds them (not yet live)."""
+    """Register every target's version and the winning uplift model, then the release that
+    binds them (not yet live)."""
     import mlflow
 
     crash_point("before_register")
@@ -323,6 +361,17 @@ def _register_release(
             trained.horizon_days,
         )
         crash_point("registering")
+    uplift_record: dict = {}
+    if uplift_logged is not None:
+        uplift, child_id, model_uri = uplift_logged
+        uplift_record = uplift.record() | {"run_id": child_id}
+        if model_uri is not None:
+            name = release.uplift_model_name(config.registry.release_name)
+            tags = {registry.RUN_TAG: parent_id, "run_id": child_id, registry.RUN_KEY_TAG: run_key}
+            uplift_record |= {
+                "registered_name": name,
+                "version": registry.register(model_uri, name, tags),
+            }
     candidate = release.Release(
         id=parent_id,
         run_key=run_key,
@@ -331,6 +380,7 @@ def _register_release(
         data_window=data_window(split, config),
         targets=versions,
         decision=decision.to_dict(),
+        uplift=uplift_record,
     )
     mlflow.log_text(candidate.to_json(), f"release/{release.RECORD_FILE}")
     crash_point("before_release")
@@ -345,6 +395,7 @@ def _undo(run_id: str, config: DangolConfig) -> None:
     if live is not None and live.id == run_id:
         return
     names = [config.registry.model_name(t) for t in TARGETS]
+    names.append(release.uplift_model_name(config.registry.release_name))
     removed = release.discard_run(run_id, [config.registry.release_name, *names])
     logging.getLogger(__name__).error(
         "registration failed: removed what run %s registered: %s", run_id[:8], removed

@@ -15,7 +15,7 @@ from models import release
 from models.cohorts import cohort_customers, cohort_table
 from models.report import ReportInputs, fetch_model_run, tier_migration, write_report
 from models.segments import segment_notes
-from models.whatif import segment_actions
+from models.whatif import campaign_whatif, segment_actions
 
 
 def build_report(config: DangolConfig, progress=print) -> Path:
@@ -32,6 +32,9 @@ def build_report(config: DangolConfig, progress=print) -> Path:
     scored = export.score_snapshot(snapshot, models, config)
     notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
     actions = segment_actions(scored.segments, snapshot, config.segments, config.data.currency)
+    whatif = campaign_whatif(
+        scored.segments, snapshot, config.segments, export.measured_uplift(tables, config)
+    )
     skipped = {
         target: f"not in the live release {live.label}"
         for target in TARGETS
@@ -64,6 +67,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
             drift=measured,
             cohorts=cohorts,
             psi_alert=config.drift.psi_alert,
+            whatif=whatif,
         )
         path = write_report(inputs, config.resolve(config.segments.report.out_dir))
     client = mlflow.MlflowClient()

@@ -23,6 +23,7 @@ from flows.publish import RetrainOutcome, TargetOutcome, log_and_publish
 from flows.tasks import load_shop_task
 from models import registry, release
 from models.train import TimeSplit
+from models.uplift import UpliftSelection
 
 
 @task(cache_policy=NO_CACHE)
@@ -72,9 +73,24 @@ def train_task(frame, split, target: str, config: DangolConfig, plot_dir: Path):
 
 
 @task(cache_policy=NO_CACHE)
-def publish_task(trained_targets, split: TimeSplit, config: DangolConfig, run_key: str):
+def uplift_task(tables, config: DangolConfig, plot_dir: Path) -> UpliftSelection:
+    """The uplift model that rides with the release, if one wins on the campaign logs."""
+    started = time.perf_counter()
+    selection = training.train_uplift(tables, config, plot_dir)
+    get_run_logger().info("%s (%.1f s)", selection.reason, time.perf_counter() - started)
+    return selection
+
+
+@task(cache_policy=NO_CACHE)
+def publish_task(
+    trained_targets,
+    split: TimeSplit,
+    config: DangolConfig,
+    run_key: str,
+    uplift: UpliftSelection | None = None,
+):
     """Log, judge, register and promote the candidate release inside one MLflow run."""
-    return log_and_publish(trained_targets, split, config, run_key, get_run_logger())
+    return log_and_publish(trained_targets, split, config, run_key, get_run_logger(), uplift)
 
 
 def unchanged_outcome(earlier: release.Release) -> RetrainOutcome:
@@ -111,6 +127,8 @@ def summary_markdown(outcome: RetrainOutcome) -> str:
         lines.append(f"| {o.target} | {o.model_name} | {o.version} | {shown} | {versus} |")
     for target, why in outcome.skipped.items():
         lines.append(f"\n{target} skipped: {why}")
+    if outcome.release.uplift.get("reason"):
+        lines.append(f"\n{outcome.release.uplift['reason']}")
     return "\n".join(lines)
 
 
@@ -150,8 +168,11 @@ def retrain_flow(config_path: str, engine: str | None = None) -> RetrainOutcome:
         with tempfile.TemporaryDirectory(prefix="dangol-plots-") as plots:
             # 5. train and evaluate each target on the later windows
             trained, skipped = train_targets(frame, split, config, Path(plots))
-            # 6. one candidate release, promoted only if better beyond noise
-            outcome = publish_task(trained, split, config, run_key)
+            # 6. an uplift model from the campaign logs, kept only if it beats the response
+            # model beyond noise; it rides with the release (no campaign logs: none)
+            uplift = uplift_task(tables, config, Path(plots))
+            # 7. one candidate release, promoted only if better beyond noise
+            outcome = publish_task(trained, split, config, run_key, uplift)
     outcome = RetrainOutcome(**{**outcome.__dict__, "skipped": skipped, "repairs": repairs})
     create_markdown_artifact(summary_markdown(outcome), key="retrain-summary")
     return outcome

@@ -156,8 +156,10 @@ def _act_on_drift(decision: drift.DriftDecision) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def export_task(snapshot, models, live, config: DangolConfig) -> tuple[Path, dict[str, int]]:
-    return export.score_and_export(snapshot, models, config, datetime.now(), live)
+def export_task(
+    snapshot, models, live, config: DangolConfig, measured=None
+) -> tuple[Path, dict[str, int]]:
+    return export.score_and_export(snapshot, models, config, datetime.now(), live, measured)
 
 
 def _segments_markdown(export_dir: Path) -> str:
@@ -185,8 +187,10 @@ def score_flow(
     snapshot = snapshot_task(tables, config, cutoff)
     # 4. how far today is from what the champions were trained on
     drifted = drift_task(tables, snapshot, models, live, config)
-    # 5. scores, segments, and the export that `latest` moves to only when complete
-    export_dir, sizes = export_task(snapshot, models, live, config)
+    # 5. scores, segments, and the export that `latest` moves to only when complete (the
+    # what-if uses the measured uplift of past campaigns that targeted a segment)
+    measured = export.measured_uplift(tables, config)
+    export_dir, sizes = export_task(snapshot, models, live, config, measured)
     # 6. retrain on drift, if configured (only after a good export)
     drift_action = _act_on_drift(drifted)
     summary_file = export_dir / "summary.json"

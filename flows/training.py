@@ -40,6 +40,7 @@ from models.train import (
     train_classifier,
     window_rows,
 )
+from models.uplift import UpliftSelection, plot_qini, select_uplift_model
 from models.value import RECIPES, ValueModel, check_spenders, decile_table, train_value_model
 
 
@@ -356,3 +357,21 @@ def _plots(
             backtest, headline, f"{target}: rolling-origin backtest", Path(f"{path}_backtest.png")
         ),
     ]
+
+
+def train_uplift(tables: ShopTables, config: DangolConfig, plot_dir: Path) -> UpliftSelection:
+    """The release's uplift model from the logged campaigns with holdouts, if one beats the
+    response model on the latest finished campaign beyond noise (models.uplift
+    `select_uplift_model`); with the Qini-curve plot of that judgement. Without campaign logs
+    or with too few holdout buyers the selection holds no model and says why."""
+    selection = select_uplift_model(
+        tables,
+        data_end(tables, config),
+        config.features,
+        config.tiers,
+        config.data.attribution_days,
+        config.registry.bootstrap_replicates,
+    )
+    if selection.evaluation is not None:
+        selection.plots.append(plot_qini(selection.evaluation, plot_dir / "uplift_qini.png"))
+    return selection

@@ -31,6 +31,7 @@ from features.tiers import TierSettings
 from models import registry
 from models.loading import load_model
 from models.train import TargetModel
+from models.uplift import UPLIFT_MODEL
 
 LIVE = "live"
 RECORD_TAG = "dangol.release"
@@ -72,6 +73,9 @@ class Release:
     data_window: dict
     targets: dict[str, TargetVersion]
     decision: dict = field(default_factory=dict)
+    # what training decided about an uplift model (models.uplift.UpliftSelection.record);
+    # with `registered_name` and `version` when one won and rides with the release
+    uplift: dict = field(default_factory=dict)
     version: str | None = None
 
     def to_json(self) -> str:
@@ -93,6 +97,16 @@ class Release:
 
     def versions(self) -> dict[str, str]:
         return {target: entry.version for target, entry in self.targets.items()}
+
+    @property
+    def has_uplift_model(self) -> bool:
+        """Whether an uplift model won in training and is part of this release."""
+        return bool(self.uplift.get("won")) and "version" in self.uplift
+
+
+def uplift_model_name(release_name: str) -> str:
+    """The registered name of the releases' uplift models."""
+    return f"{release_name}-uplift"
 
 
 def settings_record(
@@ -273,7 +287,8 @@ def recover(experiment_id: str, release_name: str, model_names: list[str]) -> li
             client.set_terminated(run_id, "FINISHED")
             messages.append(f"finished interrupted run {run_id[:8]}: its {live.label} is live")
             continue
-        deleted = discard_run(run_id, [release_name, *model_names])
+        names = [release_name, *model_names, uplift_model_name(release_name)]
+        deleted = discard_run(run_id, names)
         client.set_tag(run_id, "dangol.recovered", f"rolled back: deleted {deleted or 'nothing'}")
         client.set_terminated(run_id, "KILLED")
         messages.append(
@@ -299,11 +314,17 @@ def champion_of(client, name: str) -> str | None:
 
 
 def load_models(release: Release) -> dict[str, TargetModel]:
-    """Every model of a release, from the registry."""
-    return {
+    """Every model of a release, from the registry: the targets', then under `UPLIFT_MODEL`
+    the uplift model when one won (models.scoring scores it with the rest)."""
+    models = {
         target: registry.load_version(entry.registered_name, entry.version)
         for target, entry in release.targets.items()
     }
+    if release.has_uplift_model:
+        models[UPLIFT_MODEL] = registry.load_version(
+            release.uplift["registered_name"], release.uplift["version"]
+        )
+    return models
 
 
 def write_release_dir(release: Release, models: dict[str, TargetModel], directory: Path) -> Path:
@@ -329,4 +350,6 @@ def read_release_dir(directory: Path) -> tuple[Release, dict[str, TargetModel]]:
     payload = json.loads((directory / RECORD_FILE).read_text())
     release = Release.from_json(json.dumps(payload["record"]), payload["version"])
     models = {target: load_model(directory / target) for target in release.targets}
+    if release.has_uplift_model:
+        models[UPLIFT_MODEL] = load_model(directory / UPLIFT_MODEL)
     return release, models

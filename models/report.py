@@ -99,6 +99,8 @@ class ReportInputs:
     # per first-order month: repeat rate, LTV and tier movement (models.cohorts.cohort_table)
     cohorts: pd.DataFrame | None = None
     psi_alert: float = 0.25
+    # the campaign what-if per segment with each row's uplift source (models.whatif)
+    whatif: pd.DataFrame | None = None
 
 
 def fetch_model_run(target: str, name: str, version: str, directory: Path) -> ModelRun:
@@ -601,6 +603,35 @@ def _segments_section(inputs: ReportInputs, directory: Path) -> list[str]:
         _html_table(_overview(inputs), inputs.currency),
         "<h3>Profiles</h3>",
         _html_table(_profiles(inputs), inputs.currency),
+        *_whatif_part(inputs),
+    ]
+
+
+def _whatif_part(inputs: ReportInputs) -> list[str]:
+    """The campaign what-if, one row per segment and uplift source."""
+    from models.whatif import uplift_text
+
+    if inputs.whatif is None or inputs.whatif.empty:
+        return []
+    table = inputs.whatif.assign(
+        uplift=[uplift_text(row) for row in inputs.whatif.itertuples(index=False)]
+    )
+    shown = ["source", "members", "uplift", "extra_buyers"]
+    shown += ["extra_revenue_value", "coupon_cost_value", "net_value"]
+    table = table.rename(
+        columns={
+            "extra_revenue": "extra_revenue_value",  # "value" columns print as money
+            "coupon_cost": "coupon_cost_value",
+            "net_extra_revenue": "net_value",
+        }
+    ).set_index("segment")[shown]
+    return [
+        "<h3>Campaign what-if</h3>",
+        "<p>Uplift by source: <i>uplift model</i>, the live release's (mean predicted uplift; "
+        "extra buyers = the sum over the members); <i>measured</i>, the latest campaign that "
+        "targeted the segment (95% CI); <i>assumed</i>, the fixed points of "
+        "<code>segments.whatif.uplifts_pp</code>, shown only when neither exists.</p>",
+        _html_table(table, inputs.currency),
     ]
 
 

@@ -33,6 +33,7 @@ from models.segments import (
 )
 from models.timing import purchase_windows
 from models.train import TargetModel
+from models.uplift import UPLIFT_COLUMN, UPLIFT_MODEL
 
 DIRECTION_WORDS = {1: "raises", -1: "lowers"}
 MEMBER_PREFIX = "in_"
@@ -68,8 +69,9 @@ class Scored:
 def score_customers(
     snapshot: pd.DataFrame, models: dict[str, TargetModel], tiers: TierSettings
 ) -> pd.DataFrame:
-    """Every target's score (NaN outside its population or without a model) and the expected
-    value, one row per snapshot row."""
+    """Every target's score (NaN outside its population or without a model), the expected
+    value and, when the release carries an uplift model (`UPLIFT_MODEL`), each customer's
+    predicted uplift P(buy | contacted) − P(buy | not), one row per snapshot row."""
     scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
     for spec in TARGETS.values():
         scores[spec.score_column] = np.nan
@@ -78,6 +80,9 @@ def score_customers(
             proba = model.predict(snapshot)
             scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), proba, np.nan)
     scores["expected_value"] = expected_value(snapshot, scores)
+    uplift = models.get(UPLIFT_MODEL)
+    if uplift is not None and len(snapshot):
+        scores[UPLIFT_COLUMN] = uplift.predict(snapshot)
     return scores.join(next_purchase_windows(snapshot, models, scores))
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from features.targets import ranking_target
 from features.tiers import TierSettings
+from models.uplift import UPLIFT_COLUMN
 
 RESELLERS = "suspected_resellers"
 # Reasons say what raises the ranking score (+1), or for a list ranked by a risk, what
@@ -34,12 +35,19 @@ RAISES, LOWERS = 1, -1
 class Budget(BaseModel):
     """How long a rule's ranked list may be: at most `max_share` of the scored customers
     (None: the shop-wide `segments.max_share`) and at most `top_n` customers; the
-    best-ranked members are kept."""
+    best-ranked members are kept.
+
+    `rank_by: uplift` ranks the rule's members (and so picks the budget's best) by the live
+    release's predicted uplift, P(buy | contacted) − P(buy | not), instead of the usual
+    ranking score; without a winning uplift model in the release the usual ranking stays
+    and the segment's note says so (docs/segments.md).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     max_share: float | None = Field(None, gt=0, le=1)
     top_n: int | None = Field(None, ge=1)
+    rank_by: Literal["default", "uplift"] = "default"
 
 
 class ScoreLine(Budget):
@@ -150,6 +158,7 @@ class ResellerRule(Budget):
     """
 
     max_share: float | None = Field(0.02, gt=0, le=1)
+    rank_by: Literal["default"] = "default"  # excluded from campaigns: no uplift ranking
     min_units_vs_usual: float = Field(10, gt=1)
     min_top_product_spend_share: float = Field(0.5, ge=0, le=1)
     min_spend_percentile: float = Field(0.9, ge=0, le=1)
@@ -530,7 +539,8 @@ def _rules(
     snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings, tiers: TierSettings
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every segment's rule (before resellers are removed and the budget applies) and the
-    score that ranks it."""
+    score that ranks it (the predicted uplift for `rank_by: uplift` when the scores carry
+    one)."""
     ev = _col(scores, "expected_value")
     spend = _col(snapshot, "tier_window_spend")
 
@@ -539,7 +549,7 @@ def _rules(
 
     rising = score("rising_vip")
     browsers = score("high_price_browsers")
-    return {
+    rules = {
         "active": (active_mask(snapshot, scores, settings.active), ev),
         # the probability of reaching a VIP tier within the horizon
         "rising_vip": (score_line_mask(rising, settings.rising_vip), rising),
@@ -572,6 +582,36 @@ def _rules(
             np.nan_to_num(_col(snapshot, "max_units_vs_usual"), nan=0.0),
         ),
     }
+    if has_uplift(scores):
+        uplift = _col(scores, UPLIFT_COLUMN)
+        for name in uplift_ranked(settings):
+            rules[name] = (rules[name][0], uplift)
+    return rules
+
+
+def uplift_ranked(settings: SegmentSettings) -> list[str]:
+    """The segments configured with `rank_by: uplift`."""
+    return [name for name in SEGMENT_NAMES if getattr(settings, name).rank_by == "uplift"]
+
+
+def has_uplift(scores: pd.DataFrame) -> bool:
+    """Whether the scores carry a predicted uplift (the live release's uplift model won)."""
+    return bool(np.isfinite(_col(scores, UPLIFT_COLUMN)).any())
+
+
+UPLIFT_RANKING = "predicted uplift: P(buy | contacted) - P(buy | not)"
+UPLIFT_FALLBACK = (
+    "rank_by: uplift, but the live release has no uplift model that beat the response "
+    "model: ranked as usual"
+)
+
+
+def ranked_by(segment: str, settings: SegmentSettings, scores: pd.DataFrame | None) -> str:
+    """What a segment's list is ordered by, in words (the summary's `ranked_by`)."""
+    uplift = scores is not None and has_uplift(scores)
+    if uplift and segment in uplift_ranked(settings):
+        return UPLIFT_RANKING
+    return RANKED_BY.get(segment, "expected_value")
 
 
 def segment_limit(segment: str, settings: SegmentSettings, scored: int) -> int:
@@ -673,6 +713,9 @@ def segment_notes(
                     f"capped at {share:.0%} of {scored:,} scored customers: the best-ranked "
                     f"{len(members):,} of {qualifying:,} that meet the rule"
                 )
+    if not has_uplift(scores):
+        for name in uplift_ranked(settings):
+            notes[name] = "; ".join(filter(None, [notes.get(name), UPLIFT_FALLBACK]))
     return notes
 
 

@@ -16,7 +16,9 @@ coefficient and AUUC (defined in `qini_curve`, docs/measurement.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -88,24 +90,61 @@ def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- models
 
 
+UPLIFT_FILE = "uplift.json"
+# The key of the live release's uplift model among the release's models (models.release),
+# and the score column it fills (models.scoring): P(buy | contacted) − P(buy | not).
+UPLIFT_MODEL = "uplift"
+UPLIFT_COLUMN = "uplift"
+
+
 @dataclass
 class UpliftModel:
-    """A fitted T- or X-learner; `predict` gives P(buy | treated) − P(buy | holdout)."""
+    """A fitted T- or X-learner; `predict` gives P(buy | treated) − P(buy | holdout).
+
+    `models` holds LightGBM boosters: μ1, μ0 (binary, so `predict` is a probability) and for
+    the X-learner τ1, τ0 (regressions of the imputed effects).
+    """
 
     learner: Learner
     columns: list[str]
     models: dict[str, Any]
     treated_share: float
 
+    @property
+    def features(self) -> list[str]:
+        """The snapshot columns it reads (as every release model offers)."""
+        return self.columns
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         x = _matrix(frame, self.columns)
         if self.learner == "t":
-            return (
-                self.models["mu1"].predict_proba(x)[:, 1]
-                - self.models["mu0"].predict_proba(x)[:, 1]
-            )
+            return self.models["mu1"].predict(x) - self.models["mu0"].predict(x)
         e = self.treated_share
         return e * self.models["tau0"].predict(x) + (1 - e) * self.models["tau1"].predict(x)
+
+    def save(self, directory: Path) -> None:
+        """The boosters as LightGBM text files and a record of the rest."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, booster in self.models.items():
+            booster.save_model(str(directory / f"{name}.txt"))
+        record = {
+            "learner": self.learner,
+            "columns": self.columns,
+            "models": sorted(self.models),
+            "treated_share": self.treated_share,
+        }
+        (directory / UPLIFT_FILE).write_text(json.dumps(record))
+
+    @classmethod
+    def load(cls, directory: Path) -> UpliftModel:
+        import lightgbm as lgb
+
+        record = json.loads((directory / UPLIFT_FILE).read_text())
+        boosters = {
+            name: lgb.Booster(model_file=str(directory / f"{name}.txt"))
+            for name in record["models"]
+        }
+        return cls(record["learner"], record["columns"], boosters, record["treated_share"])
 
 
 @dataclass
@@ -139,16 +178,16 @@ def fit_uplift(frame: pd.DataFrame, learner: Learner = "t", **params: Any) -> Up
     settings = {**LGBM_PARAMS, **params}
     t = frame["treated"].to_numpy() == 1
     x, y = _matrix(frame, columns), frame["buyer"].to_numpy(dtype="float64")
-    mu1 = LGBMClassifier(**settings).fit(x[t], y[t])
-    mu0 = LGBMClassifier(**settings).fit(x[~t], y[~t])
+    if learner not in ("t", "x"):
+        raise ValueError(f"learner must be 't' or 'x', got {learner!r}")
+    mu1 = LGBMClassifier(**settings).fit(x[t], y[t]).booster_
+    mu0 = LGBMClassifier(**settings).fit(x[~t], y[~t]).booster_
     models: dict[str, Any] = {"mu1": mu1, "mu0": mu0}
     if learner == "x":
-        d1 = y[t] - mu0.predict_proba(x[t])[:, 1]
-        d0 = mu1.predict_proba(x[~t])[:, 1] - y[~t]
-        models["tau1"] = LGBMRegressor(**settings).fit(x[t], d1)
-        models["tau0"] = LGBMRegressor(**settings).fit(x[~t], d0)
-    elif learner != "t":
-        raise ValueError(f"learner must be 't' or 'x', got {learner!r}")
+        d1 = y[t] - mu0.predict(x[t])
+        d0 = mu1.predict(x[~t]) - y[~t]
+        models["tau1"] = LGBMRegressor(**settings).fit(x[t], d1).booster_
+        models["tau0"] = LGBMRegressor(**settings).fit(x[~t], d0).booster_
     return UpliftModel(learner, columns, models, float(t.mean()))
 
 
@@ -282,6 +321,11 @@ class UpliftEvaluation:
     qini: dict[str, float]
     auuc: dict[str, float]
     top30_uplift_pp: dict[str, float]
+    # per ranking, its score of each evaluated contact, and their group and outcome: what
+    # the bootstrap of `qini_gain` resamples
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    treated: np.ndarray | None = field(default=None, repr=False)
+    buyer: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -319,10 +363,22 @@ def evaluate_on_campaign(
     features: FeatureSettings,
     tiers: TierSettings,
     attribution_days: int = 30,
+    frames: dict[str, pd.DataFrame] | None = None,
 ) -> UpliftEvaluation:
-    """Fit on every campaign whose window closed before `campaign_id` started; score it."""
+    """Fit on every campaign whose window closed before `campaign_id` started; score it.
+
+    `frames` caches `campaign_frame` by campaign id (filled here), so a caller that fits on
+    the same campaigns afterwards does not rebuild their features.
+    """
+    frames = {} if frames is None else frames
+
+    def frame_of(k: str) -> pd.DataFrame:
+        if k not in frames:
+            frames[k] = campaign_frame(tables, k, data_end, features, tiers, attribution_days)
+        return frames[k]
+
     test_window = campaign_window(tables, campaign_id, attribution_days)
-    test = campaign_frame(tables, campaign_id, data_end, features, tiers, attribution_days)
+    test = frame_of(campaign_id)
     assert tables.contacts is not None
     test_start = test_window.started_at
     if test_start is None:
@@ -343,10 +399,7 @@ def evaluate_on_campaign(
             f"no campaign with a holdout ended before {campaign_id} started ({test_start}); "
             "uplift models learn from earlier campaigns"
         )
-    train = pd.concat(
-        [campaign_frame(tables, k, data_end, features, tiers, attribution_days) for k in earlier],
-        ignore_index=True,
-    )
+    train = pd.concat([frame_of(k) for k in earlier], ignore_index=True)
     scores = {
         "t_learner": fit_uplift(train, "t").predict(test),
         "x_learner": fit_uplift(train, "x").predict(test),
@@ -362,4 +415,251 @@ def evaluate_on_campaign(
         qini={k: qini_coefficient(s, treated, y) for k, s in scores.items()},
         auuc={k: auuc(s, treated, y) for k, s in scores.items()},
         top30_uplift_pp={k: 100 * top_share_uplift(s, treated, y) for k, s in scores.items()},
+        scores=scores,
+        treated=treated,
+        buyer=y,
     )
+
+
+# ----------------------------------------------------------------------------- the release's
+
+
+LEARNERS: dict[str, Learner] = {"t_learner": "t", "x_learner": "x"}
+BASELINE = "response"
+
+
+def finished_outcomes(
+    tables: ShopTables, data_end: pd.Timestamp, attribution_days: int = 30
+) -> dict[str, pd.DataFrame]:
+    """`campaign_outcomes` of every logged campaign with both groups whose attribution window
+    closed by `data_end`, oldest window end first (empty without a contacts table)."""
+    if tables.contacts is None or tables.contacts.empty:
+        return {}
+    found = {}
+    for campaign_id in sorted(tables.contacts["campaign_id"].dropna().unique()):
+        try:
+            outcomes, _ = campaign_outcomes(tables, campaign_id, data_end, attribution_days)
+        except MeasurementError:
+            continue  # still open, or a group is empty: nothing to learn or measure
+        found[campaign_id] = outcomes
+    ends = {k: pd.Timestamp(v["window_end"].max()) for k, v in found.items()}
+    return {k: found[k] for k in sorted(found, key=lambda k: (ends[k], k))}
+
+
+@dataclass(frozen=True)
+class QiniGain:
+    """Qini(challenger) − Qini(baseline) on one campaign, with a bootstrap interval."""
+
+    challenger: str
+    baseline: str
+    delta: float
+    ci_low: float
+    ci_high: float
+    level: float
+    replicates: int
+
+    def describe(self) -> str:
+        return f"{self.delta:+.4f} ({self.level:.0%} CI {self.ci_low:+.4f}, {self.ci_high:+.4f})"
+
+
+def qini_gain(
+    evaluation: UpliftEvaluation,
+    challenger: str,
+    baseline: str = BASELINE,
+    replicates: int = 400,
+    level: float = 0.95,
+    seed: int = 0,
+) -> QiniGain:
+    """The challenger's Qini gain over the baseline on the evaluated campaign, with a
+    percentile bootstrap over its contacts: each replicate draws the contacts with
+    replacement and scores both rankings on the same draw (a paired comparison)."""
+    assert evaluation.treated is not None and evaluation.buyer is not None
+    a, b = evaluation.scores[challenger], evaluation.scores[baseline]
+    t, y = evaluation.treated, evaluation.buyer
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(replicates)
+    for i in range(replicates):
+        draw = rng.integers(0, len(t), len(t))
+        deltas[i] = qini_coefficient(a[draw], t[draw], y[draw]) - qini_coefficient(
+            b[draw], t[draw], y[draw]
+        )
+    tail = (1 - level) / 2
+    low, high = np.quantile(deltas, [tail, 1 - tail])
+    delta = evaluation.qini[challenger] - evaluation.qini[baseline]
+    return QiniGain(challenger, baseline, delta, float(low), float(high), level, replicates)
+
+
+@dataclass
+class UpliftSelection:
+    """What training decided about the release's uplift model: the learners judged on the
+    latest finished campaign, whether the best one won, and (if so) it refitted on every
+    finished campaign. `reason` is the one line the run prints."""
+
+    won: bool
+    reason: str
+    learner: str | None = None
+    evaluation: UpliftEvaluation | None = None
+    gain: QiniGain | None = None
+    model: UpliftModel | None = None
+    trained_on: list[str] = field(default_factory=list)
+    train_rows: int = 0
+    example: pd.DataFrame | None = field(default=None, repr=False)
+    plots: list[Path] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The release record's `uplift` entry (without the registered version)."""
+        record: dict[str, Any] = {"won": self.won, "reason": self.reason}
+        if self.learner is not None:
+            record["learner"] = self.learner
+        if self.evaluation is not None:
+            record["evaluated_on"] = self.evaluation.campaign_id
+            record["qini"] = {k: round(v, 6) for k, v in self.evaluation.qini.items()}
+        if self.gain is not None:
+            record["qini_gain"] = {
+                "delta": round(self.gain.delta, 6),
+                "ci_low": round(self.gain.ci_low, 6),
+                "ci_high": round(self.gain.ci_high, 6),
+            }
+        if self.won:
+            record["trained_on"] = self.trained_on
+            record["train_rows"] = self.train_rows
+        return record
+
+    def metrics(self) -> dict[str, float]:
+        """Qini, AUUC and top-30% uplift per ranking and the gain's interval, for MLflow."""
+        if self.evaluation is None:
+            return {}
+        e = self.evaluation
+        values = {f"qini.{k}": v for k, v in e.qini.items()}
+        values |= {f"auuc.{k}": v for k, v in e.auuc.items()}
+        values |= {f"top30_uplift_pp.{k}": v for k, v in e.top30_uplift_pp.items()}
+        if self.gain is not None:
+            values |= {
+                "qini_gain.delta": self.gain.delta,
+                "qini_gain.ci_low": self.gain.ci_low,
+                "qini_gain.ci_high": self.gain.ci_high,
+            }
+        return {k: float(v) for k, v in values.items() if np.isfinite(v)}
+
+
+def select_uplift_model(
+    tables: ShopTables,
+    data_end: pd.Timestamp,
+    features: FeatureSettings,
+    tiers: TierSettings,
+    attribution_days: int = 30,
+    replicates: int = 400,
+    level: float = 0.95,
+) -> UpliftSelection:
+    """Judge T- and X-learners (fitted on the campaigns that ended before the latest finished
+    one) against the response model on that latest campaign (`evaluate_on_campaign`). The
+    best learner by Qini wins when the bootstrap interval of its Qini gain over the response
+    model lies above 0; it is then refitted on every finished campaign. Never raises for
+    missing or thin campaign logs: the selection says why there is no model."""
+    finished = list(finished_outcomes(tables, data_end, attribution_days))
+    if not finished:
+        return UpliftSelection(
+            False, "no uplift model: no logged campaign with a holdout has finished"
+        )
+    if len(finished) < 2:
+        return UpliftSelection(
+            False,
+            f"no uplift model: one finished campaign with a holdout ({finished[0]}); it takes "
+            "an earlier one to learn from and a later one to judge on",
+        )
+    latest = finished[-1]
+    frames: dict[str, pd.DataFrame] = {}
+    try:
+        evaluation = evaluate_on_campaign(
+            tables, latest, data_end, features, tiers, attribution_days, frames
+        )
+    except MeasurementError as error:
+        return UpliftSelection(False, f"no uplift model: {error}")
+    best = max(LEARNERS, key=lambda name: evaluation.qini[name])
+    gain = qini_gain(evaluation, best, BASELINE, replicates, level)
+    judged = (
+        f"{best} Qini {evaluation.qini[best]:.4f} vs response model "
+        f"{evaluation.qini[BASELINE]:.4f} on {latest}: gain {gain.describe()}"
+    )
+    if not gain.ci_low > 0:
+        return UpliftSelection(
+            False,
+            f"uplift model not used: {judged}, not beyond noise",
+            best,
+            evaluation,
+            gain,
+        )
+    for campaign_id in finished:
+        if campaign_id not in frames:
+            frames[campaign_id] = campaign_frame(
+                tables, campaign_id, data_end, features, tiers, attribution_days
+            )
+    train = pd.concat([frames[k] for k in finished], ignore_index=True)
+    try:
+        model = fit_uplift(train, LEARNERS[best])
+    except MeasurementError as error:
+        return UpliftSelection(False, f"no uplift model: {error}", best, evaluation, gain)
+    return UpliftSelection(
+        True,
+        f"uplift model: {judged}; refitted on {len(finished)} campaigns ({len(train):,} contacts)",
+        best,
+        evaluation,
+        gain,
+        model,
+        finished,
+        len(train),
+        example=train[model.columns].head(5),
+    )
+
+
+def plot_qini(evaluation: UpliftEvaluation, path: Path) -> Path:
+    """Qini curves of every ranking on the evaluated campaign, random line included."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, score in evaluation.scores.items():
+        curve = qini_curve(score, evaluation.treated, evaluation.buyer)
+        ax.plot(curve["k"] / len(curve), curve["qini"], label=name)
+    last = float(curve["qini"].iloc[-1])
+    ax.plot([0, 1], [0, last], "k--", linewidth=0.8, label="random (expected)")
+    ax.set(
+        xlabel="share of contacts, best-ranked first",
+        ylabel="incremental buyers (Qini)",
+        title=f"Qini curves on {evaluation.campaign_id}",
+    )
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def measured_uplift_of_segments(
+    tables: ShopTables,
+    data_end: pd.Timestamp,
+    segment_names: list[str],
+    attribution_days: int = 30,
+) -> pd.DataFrame:
+    """Per segment name, the measured uplift of the latest finished campaign that targeted
+    it (`campaigns.segment`): `measured_uplift_by_segment` over its contacts, with
+    `campaign_id`. Empty without campaign logs or a campaign naming one of the segments."""
+    columns = ["segment", "campaign_id", "treated", "holdout", "uplift_pp"]
+    columns += ["ci_low_pp", "ci_high_pp", "p_value"]
+    if tables.campaigns is None or "segment" not in tables.campaigns:
+        return pd.DataFrame(columns=columns)
+    targeted = tables.campaigns.dropna(subset=["segment"])
+    segment_of = dict(zip(targeted["campaign_id"], targeted["segment"].astype(str), strict=True))
+    latest: dict[str, tuple[str, pd.DataFrame]] = {}
+    for campaign_id, outcomes in finished_outcomes(tables, data_end, attribution_days).items():
+        name = segment_of.get(campaign_id)
+        if name in segment_names:
+            latest[name] = (campaign_id, outcomes)  # later windows replace earlier ones
+    rows = []
+    for name, (campaign_id, outcomes) in sorted(latest.items()):
+        labelled = pd.DataFrame({"customer_id": outcomes["customer_id"], "segment": name})
+        measured = measured_uplift_by_segment(outcomes, labelled).iloc[0]
+        rows.append({"campaign_id": campaign_id, **measured.to_dict()})
+    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)

@@ -1,5 +1,12 @@
-"""Campaign what-if (DESIGN §1): if a segment's purchase rate rises by 3, 5 or 7 points,
-how many extra buyers and how much extra revenue follow, and what do the coupons cost?
+"""Campaign what-if (DESIGN §1): if a segment's purchase rate rises by some points, how
+many extra buyers and how much extra revenue follow, and what do the coupons cost?
+
+The uplift comes from evidence where there is some (`source` of each row):
+- "uplift model": the live release's uplift model (models.uplift): extra buyers = the sum of
+  the members' predicted uplifts, extra revenue = the sum of uplift x order value;
+- "measured <campaign>": the latest finished campaign that targeted this segment name
+  (`campaigns.segment`), its treated - holdout conversion with the 95% interval;
+- "assumed": only when neither exists, the fixed `whatif.uplifts_pp` (+3/5/7 pp).
 
 Per member: the expected order value (own average order, else the mean viewed price). Extra
 buyers = uplift x members; extra revenue = uplift x sum of expected order values. Coupons are
@@ -14,43 +21,101 @@ import pandas as pd
 
 from features.targets import ranking_target
 from models.segments import (
-    RANKED_BY,
     RESELLERS,
     SegmentSettings,
     WhatIfSettings,
     expected_order_value,
     overlap_table,
+    ranked_by,
     render_action,
     scored_customers,
 )
+from models.uplift import UPLIFT_COLUMN
+
+MODEL_SOURCE = "uplift model"
+ASSUMED_SOURCE = "assumed"
+
+
+def _base_rate(probability: np.ndarray) -> float:
+    rate = float(np.nanmean(probability)) if len(probability) else 0.0
+    return rate if np.isfinite(rate) else 0.0
+
+
+def _row(
+    rate: float, pp: float, value: np.ndarray, coupon: np.ndarray, source: str
+) -> dict[str, float | str]:
+    """One what-if row for a uniform uplift of `pp` points over the members."""
+    new_rate = min(max(rate + pp / 100.0, 0.0), 1.0)
+    gained = new_rate - rate
+    return {
+        "source": source,
+        "uplift_pp": float(pp),
+        "ci_low_pp": np.nan,
+        "ci_high_pp": np.nan,
+        "baseline_rate": rate,
+        "baseline_buyers": rate * len(value),
+        "baseline_revenue": rate * float(value.sum()),
+        "extra_buyers": gained * len(value),
+        "extra_revenue": gained * float(value.sum()),
+        "coupon_cost": new_rate * float(coupon.sum()),
+        "net_extra_revenue": gained * float(value.sum()) - new_rate * float(coupon.sum()),
+    }
+
+
+def _values(order_value: np.ndarray, settings: WhatIfSettings) -> tuple[np.ndarray, np.ndarray]:
+    value = np.nan_to_num(np.asarray(order_value, dtype="float64"), nan=0.0)
+    return value, np.minimum(settings.coupon_rate * value, settings.coupon_cap)
 
 
 def segment_whatif(
     probability: np.ndarray, order_value: np.ndarray, settings: WhatIfSettings
-) -> list[dict[str, float]]:
-    """One row per uplift for a segment given each member's purchase probability and value."""
-    value = np.nan_to_num(np.asarray(order_value, dtype="float64"), nan=0.0)
-    rate = float(np.nanmean(probability)) if len(probability) else 0.0
-    rate = rate if np.isfinite(rate) else 0.0
-    coupon = np.minimum(settings.coupon_rate * value, settings.coupon_cap)
-    rows = []
-    for pp in settings.uplifts_pp:
-        uplift = pp / 100.0
-        new_rate = min(rate + uplift, 1.0)
-        gained = new_rate - rate
-        rows.append(
-            {
-                "uplift_pp": float(pp),
-                "baseline_rate": rate,
-                "baseline_buyers": rate * len(value),
-                "baseline_revenue": rate * float(value.sum()),
-                "extra_buyers": gained * len(value),
-                "extra_revenue": gained * float(value.sum()),
-                "coupon_cost": new_rate * float(coupon.sum()),
-                "net_extra_revenue": gained * float(value.sum()) - new_rate * float(coupon.sum()),
-            }
-        )
-    return rows
+) -> list[dict[str, float | str]]:
+    """One row per assumed uplift (`whatif.uplifts_pp`) for a segment given each member's
+    purchase probability and value."""
+    value, coupon = _values(order_value, settings)
+    rate = _base_rate(probability)
+    return [_row(rate, pp, value, coupon, ASSUMED_SOURCE) for pp in settings.uplifts_pp]
+
+
+def model_whatif(
+    probability: np.ndarray,
+    uplift: np.ndarray,
+    order_value: np.ndarray,
+    settings: WhatIfSettings,
+) -> dict[str, float | str]:
+    """The row of the uplift model: each member's own predicted uplift (probability points),
+    extra buyers = their sum, extra revenue = the sum of uplift x order value."""
+    value, coupon = _values(order_value, settings)
+    rate = _base_rate(probability)
+    uplift = np.nan_to_num(np.asarray(uplift, dtype="float64"), nan=0.0)
+    mean = float(uplift.mean()) if len(uplift) else 0.0
+    row = _row(rate, 100 * mean, value, coupon, MODEL_SOURCE)
+    extra_revenue = float((uplift * value).sum())
+    row |= {
+        "extra_buyers": float(uplift.sum()),
+        "extra_revenue": extra_revenue,
+        "net_extra_revenue": extra_revenue - float(row["coupon_cost"]),
+    }
+    return row
+
+
+def measured_whatif(
+    probability: np.ndarray,
+    order_value: np.ndarray,
+    measured: pd.Series,
+    settings: WhatIfSettings,
+) -> dict[str, float | str]:
+    """The row of a measured campaign: its uplift in pp with the 95% interval applied to
+    the segment's members (`measured`: a `models.uplift.measured_uplift_of_segments` row)."""
+    value, coupon = _values(order_value, settings)
+    row = _row(
+        _base_rate(probability),
+        float(measured["uplift_pp"]),
+        value,
+        coupon,
+        f"measured {measured['campaign_id']}",
+    )
+    return row | {"ci_low_pp": measured["ci_low_pp"], "ci_high_pp": measured["ci_high_pp"]}
 
 
 def whatif_table(
@@ -58,8 +123,17 @@ def whatif_table(
     probability_column: dict[str, str],
     order_value: pd.Series,
     settings: WhatIfSettings,
+    measured: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The what-if of every segment; `order_value` is indexed by customer_id."""
+    """The what-if of every segment; `order_value` is indexed by customer_id. Per segment a
+    row from the uplift model where the members carry a predicted uplift, a row from the
+    measured campaign that targeted the segment (`measured`, one row per segment name), and
+    the assumed +3/5/7 pp rows only when neither exists."""
+    by_segment = (
+        measured.set_index("segment")
+        if measured is not None and len(measured)
+        else pd.DataFrame(columns=["uplift_pp"])
+    )
     rows = []
     for name, members in segments.items():
         column = probability_column[name]
@@ -69,9 +143,40 @@ def whatif_table(
             else np.zeros(len(members))
         )
         values = order_value.reindex(members["customer_id"]).to_numpy("float64", na_value=np.nan)
-        for row in segment_whatif(probability, values, settings):
+        found = []
+        uplift = (
+            members[UPLIFT_COLUMN].to_numpy("float64", na_value=np.nan)
+            if UPLIFT_COLUMN in members
+            else np.array([])
+        )
+        if np.isfinite(uplift).any():
+            found.append(model_whatif(probability, uplift, values, settings))
+        if name in by_segment.index and np.isfinite(by_segment.loc[name, "uplift_pp"]):
+            found.append(measured_whatif(probability, values, by_segment.loc[name], settings))
+        for row in found or segment_whatif(probability, values, settings):
             rows.append({"segment": name, "members": len(members), **row})
     return pd.DataFrame(rows)
+
+
+def campaign_whatif(
+    segments: dict[str, pd.DataFrame],
+    snapshot: pd.DataFrame,
+    settings: SegmentSettings,
+    measured: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The what-if of every campaign segment (resellers are never contacted): the export's
+    summary and the report show this table."""
+    order_value = pd.Series(
+        expected_order_value(snapshot), index=snapshot["customer_id"].to_numpy()
+    )
+    probability = {name: ranking_target(name).score_column for name in segments}
+    return whatif_table(
+        {k: v for k, v in segments.items() if k != RESELLERS},
+        probability,
+        order_value,
+        settings.whatif,
+        measured,
+    )
 
 
 def segment_actions(
@@ -103,23 +208,16 @@ def segment_summary(
     notes: dict[str, str] | None = None,
     primary: pd.Series | None = None,
     scores: pd.DataFrame | None = None,
+    measured: pd.DataFrame | None = None,
 ) -> tuple[dict, str]:
     """The export's summary: sizes, primary members and overlaps, why a segment is empty or
     capped (`notes`), ranking score, action with its numbers, what-if per segment (JSON +
-    markdown). `primary` is each customer's primary segment, indexed by customer id."""
+    markdown). `primary` is each customer's primary segment, indexed by customer id;
+    `measured`: measured uplift per segment name (models.uplift.measured_uplift_of_segments)."""
     from models.reasons import format_money
 
     notes = notes or {}
-    order_value = pd.Series(
-        expected_order_value(snapshot), index=snapshot["customer_id"].to_numpy()
-    )
-    probability = {name: ranking_target(name).score_column for name in segments}
-    table = whatif_table(
-        {k: v for k, v in segments.items() if k != RESELLERS},
-        probability,
-        order_value,
-        settings.whatif,
-    )
+    table = campaign_whatif(segments, snapshot, settings, measured)
     overlaps = overlap_table(segments, primary) if primary is not None else pd.DataFrame()
     actions = segment_actions(segments, snapshot, settings, currency)
     cutoff = str(pd.Timestamp(snapshot["cutoff"].iloc[0]).date()) if len(snapshot) else ""
@@ -149,7 +247,7 @@ def segment_summary(
                 ),
                 "note": notes.get(name, ""),
                 "action": actions[name],
-                "ranked_by": RANKED_BY.get(name, "expected_value"),
+                "ranked_by": ranked_by(name, settings, scores),
                 "total_expected_value": float(np.nansum(members.get("expected_value", 0.0))),
                 "whatif": table[table["segment"] == name]
                 .drop(columns=["segment"])
@@ -181,14 +279,27 @@ def segment_summary(
         "",
         "## Campaign what-if",
         "",
-        "| segment | uplift | extra buyers | extra revenue | coupon cost | net |",
-        "|---|---:|---:|---:|---:|---:|",
+        "Uplift by source: the live uplift model (mean predicted uplift, extra buyers = the sum",
+        "over the members), the latest campaign that targeted the segment (measured, 95% CI),",
+        "or, only without either, the assumed points of `segments.whatif.uplifts_pp`.",
+        "",
+        "| segment | source | uplift | extra buyers | extra revenue | coupon cost | net |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in table.itertuples(index=False):
         lines.append(
-            f"| {row.segment} | +{row.uplift_pp:g} pp | {row.extra_buyers:,.1f} | "
+            f"| {row.segment} | {row.source} | {uplift_text(row)} | {row.extra_buyers:,.1f} | "
             f"{format_money(row.extra_revenue, currency, settings.language)} | "
             f"{format_money(row.coupon_cost, currency, settings.language)} | "
             f"{format_money(row.net_extra_revenue, currency, settings.language)} |"
         )
     return summary, "\n".join(lines) + "\n"
+
+
+def uplift_text(row) -> str:
+    """A what-if row's uplift in points, with its interval when measured: "+7.71 pp (+5.4,
+    +10.0)"."""
+    text = f"{row.uplift_pp:+.3g} pp"
+    if np.isfinite(row.ci_low_pp) and np.isfinite(row.ci_high_pp):
+        text += f" ({row.ci_low_pp:+.1f}, {row.ci_high_pp:+.1f})"
+    return text

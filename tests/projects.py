@@ -41,8 +41,8 @@ def write_project(
 
 
 def train_release(config):
-    """Train every target and publish one release (promoted when better beyond noise); the
-    plots go to the project's folder."""
+    """Train every target and the uplift model (none without campaign logs) and publish one
+    release (promoted when better beyond noise); the plots go to the project's folder."""
     from flows import data, training
     from flows.publish import log_and_publish
 
@@ -54,7 +54,8 @@ def train_release(config):
         training.train_target(frame, split, target, config, plots)
         for target in training.targets_to_train(frame)
     ]
-    return log_and_publish(trained, split, config, data.run_key(tables, config))
+    uplift = training.train_uplift(tables, config, plots)
+    return log_and_publish(trained, split, config, data.run_key(tables, config), uplift=uplift)
 
 
 def score(config, stamp: datetime) -> Path:
@@ -65,7 +66,8 @@ def score(config, stamp: datetime) -> Path:
     live = export.live_release(config)
     tables, _ = data.load_shop(config, progress=lambda _: None)
     snapshot = export.latest_snapshot(tables, config, None)
+    measured = export.measured_uplift(tables, config)
     folder, _sizes = export.score_and_export(
-        snapshot, release.load_models(live), config, stamp, live
+        snapshot, release.load_models(live), config, stamp, live, measured
     )
     return folder
