@@ -132,10 +132,21 @@ def cmd_check(args: argparse.Namespace):
     return readiness
 
 
-def cmd_train(args: argparse.Namespace):
-    _config(args)
-    from flows.retrain import retrain_flow
+def _flow_config(args: argparse.Namespace):
+    """The config of a command that runs a flow, and this project's Prefect server (started
+    now if none runs, so its start overlaps the flow's imports)."""
+    from flows.runtime import start_flow_server
 
+    config = _config(args)
+    return config, start_flow_server(config)
+
+
+def cmd_train(args: argparse.Namespace):
+    _, server = _flow_config(args)
+    from flows.retrain import retrain_flow
+    from flows.runtime import wait_for_flow_server
+
+    wait_for_flow_server(server)
     outcome = retrain_flow(str(Path(args.config).resolve()), getattr(args, "engine", None))
     for line in _release_lines(outcome):
         print(line)
@@ -240,9 +251,11 @@ def cmd_models(args: argparse.Namespace) -> dict:
 
 
 def cmd_score(args: argparse.Namespace):
-    _config(args)
+    _, server = _flow_config(args)
+    from flows.runtime import wait_for_flow_server
     from flows.score import score_flow
 
+    wait_for_flow_server(server)
     outcome = score_flow(
         str(Path(args.config).resolve()),
         getattr(args, "cutoff", None),
@@ -302,8 +315,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
-    config = _config(args)
+    # deploying to a work pool needs a Prefect server the user runs, never the project's
+    config, server = _flow_config(args) if args.work_pool is None else (_config(args), None)
     from flows.deploy import deploy_to_work_pool, serve_deployments
+    from flows.runtime import wait_for_flow_server
+
+    wait_for_flow_server(server)
 
     schedules = config.schedules
     print(
@@ -352,6 +369,34 @@ def cmd_build(args: argparse.Namespace) -> None:
 
     env = {**_bentoml_env(config, context_file), BUILDING_ENV: "1"}
     raise SystemExit(subprocess.call(command, env=env, cwd=PROJECT_ROOT))
+
+
+def cmd_prefect(args: argparse.Namespace) -> None:
+    """This project's local Prefect server: start it, stop it, or say whether it runs."""
+    from flows import prefect_server
+
+    config = _config(args)
+    home = config.resolve(config.paths.prefect_home)
+    if args.action == "start":
+        if not prefect_server.project_server_enabled():
+            raise SystemExit(
+                "dangol prefect start: PREFECT_API_URL (environment or Prefect profile) or "
+                f"{prefect_server.MODE_ENV}=temporary is set; the project's server is not used"
+            )
+        server = prefect_server.use_project_server(home)
+        assert server is not None
+        server.wait_until_ready()
+        print(server.describe())
+        print(f"  runs: PREFECT_API_URL={server.record.api_url} .venv/bin/prefect flow-run ls")
+    elif args.action == "stop":
+        stopped = prefect_server.stop_server(home)
+        print(f"stopped pid {stopped.pid}" if stopped else "no server was running")
+    else:
+        record = prefect_server.running_server(home)
+        if record is None:
+            print(f"not running (the next flow command starts it; state in {home})")
+            raise SystemExit(1)
+        print(f"running: {record.api_url} (pid {record.pid}; state in {home})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -462,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="process work pool to deploy to (created if missing); returns at once",
     )
     add("build", cmd_build, "Build a Bento that carries the live release and its settings.")
+
+    prefect = add(
+        "prefect",
+        cmd_prefect,
+        "This project's local Prefect server, which train, score and deploy start when none "
+        "runs and reuse: start it, stop it, or show its address (exit 1 when not running).",
+    )
+    prefect.add_argument("action", choices=["start", "stop", "status"])
 
     add("demo", cmd_demo, "Run everything on the embedded synthetic shop and summarise.")
     add_commands(add)
