@@ -101,14 +101,40 @@ def reference_cutoff(live: release.Release) -> pd.Timestamp:
     return pd.Timestamp(window.get("fitted", window["train"])[-1])
 
 
+def reference_cache_key(context: object, parameters: dict) -> str:
+    """A release's drift reference is keyed by the release, the data version, the settings
+    that shape features and the code that computes them."""
+    config: DangolConfig = parameters["config"]
+    live: release.Release = parameters["live"]
+    settings = config.model_dump(mode="json", include={"features", "tiers"})
+    payload = json.dumps(
+        [live.id, data_fingerprint(parameters["tables"]), settings, code_version()],
+        sort_keys=True,
+    )
+    return "reference-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@task(
+    cache_key_fn=reference_cache_key,
+    cache_expiration=timedelta(days=7),
+    persist_result=True,
+)
+def reference_task(tables, models, live: release.Release, config: DangolConfig) -> drift.Reference:
+    """Features at the release's last fitted cutoff and the release's scores on them: the
+    drift reference, computed once per release and data version."""
+    return drift.reference_of(tables, models, reference_cutoff(live), config)
+
+
 @task(cache_policy=NO_CACHE)
-def drift_task(tables, snapshot, models, live, config: DangolConfig) -> drift.DriftDecision:
+def drift_task(
+    tables, snapshot, models, live, config: DangolConfig, reference: drift.Reference | None = None
+) -> drift.DriftDecision:
     """PSI against the champion's last fitted cutoff, logged to MLflow and to the run's
     artifacts; warns when it crosses the alert line (before the export, so a failed export
     does not hide it)."""
     import mlflow
 
-    report = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
+    report = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config, reference)
     mlruns = config.resolve(config.paths.mlruns)
     experiment = registry.ensure_experiment(config.registry.experiment, mlruns)
     cutoff = snapshot["cutoff"].iloc[0].date()
@@ -184,7 +210,8 @@ def score_flow(
     # 3. point-in-time features at the cutoff
     snapshot = snapshot_task(tables, config, cutoff)
     # 4. how far today is from what the champions were trained on
-    drifted = drift_task(tables, snapshot, models, live, config)
+    reference = reference_task(tables, models, live, config)
+    drifted = drift_task(tables, snapshot, models, live, config, reference)
     # 5. scores, segments, and the export that `latest` moves to only when complete
     export_dir, sizes = export_task(snapshot, models, live, config)
     # 6. retrain on drift, if configured (only after a good export)
