@@ -1,13 +1,14 @@
 """The everyday path: a warm `dangol score` with Prefect's per-command temporary server against
 the project's reused local server, and `dangol demo` on a fresh copy of a project, per step.
 
-    .venv/bin/python -m bench.everyday --config configs/default.yaml   # trained project
-    .venv/bin/python -m bench.everyday --demo-only                      # demo in a temp dir
+    .venv/bin/python -m bench.everyday                                  # demo, then warm score
+    .venv/bin/python -m bench.everyday --config configs/default.yaml   # warm score only
 
-Warm score: the project must have a live release (`make demo`); every run is a real
-`dangol score` subprocess (the snapshot is cached after the first). Demo: the config is
-copied into a temporary folder, so data, MLflow store, Prefect home and outputs start empty
-as in a fresh clone (after `make install`); its project server is stopped at the end.
+Demo: the default config is copied into a temporary folder, so data, MLflow store, Prefect
+home and outputs start empty as in a fresh clone (after `make install`). Warm score: then
+on that project (or on --config, which needs a live release), every run a real `dangol score`
+subprocess (the snapshot and drift reference are cached after the first). The project's
+Prefect server is stopped at the end.
 Prints Markdown for docs/benchmarks.md. The machine's load is printed with each table: on a
 shared machine compare the ratios of one run, not seconds across runs.
 """
@@ -79,7 +80,7 @@ def warm_score(config: str, repeats: int) -> None:
         + ", ".join(f"{s:.1f}" for s in reused)
         + " |"
     )
-    print(f"\nreused vs temporary: {median_temporary / median_reused:.2f}x faster")
+    print(f"\nreused vs temporary: {median_temporary / median_reused:.2f}x faster", flush=True)
 
 
 # (label, pattern of the line that ends the step)
@@ -98,16 +99,10 @@ DEMO_STEPS = [
 ]
 
 
-def demo() -> None:
-    with tempfile.TemporaryDirectory(prefix="dangol-bench-demo-") as scratch:
-        config = Path(scratch) / "configs" / "default.yaml"
-        config.parent.mkdir()
-        shutil.copy(ROOT / "configs" / "default.yaml", config)
-        before = load()
-        try:
-            wall, lines = run([*DANGOL, "demo", "--config", str(config)], user_env("project"))
-        finally:
-            run([*DANGOL, "prefect", "stop", "--config", str(config)], user_env("project"))
+def demo(config: Path) -> None:
+    """`dangol demo` on the project of `config`, timed per step from its output lines."""
+    before = load()
+    wall, lines = run([*DANGOL, "demo", "--config", str(config)], user_env("project"))
     when = f"{datetime.now():%Y-%m-%d %H:%M}"
     print(f"\n## `dangol demo` on a fresh project ({when}, load {before} before, {load()} after)\n")
     print("| step | seconds | share |")
@@ -121,21 +116,36 @@ def demo() -> None:
         print(f"| {label} | {end - previous:.1f} | {(end - previous) / wall:.0%} |")
         previous = end
     print(f"| summary and exit | {wall - previous:.1f} | {(wall - previous) / wall:.0%} |")
-    print(f"| **total** | **{wall:.1f}** | |")
+    print(f"| **total** | **{wall:.1f}** | |", flush=True)
+
+
+def fresh_project(scratch: Path) -> Path:
+    """The default config copied into `scratch`: its data, MLflow store, Prefect home and
+    outputs (paths relative to the config's folder) start empty, as in a fresh clone."""
+    config = scratch / "configs" / "default.yaml"
+    config.parent.mkdir()
+    shutil.copy(ROOT / "configs" / "default.yaml", config)
+    return config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    parser.add_argument(
+        "--config", default=None, help="a trained project: time only its warm score"
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--demo-only", action="store_true", help="time only the fresh demo")
-    parser.add_argument("--no-demo", action="store_true", help="time only the warm score")
     args = parser.parse_args()
-    print(f"# dangol everyday path, {platform.machine()}, {os.cpu_count()} cores")
-    if not args.demo_only:
+    print(f"# dangol everyday path, {platform.machine()}, {os.cpu_count()} cores", flush=True)
+    if args.config is not None:
         warm_score(args.config, args.repeats)
-    if not args.no_demo:
-        demo()
+        return
+    with tempfile.TemporaryDirectory(prefix="dangol-bench-everyday-") as scratch:
+        config = fresh_project(Path(scratch))
+        try:
+            demo(config)
+            warm_score(str(config), args.repeats)
+        finally:
+            run([*DANGOL, "prefect", "stop", "--config", str(config)], user_env("project"))
 
 
 if __name__ == "__main__":
