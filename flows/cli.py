@@ -420,6 +420,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"  report:    {report}")
     print(f"  MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns}/mlflow.db")
     print("  service:   make serve  (or DANGOL_TOKEN=<token> .venv/bin/dangol serve)")
+    if prefect_api := os.environ.get("PREFECT_API_URL"):
+        print(f"  Prefect:   PREFECT_API_URL={prefect_api} .venv/bin/prefect flow-run ls")
 
 
 def _engine_option(parser: argparse.ArgumentParser) -> None:
@@ -527,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     from features.contract import ContractError
     from features.spark import SparkUnavailableError
     from flows.config import ConfigError
+    from flows.prefect_server import ServerStartError
     from flows.runtime import hide_expected_failures
     from models.registry import NoChampionError
     from models.release import ReleaseMismatchError, TrainingLockedError
@@ -539,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         ReleaseMismatchError,
         TrainingLockedError,
         SparkUnavailableError,
+        ServerStartError,
     )
     hide_expected_failures(expected)  # one message below, not Prefect's tracebacks too
     try:
