@@ -68,6 +68,18 @@ def load_release_task(
     return live, release.load_models(live)
 
 
+# the last tables hashed and their fingerprint: both cache keys of a score run need it
+_last_fingerprint: list[tuple[object, str]] = []
+
+
+def tables_fingerprint(tables) -> str:
+    """data_fingerprint, computed once per loaded tables object (≈ 0.2 s on the default
+    shop)."""
+    if not _last_fingerprint or _last_fingerprint[0][0] is not tables:
+        _last_fingerprint[:] = [(tables, data_fingerprint(tables))]
+    return _last_fingerprint[0][1]
+
+
 def snapshot_cache_key(context: object, parameters: dict) -> str:
     """Snapshots are keyed by data version, cutoff, the settings that shape features and
     the code that computes them."""
@@ -76,7 +88,7 @@ def snapshot_cache_key(context: object, parameters: dict) -> str:
     cutoff = parameters["cutoff"] or data.data_end(tables, config)
     settings = config.model_dump(mode="json", include={"features", "tiers"})
     payload = json.dumps(
-        [data_fingerprint(tables), str(pd.Timestamp(cutoff)), settings, code_version()],
+        [tables_fingerprint(tables), str(pd.Timestamp(cutoff)), settings, code_version()],
         sort_keys=True,
     )
     return "snapshot-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -108,7 +120,7 @@ def reference_cache_key(context: object, parameters: dict) -> str:
     live: release.Release = parameters["live"]
     settings = config.model_dump(mode="json", include={"features", "tiers"})
     payload = json.dumps(
-        [live.id, data_fingerprint(parameters["tables"]), settings, code_version()],
+        [live.id, tables_fingerprint(parameters["tables"]), settings, code_version()],
         sort_keys=True,
     )
     return "reference-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
