@@ -50,11 +50,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_flow_command(config: Path) -> dict:
+def run_flow_command(config: Path, **env: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", FLOW_COMMAND, str(config)],
         cwd=REPO,
-        env=_env(),
+        env={**_env(), **env},
         capture_output=True,
         text=True,
         timeout=400,
@@ -121,12 +121,20 @@ def test_two_projects_do_not_share_a_server(projects: list[Path]) -> None:
     (two_home / prefect_server.RECORD_NAME).write_text(json.dumps(impostor.__dict__))
     assert not prefect_server.is_running(impostor, two_home)
 
-    one, two = (run_flow_command(config) for config in projects)
+    one = run_flow_command(projects[0])
+    # the second project's server stops itself after 15 idle seconds
+    two = run_flow_command(projects[1], **{prefect_server.IDLE_ENV: "0.25"})
+    assert two["run"] in recorded_runs(two["url"])
     assert one["started"] and two["started"]
     assert len({one["pid"], two["pid"], os.getpid()}) == 3 and one["url"] != two["url"]
     assert one["run"] in recorded_runs(one["url"])
     assert one["run"] not in recorded_runs(two["url"])
-    assert two["run"] in recorded_runs(two["url"])
+
+    deadline = time.monotonic() + 120
+    while prefect_server._pid_alive(two["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not prefect_server._pid_alive(two["pid"]), "the idle server did not stop"
+    assert prefect_server.running_server(_home(projects[0])).pid == one["pid"]
 
 
 def test_a_configured_api_url_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
