@@ -34,22 +34,3 @@ def prefect_harness() -> Iterator[None]:
     with prefect_test_harness(server_startup_timeout=180):
         yield
 
-
-SERVICE_TOKEN = "test-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="session")
-def service_project(tmp_path_factory: pytest.TempPathFactory):
-    """One trained and scored tiny project for the service tests (each module trained its own
-    before); DANGOL_TOKEN is set to SERVICE_TOKEN. Tests may add exports, nothing else."""
-    from datetime import datetime
-
-    from flows.config import load_config
-    from tests import projects
-
-    root = tmp_path_factory.mktemp("service")
-    config = load_config(projects.write_project(root))
-    projects.train_release(config)
-    projects.score(config, datetime(2026, 1, 1))
-    os.environ["DANGOL_TOKEN"] = SERVICE_TOKEN
-    return config

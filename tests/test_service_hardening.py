@@ -22,19 +22,25 @@ import pandas as pd
 import pytest
 
 from tests import projects
-from tests.conftest import REPO, SERVICE_TOKEN
+from tests.conftest import REPO
 from tests.servers import bentoml_serve, free_port, wait_for
 
-TOKEN = SERVICE_TOKEN
+TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTES = ["/score", "/score_rows", "/explain", "/segments", "/segment_members", "/model_info"]
 BODY_LIMIT = 64_000
 
 
 @pytest.fixture(scope="module")
-def project(service_project):
-    """The session's trained and scored project (tests/conftest.py)."""
-    return service_project
+def project(tmp_path_factory: pytest.TempPathFactory):
+    from flows.config import load_config
+
+    root = tmp_path_factory.mktemp("hardening")
+    config = load_config(projects.write_project(root))
+    projects.train_release(config)
+    projects.score(config, datetime(2026, 1, 1))
+    os.environ["DANGOL_TOKEN"] = TOKEN
+    return config
 
 
 @pytest.fixture(scope="module")

@@ -4,26 +4,34 @@ examples per operation) against a real server finding no server error and no mis
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from features.targets import TARGETS
-from tests.conftest import SERVICE_TOKEN
+from tests import projects
 from tests.servers import bentoml_serve
 
-TOKEN = SERVICE_TOKEN
+TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTES = ["/score", "/score_rows", "/explain", "/segments", "/segment_members", "/model_info"]
 
 
 @pytest.fixture(scope="module")
-def project(service_project):
-    """The session's trained and scored project (tests/conftest.py)."""
-    return service_project
+def project(tmp_path_factory: pytest.TempPathFactory):
+    from flows.config import load_config
+
+    root = tmp_path_factory.mktemp("schema")
+    config = load_config(projects.write_project(root))
+    projects.train_release(config)
+    projects.score(config, datetime(2026, 1, 1))
+    os.environ["DANGOL_TOKEN"] = TOKEN
+    return config
 
 
 @pytest.fixture(scope="module")
