@@ -18,12 +18,20 @@ help: ## list the targets
 	$(UV) sync --frozen
 	@touch $@
 
-# the tests also need the `spark` group (PySpark, SQLGlot); the default environment stays lean
-.venv/.synced-spark: .venv/.synced
-	$(UV) sync --frozen --inexact --group spark
+# Bytecode compiled once at install, so a command does not compile the libraries' sources
+# each time it starts: with PYTHONDONTWRITEBYTECODE set (CI images, some shells) Python never
+# caches it, and compiling cost a warm `dangol score` ~7 s of CPU here (docs/benchmarks.md).
+.venv/.compiled: .venv/.synced
+	$(UV) sync --frozen --inexact --compile-bytecode --quiet
+	$(UV) run --frozen --no-sync python -m compileall -q -j 0 features flows models serving bench >/dev/null
 	@touch $@
 
-install: .venv/.synced ## install uv (if missing) and the locked environment
+# the tests also need the `spark` group (PySpark, SQLGlot); the default environment stays lean
+.venv/.synced-spark: .venv/.synced
+	$(UV) sync --frozen --inexact --group spark --compile-bytecode --quiet
+	@touch $@
+
+install: .venv/.synced .venv/.compiled ## install uv (if missing) and the locked environment
 
 demo: install ## run the whole pipeline on the embedded synthetic shop and summarise
 	$(UV) run --frozen dangol demo
@@ -51,4 +59,4 @@ bench: install ## run every benchmark (~10 min, not part of CI; serving needs wr
 	$(UV) run --frozen python -m bench.run
 
 clean: ## remove generated data, models, exports and Prefect state
-	rm -rf data outputs .prefect mlruns/* .venv/.synced .venv/.synced-spark
+	rm -rf data outputs .prefect mlruns/* .venv/.synced .venv/.synced-spark .venv/.compiled

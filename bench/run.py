@@ -2,7 +2,9 @@
 
 Runs, in order: a quick feature comparison on the synthetic shop, the features benchmark
 (1M customers), training (`bench.training`), segments and SHAP (`bench.segments`) and serving
-(`bench.serving`, which needs `wrk`: `apt-get install -y wrk`). About 10 minutes on 2 cores.
+(`bench.serving`, which needs `wrk`: `apt-get install -y wrk`), then the everyday path
+(`bench.everyday`: a fresh `dangol demo` per step and the warm `dangol score`). About 15
+minutes on 2 cores.
 Prints Markdown tables; paste them into docs/benchmarks.md with the machine and date.
 """
 
@@ -73,7 +75,7 @@ def main() -> None:
     )
     # issue 3: 1M customers / 10M orders / 30M views, vs pandas and lifetimes-style RFM
     features_bench.main([])
-    for module in ("bench.training", "bench.segments", "bench.serving"):
+    for module in ("bench.training", "bench.segments", "bench.serving", "bench.everyday"):
         if module == "bench.serving" and shutil.which("wrk") is None:
             print("\n# bench.serving skipped: wrk not found (apt-get install -y wrk)")
             continue

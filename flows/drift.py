@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from features.schema import ShopTables
@@ -65,20 +66,45 @@ def drift_decision(report: DriftReport, settings: DriftSettings, deployed: bool)
     return DriftDecision(f"{found}; retraining", alert=True, retrain=True)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What a snapshot is compared with: the features as of the release's last fitted cutoff
+    and each model's scores on them (the same for every scoring of one release and data
+    version, so the score flow caches it)."""
+
+    cutoff: pd.Timestamp
+    features: pd.DataFrame
+    scores: dict[str, np.ndarray]
+
+
+def reference_of(
+    tables: ShopTables,
+    models: dict[str, TargetModel],
+    reference_cutoff: pd.Timestamp,
+    config: DangolConfig,
+) -> Reference:
+    features = build_features(tables, [reference_cutoff], config.features, config.tiers)
+    scores = {t: model.predict(features) for t, model in models.items() if t in TARGETS}
+    return Reference(pd.Timestamp(reference_cutoff), features, scores)
+
+
 def drift_report(
     tables: ShopTables,
     snapshot: pd.DataFrame,
     models: dict[str, TargetModel],
     reference_cutoff: pd.Timestamp,
     config: DangolConfig,
+    reference: Reference | None = None,
 ) -> DriftReport:
-    """PSI per model feature and per score, reference = features as of `reference_cutoff`."""
-    reference = build_features(tables, [reference_cutoff], config.features, config.tiers)
+    """PSI per model feature and per score, reference = features as of `reference_cutoff`
+    (computed here unless given)."""
     models = {t: m for t, m in models.items() if t in TARGETS}  # the uplift model aside
+    if reference is None:
+        reference = reference_of(tables, models, reference_cutoff, config)
     used = sorted({f for model in models.values() for f in model.features})
-    table = drift_table(reference, snapshot, used, config.drift.bins)
+    table = drift_table(reference.features, snapshot, used, config.drift.bins)
     scores = {
-        target: psi(model.predict(reference), model.predict(snapshot), config.drift.bins)
+        target: psi(reference.scores[target], model.predict(snapshot), config.drift.bins)
         for target, model in models.items()
     }
     return DriftReport(reference_cutoff, table, scores)

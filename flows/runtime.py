@@ -48,6 +48,25 @@ def command_config(path: str | Path):
     return config
 
 
+def start_flow_server(config):
+    """Before a flow command imports Prefect: use this project's local Prefect server (start
+    it if none runs; flows.prefect_server), unless PREFECT_API_URL or
+    DANGOL_PREFECT_SERVER=temporary says otherwise. Returns the server to wait for before the
+    first flow runs, or None (Prefect starts its own temporary server then)."""
+    from flows.prefect_server import use_project_server
+
+    server = use_project_server(config.resolve(config.paths.prefect_home))
+    if server is not None:
+        print(server.describe(), file=sys.stderr)
+    return server
+
+
+def wait_for_flow_server(server) -> None:
+    """Block until the server of `start_flow_server` answers (no-op for None)."""
+    if server is not None:
+        server.wait_until_ready()
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies, even by SIGKILL (Linux)."""
     try:

@@ -19,6 +19,9 @@ os.environ.setdefault("PREFECT_HOME", str(_PREFECT_HOME))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+# flow commands run in-process here use the harness or Prefect's temporary server, never a
+# project server that would outlive the test (tests/test_project_prefect_server.py opts in)
+os.environ.setdefault("DANGOL_PREFECT_SERVER", "temporary")
 
 REPO = Path(__file__).resolve().parents[1]
 
