@@ -50,8 +50,8 @@ def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
         summary = training.backtest_summary(trained.backtest)
         print(summary[[("folds", ""), (key, "mean"), (key, "std")]].round(4).to_string())
         folds = trained.backtest[trained.backtest["scorer"] == "model"]
-        shown = [c for c in ("test_start", key, *LEVEL_METRICS) if c in folds]
-        print("model per fold:\n" + folds[shown].round(3).to_string(index=False))
+        shown = [c for c in (key, *LEVEL_METRICS) if c in folds]
+        print("model per fold:\n" + folds.set_index("test_start")[shown].round(3).to_string())
         gaps = training.backtest_gaps(trained.backtest)
         if key in gaps.columns.get_level_values(0):
             print(f"model minus baseline, paired by fold ({key}):")
