@@ -27,6 +27,8 @@ from models.explain import BASE_VALUE
 
 SYMBOLS = {"KRW": "₩", "GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥"}
 LANGUAGES = ("en", "ko")
+# what a calendar feature's bar is called in a waterfall (the date's share of a score)
+CALENDAR_LABEL = {"en": "time of year (the scoring date)", "ko": "연중 시기 (산출일 기준)"}
 # contributions this close to zero carry no direction, so they are never a reason
 MIN_CONTRIBUTION = 1e-12
 # frame columns that tell how a feature's missing value came about, or refine its phrase
@@ -818,7 +820,10 @@ def reason_text(
     currency: str = "KRW",
     tier_window_days: int = 180,
 ) -> str:
-    """The phrase for one feature of one customer, word for word as in top_reasons."""
+    """The phrase for one feature of one customer, word for word as in top_reasons (the
+    calendar features, never a reason, are named as the time of year, e.g. in a waterfall)."""
+    if feature in CALENDAR_FEATURES:
+        return CALENDAR_LABEL[language]
     return reason_and_fact(feature, row, language, currency, tier_window_days)[0]
 
 

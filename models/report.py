@@ -253,8 +253,9 @@ def _format_cell(column: str, value: object, currency: str) -> str:
             return "-"
         if any(k in column for k in ("value", "spend", "price")):
             return format_money(float(value), currency)
-        if float(value).is_integer():
-            return f"{int(value):,}"
+        # 17.9999999 (0.03 x 600) prints as 18, not 18.00; 0.004 keeps its digits
+        if abs(value) >= 1 and round(float(value), 2).is_integer():
+            return f"{round(float(value)):,}"
         return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3f}"
     return html.escape(str(value))
 

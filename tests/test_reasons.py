@@ -162,6 +162,8 @@ def test_the_calendar_is_never_a_customers_reason() -> None:
     assert up.loc[0, "reason_1_feature"] == "orders_30d"
     assert up.loc[0, "reason_2"] is None
     assert top_features(contrib, k=1).tolist() == [[2]]
+    # a waterfall still shows the date's share, under a name that says what it is
+    assert reason_text("season_cos", frame.iloc[0]) == "time of year (the scoring date)"
 
 
 def test_direction_must_be_plus_or_minus_one_per_row() -> None:
