@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import ShopTables
-from features.snapshot import build_features
+from features.snapshot import CALENDAR_FEATURES, build_features
 from features.targets import TARGETS
 from flows.config import DangolConfig
 from models.drift import DriftSettings, drift_table, psi
@@ -88,6 +88,13 @@ def reference_of(
     return Reference(pd.Timestamp(reference_cutoff), features, scores)
 
 
+def measured_features(models: dict[str, TargetModel]) -> list[str]:
+    """The models' inputs whose distribution drift compares: all but the calendar features,
+    which are one value per snapshot date (any two dates differ entirely: PSI ~18, always)."""
+    used = {f for model in models.values() for f in model.features}
+    return sorted(used - set(CALENDAR_FEATURES))
+
+
 def drift_report(
     tables: ShopTables,
     snapshot: pd.DataFrame,
@@ -101,7 +108,7 @@ def drift_report(
     models = {t: m for t, m in models.items() if t in TARGETS}  # the uplift model aside
     if reference is None:
         reference = reference_of(tables, models, reference_cutoff, config)
-    used = sorted({f for model in models.values() for f in model.features})
+    used = measured_features(models)
     table = drift_table(reference.features, snapshot, used, config.drift.bins)
     scores = {
         target: psi(reference.scores[target], model.predict(snapshot), config.drift.bins)

@@ -78,3 +78,17 @@ def test_customer_age_features_are_measured_but_do_not_alert() -> None:
     # and the list is the user's: an empty one watches everything
     everything = DriftSettings(not_alerting=[])
     assert drift_decision(report, everything, deployed=True).alert
+
+
+def test_the_calendar_features_are_not_measured_for_drift() -> None:
+    """season_sin/cos hold one value per snapshot date: any two dates differ entirely, so
+    they would alert on every score run (PSI ~18 was seen) and retrain for nothing."""
+    from types import SimpleNamespace
+
+    from flows.drift import measured_features
+
+    models = {
+        "a": SimpleNamespace(features=["spend_90d", "season_sin", "season_cos"]),
+        "b": SimpleNamespace(features=["orders_30d", "spend_90d"]),
+    }
+    assert measured_features(models) == ["orders_30d", "spend_90d"]
