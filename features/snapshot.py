@@ -234,11 +234,11 @@ def _derive(frame: pd.DataFrame, tiers: TierSettings) -> pd.DataFrame:
     out["tier"] = tier
     out["distance_to_next_tier"] = upper - spend
     out["margin_above_tier_line"] = spend - lower
-    _add_calendar(out)
+    add_calendar(out)
     return out.replace([np.inf, -np.inf], np.nan)
 
 
-def _add_calendar(out: pd.DataFrame) -> None:
+def add_calendar(out: pd.DataFrame) -> None:
     """season_sin, season_cos: the cutoff's day of the year as an angle (1 January = 0)."""
     day = pd.to_datetime(out["cutoff"]).dt.day_of_year.to_numpy(dtype="float64")
     angle = 2 * np.pi * (day - 1) / DAYS_PER_YEAR

@@ -4,12 +4,13 @@ fitted on (PSI), and what to do about it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
 from features.schema import ShopTables
-from features.snapshot import CALENDAR_FEATURES, build_features
+from features.snapshot import CALENDAR_FEATURES, add_calendar, build_features
 from features.targets import TARGETS
 from flows.config import DangolConfig
 from models.drift import DriftSettings, drift_table, psi
@@ -69,8 +70,8 @@ def drift_decision(report: DriftReport, settings: DriftSettings, deployed: bool)
 @dataclass(frozen=True)
 class Reference:
     """What a snapshot is compared with: the features as of the release's last fitted cutoff
-    and each model's scores on them (the same for every scoring of one release and data
-    version, so the score flow caches it)."""
+    and each model's scores on them at the scored date's time of year (the same for every
+    scoring of one release, data version and date, so the score flow caches it)."""
 
     cutoff: pd.Timestamp
     features: pd.DataFrame
@@ -82,10 +83,21 @@ def reference_of(
     models: dict[str, TargetModel],
     reference_cutoff: pd.Timestamp,
     config: DangolConfig,
+    at: datetime | None = None,
 ) -> Reference:
     features = build_features(tables, [reference_cutoff], config.features, config.tiers)
-    scores = {t: model.predict(features) for t, model in models.items() if t in TARGETS}
+    seasonal = in_season_of(features, at if at is not None else reference_cutoff)
+    scores = {t: model.predict(seasonal) for t, model in models.items() if t in TARGETS}
     return Reference(pd.Timestamp(reference_cutoff), features, scores)
+
+
+def in_season_of(features: pd.DataFrame, day: datetime) -> pd.DataFrame:
+    """The same customers with the calendar features of `day`: their scores then differ
+    from the snapshot's only by who the customers are, not by the time of year (which moved
+    every score's PSI past 2 between a release's last cutoff and a scoring date)."""
+    shifted = features.assign(cutoff=pd.Timestamp(day))
+    add_calendar(shifted)
+    return shifted.assign(cutoff=features["cutoff"])
 
 
 def measured_features(models: dict[str, TargetModel]) -> list[str]:
@@ -107,7 +119,8 @@ def drift_report(
     (computed here unless given)."""
     models = {t: m for t, m in models.items() if t in TARGETS}  # the uplift model aside
     if reference is None:
-        reference = reference_of(tables, models, reference_cutoff, config)
+        at = snapshot["cutoff"].iloc[0] if len(snapshot) else None
+        reference = reference_of(tables, models, reference_cutoff, config, at)
     used = measured_features(models)
     table = drift_table(reference.features, snapshot, used, config.drift.bins)
     scores = {

@@ -119,8 +119,9 @@ def reference_cache_key(context: object, parameters: dict) -> str:
     config: DangolConfig = parameters["config"]
     live: release.Release = parameters["live"]
     settings = config.model_dump(mode="json", include={"features", "tiers"})
+    at = str(pd.Timestamp(parameters["at"])) if parameters.get("at") is not None else None
     payload = json.dumps(
-        [live.id, tables_fingerprint(parameters["tables"]), settings, code_version()],
+        [live.id, tables_fingerprint(parameters["tables"]), at, settings, code_version()],
         sort_keys=True,
     )
     return "reference-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -131,10 +132,13 @@ def reference_cache_key(context: object, parameters: dict) -> str:
     cache_expiration=timedelta(days=7),
     persist_result=True,
 )
-def reference_task(tables, models, live: release.Release, config: DangolConfig) -> drift.Reference:
-    """Features at the release's last fitted cutoff and the release's scores on them: the
-    drift reference, computed once per release and data version."""
-    return drift.reference_of(tables, models, reference_cutoff(live), config)
+def reference_task(
+    tables, models, live: release.Release, config: DangolConfig, at: pd.Timestamp | None = None
+) -> drift.Reference:
+    """Features at the release's last fitted cutoff and the release's scores on them at the
+    time of year of `at` (the scored date): the drift reference, computed once per release,
+    data version and date."""
+    return drift.reference_of(tables, models, reference_cutoff(live), config, at)
 
 
 @task(cache_policy=NO_CACHE)
@@ -224,7 +228,8 @@ def score_flow(
     # 3. point-in-time features at the cutoff
     snapshot = snapshot_task(tables, config, cutoff)
     # 4. how far today is from what the champions were trained on
-    reference = reference_task(tables, models, live, config)
+    at = snapshot["cutoff"].iloc[0] if len(snapshot) else None
+    reference = reference_task(tables, models, live, config, at)
     drifted = drift_task(tables, snapshot, models, live, config, reference)
     # 5. scores, segments, and the export that `latest` moves to only when complete (the
     # what-if uses the measured uplift of past campaigns that targeted a segment)

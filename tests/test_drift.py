@@ -92,3 +92,20 @@ def test_the_calendar_features_are_not_measured_for_drift() -> None:
         "b": SimpleNamespace(features=["orders_30d", "spend_90d"]),
     }
     assert measured_features(models) == ["orders_30d", "spend_90d"]
+
+
+def test_the_reference_is_scored_at_the_scored_dates_time_of_year() -> None:
+    """Score drift compares who the customers are, not the season: the reference rows keep
+    their features and cutoff but take the scored date's calendar features."""
+    from features.snapshot import add_calendar
+    from flows.drift import in_season_of
+
+    june = pd.DataFrame({"cutoff": pd.to_datetime(["2025-06-01"] * 2), "spend_90d": [1.0, 2.0]})
+    add_calendar(june)
+    moved = in_season_of(june, pd.Timestamp("2025-12-25"))
+    december = june.assign(cutoff=pd.Timestamp("2025-12-25"))
+    add_calendar(december)
+    assert np.allclose(moved[["season_sin", "season_cos"]], december[["season_sin", "season_cos"]])
+    assert (moved["cutoff"] == june["cutoff"]).all()
+    assert moved["spend_90d"].tolist() == [1.0, 2.0]
+    assert not np.allclose(moved["season_cos"], june["season_cos"])  # it did move
