@@ -9,7 +9,10 @@ per-core throughput (input events per second per core) that docs/scale.md's plan
 
 Run: `python -m bench.spark [--customers N --orders N --views N --cores N]` (needs the
 `spark` dependency group and Java); `python -m bench.spark --quality` measures model quality
-against the customer sample that training on Spark brings to the driver.
+against the customer sample that training on Spark brings to the driver;
+`python -m bench.spark --scoring [--customers N]` times the score-and-explain core on the
+driver against the same core per partition on Spark (models.spark_scoring), same models,
+same snapshot, and checks that both give the same lists.
 """
 
 from __future__ import annotations
@@ -41,9 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quality", action="store_true", help="model quality against the training sample size"
     )
+    parser.add_argument(
+        "--scoring", action="store_true", help="scores, segments and reasons: driver vs Spark"
+    )
     args = parser.parse_args(argv)
     if args.quality:
         sample_quality()
+        return
+    if args.scoring:
+        scoring(args.customers, args.cores)
         return
     settings, tiers = FeatureSettings(), TierSettings()
     tables = bench_shop(args.customers, args.orders, args.views)
@@ -142,6 +151,47 @@ def sample_quality(customers: int = 20_000, sizes: tuple[int, ...] = (1_000, 2_5
             rows = window_rows(frame, spec.name, split.test)
             m = probability_metrics(rows[spec.name].to_numpy(), model.predict_proba(rows))
             print(f"| {size:,} | {spec.name} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} |")
+
+
+def scoring(customers: int, cores: int, shop: int = 8_000) -> None:
+    """The score-and-explain core over `customers` tiled snapshot rows (bench.segments): on
+    the driver in memory, then per partition on Spark local[cores]; same lists checked."""
+    from bench.segments import tile, train_models
+    from models.scoring import score_and_explain
+    from models.segments import SegmentSettings
+    from models.spark_scoring import _to_spark, score_and_explain_on_spark
+
+    models, snapshot = train_models(shop)
+    big = tile(snapshot, customers)
+    settings, tiers = SegmentSettings(), TierSettings()
+    started = time.perf_counter()
+    local = score_and_explain(big, models, settings, tiers, "KRW")
+    driver = time.perf_counter() - started
+    conf = {
+        "spark.sql.shuffle.partitions": str(4 * cores),
+        "spark.driver.memory": os.environ.get("BENCH_SPARK_MEMORY", "6g"),
+    }
+    with on_spark.spark_session(f"local[{cores}]", conf) as spark:
+        frame = _to_spark(spark, big).repartition(4 * cores).cache()
+        frame.count()  # the snapshot on the executors, as the feature step leaves it
+        started = time.perf_counter()
+        result = score_and_explain_on_spark(spark, frame, models, settings, tiers, "KRW")
+        distributed = time.perf_counter() - started
+        result.release()
+    for name, members in local.segments.items():
+        got = result.scored.segments[name]
+        assert got["customer_id"].tolist() == members["customer_id"].tolist(), name
+    memberships = sum(len(m) for m in local.segments.values())
+    print(f"## Scores, segments and reasons: driver vs Spark, {date.today()}\n")
+    print(
+        f"{customers:,} customers ({len(models)} models, {memberships:,} memberships "
+        f"explained); Spark local[{cores}], {4 * cores} partitions; same lists on both\n"
+    )
+    print("| where | seconds | vs driver |")
+    print("| --- | ---: | ---: |")
+    print(f"| the core in memory on the driver | {driver:.1f} | 1.0x |")
+    ratio = distributed / driver
+    print(f"| the core per partition on Spark (4 passes) | {distributed:.1f} | {ratio:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from features.snapshot import FeatureSettings, LabelSettings
 from features.tiers import TierSettings
 
 if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
     from pyspark.sql import SparkSession
 
 EngineName = Literal["duckdb", "spark"]
@@ -168,23 +169,21 @@ PARTITIONS = ("cutoff_date", "primary_segment")
 NO_SEGMENT = "none"
 
 
-def write_scored_partitions(scores: pd.DataFrame, settings: SparkSettings, base_dir: Path) -> str:
-    """The scored rows (models.scoring's scores frame) added to the Parquet dataset at
-    spark.export_path, partitioned by cutoff date and primary segment; a re-run at the same
-    cutoff replaces that cutoff's partitions only. Returns the dataset's path."""
+def write_scored_partitions(rows: SparkFrame, settings: SparkSettings, base_dir: Path) -> str:
+    """The scored rows (models.scoring's scores, as the cluster scored them:
+    models.spark_scoring) added to the Parquet dataset at spark.export_path, partitioned by
+    cutoff date and primary segment; a re-run at the same cutoff replaces that cutoff's
+    partitions only. Returns the dataset's path."""
+    from pyspark.sql import functions as F
+
     if settings.export_path is None:
         raise ValueError("spark.export_path is not set")
     path = settings.export_path
     if "://" not in path:
         path = str((base_dir / path).resolve())
-    rows = scores.copy()
-    rows["cutoff_date"] = pd.to_datetime(rows["cutoff"]).dt.strftime("%Y-%m-%d")
-    rows["primary_segment"] = rows["primary_segment"].fillna(NO_SEGMENT).astype(str)
-    for column in rows.columns:
-        if rows[column].dtype == object:  # text with gaps (reasons): one Arrow type
-            rows[column] = rows[column].astype("string")
-    with spark_for(settings) as spark:
-        frame = spark.createDataFrame(rows)
-        spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        frame.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(path)
+    rows = rows.withColumn("cutoff_date", F.date_format("cutoff", "yyyy-MM-dd")).withColumn(
+        "primary_segment", F.coalesce(F.col("primary_segment"), F.lit(NO_SEGMENT))
+    )
+    rows.sparkSession.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    rows.write.mode("overwrite").partitionBy(*PARTITIONS).parquet(path)
     return path

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from features.engine import write_scored_partitions
+from features.engine import spark_for, write_scored_partitions
 from features.schema import ShopTables
 from flows.config import DangolConfig
 from flows.data import build_features, data_end
@@ -62,6 +64,34 @@ def score_snapshot(
     return score_and_explain(snapshot, models, config.segments, config.tiers, config.data.currency)
 
 
+@contextmanager
+def scored_on_engine(
+    snapshot: pd.DataFrame, models: dict[str, TargetModel], config: DangolConfig
+) -> Iterator[tuple[Scored, Callable[[], None]]]:
+    """The core's result on the config's engine, and what writes the scored rows to
+    `spark.export_path` (nothing to do without one). On Spark the core runs per partition on
+    the cluster (models.spark_scoring) and the rows go to the lake from there; the session
+    lives until the caller is done."""
+    if config.engine != "spark":
+        yield score_snapshot(snapshot, models, config), lambda: None
+        return
+    from models.spark_scoring import score_and_explain_on_spark
+
+    with spark_for(config.spark) as spark:
+        result = score_and_explain_on_spark(
+            spark, snapshot, models, config.segments, config.tiers, config.data.currency
+        )
+
+        def to_lake() -> None:
+            if config.spark.export_path is not None:
+                write_scored_partitions(result.rows, config.spark, config.base_dir)
+
+        try:
+            yield result.scored, to_lake
+        finally:
+            result.release()
+
+
 def score_and_export(
     snapshot: pd.DataFrame,
     models: dict[str, TargetModel],
@@ -72,7 +102,21 @@ def score_and_export(
 ) -> tuple[Path, dict[str, int]]:
     """Scores, segments and the atomic export; returns the export folder and segment sizes.
     `measured`: measured uplift per segment name for the what-if (`measured_uplift`)."""
-    scored = score_snapshot(snapshot, models, config)
+    with scored_on_engine(snapshot, models, config) as (scored, to_lake):
+        folder = _export(snapshot, scored, config, stamp, live, measured)
+        to_lake()
+    return folder, {name: len(members) for name, members in scored.segments.items()}
+
+
+def _export(
+    snapshot: pd.DataFrame,
+    scored: Scored,
+    config: DangolConfig,
+    stamp: datetime,
+    live: release.Release | None,
+    measured: pd.DataFrame | None,
+) -> Path:
+    """The export folder of a scoring pass: lists, campaigns, summary (atomic)."""
     versions = live.versions() if live is not None else {}
     notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
     primary = scored.scores.set_index("customer_id")[PRIMARY_COLUMN]
@@ -94,7 +138,7 @@ def score_and_export(
             summary["release"]["uplift"] = live.uplift.get("reason", "")
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
     remove_stale_staging(config.resolve(config.paths.exports))
-    folder = write_export(
+    return write_export(
         config.resolve(config.paths.exports),
         snapshot,
         scored.scores,
@@ -104,9 +148,6 @@ def score_and_export(
         summary_markdown=markdown,
         campaigns=CampaignPlan(cutoff, config.segments, offers),
     )
-    if config.engine == "spark" and config.spark.export_path is not None:
-        write_scored_partitions(scored.scores, config.spark, config.base_dir)
-    return folder, {name: len(members) for name, members in scored.segments.items()}
 
 
 # What write_export stages beside the exports, named after the writing process's id.

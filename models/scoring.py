@@ -24,9 +24,11 @@ from features.targets import (
 )
 from features.tiers import TierSettings
 from models.explain import contributions
+from models.population import Population
 from models.reasons import top_reasons
 from models.segments import (
     RAISES,
+    WINDOW_COLUMNS,
     SegmentSettings,
     build_segments,
     reason_direction,
@@ -161,6 +163,39 @@ def explain_rows(
     return contrib, reasons_for(rows, contrib, direction, wording)
 
 
+def reason_columns(reasons: int) -> list[str]:
+    """The reason columns of a list (models.reasons.top_reasons), for `reasons` reasons."""
+    columns = []
+    for i in range(1, reasons + 1):
+        columns += [f"reason_{i}", f"reason_{i}_feature", f"reason_{i}_contribution"]
+    return columns
+
+
+def member_columns(segment: str, score_columns: list[str], reasons: int) -> list[str]:
+    """A segment list's columns, the same whoever its members are (an empty list, a target
+    without a model): rank, the scores, the ranking score, the next-purchase window for
+    repurchase prospects, the reasons and which model gave them in which direction."""
+    windows = [c for c in WINDOW_COLUMNS if c not in score_columns]
+    return [
+        "rank",
+        *score_columns,
+        "rank_score",
+        *(windows if segment == "repurchase_prospects" else []),
+        *reason_columns(reasons),
+        EXPLAINED_BY,
+        DIRECTION,
+    ]
+
+
+def _laid_out(members: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`members` with exactly `columns`; an absent reason is None (text) or NaN."""
+    out = members.reindex(columns=columns)
+    for column in columns:
+        if column not in members and not column.endswith("_contribution"):
+            out[column] = pd.Series(None, index=out.index, dtype=object)
+    return out
+
+
 def memberships(scores: pd.DataFrame, segments: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One boolean `in_<segment>` column per segment, row-aligned with `scores`."""
     ids = pd.Index(scores["customer_id"])
@@ -187,9 +222,11 @@ def _explained_members(
     segments: dict[str, pd.DataFrame],
     models: dict[str, TargetModel],
     wording: Wording,
+    score_columns: list[str],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Every segment's members with the reasons of the segment's ranking model, and the
-    contributions per model (computed once per model for the union of its members)."""
+    contributions per model (computed once per model for the union of its members); each
+    list laid out as `member_columns`."""
     row_of = pd.Index(snapshot["customer_id"])
     needed: dict[str, list[np.ndarray]] = {}
     for name, members in segments.items():
@@ -214,7 +251,11 @@ def _explained_members(
         explained[name] = pd.concat([members, reasons], axis=1).assign(
             **{EXPLAINED_BY: spec.name, DIRECTION: DIRECTION_WORDS[direction]}
         )
-    return explained, contrib_by_model
+    laid_out = {
+        name: _laid_out(members, member_columns(name, score_columns, wording.reasons))
+        for name, members in explained.items()
+    }
+    return laid_out, contrib_by_model
 
 
 def score_and_explain(
@@ -223,41 +264,43 @@ def score_and_explain(
     settings: SegmentSettings,
     tiers: TierSettings,
     currency: str,
+    population: Population | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> Scored:
     """Scores, segments with reasons, and per customer the memberships, the primary segment
-    and its reasons: the rows of scores.parquet, the segment files, the service's answers."""
+    and its reasons: the rows of scores.parquet, the segment files, the service's answers.
+
+    On a cluster the snapshot is one partition of the shop: `population` then carries the
+    whole shop's statistics and budget cuts (models.spark_scoring), so every row gets the
+    memberships and reasons it gets on one machine, and `scores` the partition's
+    `score_customers` when they were computed before (the statistics need them). The
+    segments' `rank` is then the order within the partition."""
     snapshot = snapshot.reset_index(drop=True)
     wording = Wording.of(settings, currency, tiers)
-    scores = score_customers(snapshot, models, tiers)
-    segments, contrib = _explained_members(
-        snapshot, build_segments(snapshot, scores, settings, tiers), models, wording
-    )
+    if scores is None:
+        scores = score_customers(snapshot, models, tiers)
+    scores = scores.reset_index(drop=True)
+    members = build_segments(snapshot, scores, settings, tiers, population)
+    segments, contrib = _explained_members(snapshot, members, models, wording, list(scores))
     flags = memberships(scores, segments)
-    scores[PRIMARY] = primary_segments(flags, settings.priority)
+    # text with gaps as object (None = in no segment), whatever the rows at hand hold
+    scores[PRIMARY] = pd.Series(primary_segments(flags, settings.priority), dtype=object)
     explainer = default_explainer(scores)
     scores[EXPLAINED_BY] = explainer
     scores[DIRECTION] = np.where(explainer != "", DIRECTION_WORDS[RAISES], "")
-    reason_columns = [c for c in _reason_columns(segments) if c not in scores]
-    for column in reason_columns:
-        scores[column] = None
+    reasons = reason_columns(wording.reasons)
+    for column in reasons:
+        scores[column] = None if not column.endswith("_contribution") else np.nan
     for name, members in segments.items():
         rows = np.flatnonzero(scores[PRIMARY].to_numpy() == name)
         if not len(rows):
             continue
         by_id = members.set_index("customer_id")
         picked = by_id.loc[scores["customer_id"].iloc[rows]]
-        for column in [EXPLAINED_BY, DIRECTION, *reason_columns]:
-            if column in picked:
-                scores.iloc[rows, scores.columns.get_loc(column)] = picked[column].to_numpy()
+        for column in [EXPLAINED_BY, DIRECTION, *reasons]:
+            scores.iloc[rows, scores.columns.get_loc(column)] = picked[column].to_numpy()
     scores = pd.concat([scores, flags], axis=1)
     return Scored(scores=scores, segments=segments, contributions=contrib)
-
-
-def _reason_columns(segments: dict[str, pd.DataFrame]) -> list[str]:
-    columns: dict[str, None] = {}
-    for members in segments.values():
-        columns.update(dict.fromkeys(c for c in members if c.startswith("reason_")))
-    return list(columns)
 
 
 def explain_customer(

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from features.targets import ranking_target
+from features.targets import TARGETS, ranking_target
 from features.tiers import TierSettings
+from models.population import FrameAggregates, Population, Statistic, Stats
 from models.uplift import UPLIFT_COLUMN
 
 RESELLERS = "suspected_resellers"
@@ -344,7 +345,8 @@ def _col(snapshot: pd.DataFrame, name: str) -> np.ndarray:
     return snapshot[name].to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _ranked(members: pd.DataFrame, by: str) -> pd.DataFrame:
+def ranked_members(members: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Members best first (ties by customer id), numbered from 1 in `rank`."""
     ranked = members.sort_values([by, "customer_id"], ascending=[False, True], ignore_index=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     return ranked
@@ -353,78 +355,134 @@ def _ranked(members: pd.DataFrame, by: str) -> pd.DataFrame:
 def _members(scores: pd.DataFrame, mask: np.ndarray, rank_score: np.ndarray) -> pd.DataFrame:
     members = scores[mask].copy()
     members["rank_score"] = rank_score[mask]
-    return _ranked(members, "rank_score")
+    return ranked_members(members, "rank_score")
+
+
+def scored_flags(scores: pd.DataFrame) -> np.ndarray:
+    """Per row, whether any target scored the customer."""
+    columns = [c for c in scores if c.endswith("_score")]
+    if not columns:
+        return np.zeros(len(scores), dtype=bool)
+    return np.isfinite(scores[columns].to_numpy("float64", na_value=np.nan)).any(axis=1)
 
 
 def scored_customers(scores: pd.DataFrame) -> int:
     """Customers with at least one score (every row when no score column is filled)."""
-    columns = [c for c in scores if c.endswith("_score")]
-    if not columns:
-        return len(scores)
-    filled = np.isfinite(scores[columns].to_numpy("float64", na_value=np.nan)).any(axis=1)
-    return int(filled.sum()) or len(scores)
+    return int(scored_flags(scores).sum()) or len(scores)
 
 
-def base_rate(score: np.ndarray) -> float:
-    """The shop's base rate of a target: its mean calibrated score over its population."""
-    finite = score[np.isfinite(score)]
-    return float(finite.mean()) if finite.size else np.nan
+# The columns the shop-wide statistics are taken over (`population_inputs`): a value where
+# the customer belongs to the statistic's population, NaN elsewhere.
+CUSTOMERS, SCORED = "customers", "scored"
+BUYER_SPEND = "buyer_spend_lifetime"
+VIP_MEDIAN_OF = ("avg_order_value", "days_since_first_order", "orders_lifetime")
+GAP = "median_gap_days"
 
 
-def percentile_rank(score: np.ndarray) -> np.ndarray:
-    """Each score's rank among the finite scores, 0-1 (the best = 1); NaN stays NaN."""
-    return pd.Series(score).rank(pct=True, method="max").to_numpy("float64", na_value=np.nan)
+def vip_column(feature: str) -> str:
+    return f"vip_{feature}"
 
 
-def score_line_mask(score: np.ndarray, line: ScoreLine) -> np.ndarray:
-    """Customers whose score clears every line that is set (NaN scores never do)."""
+def buyer_spend(snapshot: pd.DataFrame) -> np.ndarray:
+    """Lifetime spend of the customers who ordered (NaN for the others)."""
+    return np.where(_col(snapshot, "orders_lifetime") > 0, _col(snapshot, "spend_lifetime"), np.nan)
+
+
+def population_inputs(
+    snapshot: pd.DataFrame, scores: pd.DataFrame, tiers: TierSettings
+) -> pd.DataFrame:
+    """Per row, the values each shop-wide statistic of the rules is taken over (row-aligned
+    with `snapshot`; models.population computes the statistics on any engine)."""
+    vip = _is_vip(snapshot, tiers)
+    columns = {
+        CUSTOMERS: np.ones(len(snapshot)),
+        SCORED: np.where(scored_flags(scores), 1.0, np.nan),
+        BUYER_SPEND: buyer_spend(snapshot),
+        GAP: _col(snapshot, GAP),
+    }
+    for feature in VIP_MEDIAN_OF:
+        columns[vip_column(feature)] = np.where(vip, _col(snapshot, feature), np.nan)
+    for spec in TARGETS.values():
+        columns[spec.score_column] = _col(scores, spec.score_column)
+    return pd.DataFrame(columns, index=snapshot.index)
+
+
+def _line_statistics(column: str, line: ScoreLine) -> list[Statistic]:
+    needed = [Statistic("mean", column)] if line.min_lift is not None else []
+    if line.min_percentile is not None:
+        needed.append(Statistic("line", column, line.min_percentile))
+    return needed
+
+
+def statistics_needed(settings: SegmentSettings) -> list[Statistic]:
+    """Every shop-wide statistic `segment_rules` reads for these settings: what a cluster computes
+    before the rules run per partition."""
+    needed = [Statistic("count", CUSTOMERS), Statistic("count", SCORED), Statistic("median", GAP)]
+    for name in SEGMENT_NAMES:
+        rule = getattr(settings, name)
+        if isinstance(rule, ScoreLine):
+            needed += _line_statistics(ranking_target(name).score_column, rule)
+    needed += [Statistic("median", vip_column(feature)) for feature in VIP_MEDIAN_OF]
+    needed.append(Statistic("mean", ranking_target("vip_at_risk").score_column))
+    needed.append(Statistic("line", BUYER_SPEND, settings.suspected_resellers.min_spend_percentile))
+    return needed
+
+
+def local_population(
+    snapshot: pd.DataFrame, scores: pd.DataFrame, tiers: TierSettings
+) -> Population:
+    """The population of a snapshot in memory: its statistics and budgets over its rows."""
+    stats = Stats(FrameAggregates(population_inputs(snapshot, scores, tiers)))
+    return Population(stats, scored=population_scored(stats))
+
+
+def population_scored(stats: Stats) -> int:
+    """Customers with at least one score (every customer when none was scored)."""
+    return stats.count(SCORED) or stats.count(CUSTOMERS)
+
+
+def score_line_mask(scores: pd.DataFrame, column: str, line: ScoreLine, stats: Stats) -> np.ndarray:
+    """Customers whose score clears every line that is set (NaN scores never do): the
+    relative lines against the shop's base rate (mean score) and percentile line."""
+    score = _col(scores, column)
     keep = np.isfinite(score)
     if line.min_score is not None:
         keep &= score >= line.min_score
     if line.min_lift is not None:
-        keep &= score >= line.min_lift * base_rate(score)
+        keep &= score >= line.min_lift * stats.mean(column)
     if line.min_percentile is not None:
-        keep &= percentile_rank(score) >= line.min_percentile
+        keep &= score >= stats.line(column, line.min_percentile)
     return keep
 
 
-def within_budget(
-    mask: np.ndarray, rank_score: np.ndarray, customer_ids: pd.Series, limit: int
-) -> np.ndarray:
-    """`mask` cut to its `limit` best-ranked rows (ties by customer id, like the lists)."""
-    rows = np.flatnonzero(mask)
-    if len(rows) <= limit:
-        return mask
-    order = pd.DataFrame(
-        {
-            "score": np.nan_to_num(rank_score[rows], nan=-np.inf),
-            "id": customer_ids.to_numpy()[rows],
-            "row": rows,
-        }
-    ).sort_values(["score", "id"], ascending=[False, True])
-    kept = np.zeros_like(mask)
-    kept[order["row"].to_numpy()[:limit]] = True
-    return kept
+def _snapshot_stats(snapshot: pd.DataFrame) -> Stats:
+    """Statistics over a snapshot alone (the rules that need no scores, called on their own)."""
+    frame = pd.DataFrame({BUYER_SPEND: buyer_spend(snapshot), GAP: _col(snapshot, GAP)})
+    return Stats(FrameAggregates(frame))
 
 
-def reseller_signals(snapshot: pd.DataFrame, rule: ResellerRule) -> pd.DataFrame:
-    """Each customer's reseller signals as booleans (see `ResellerRule`)."""
-    spend = _col(snapshot, "spend_lifetime")
-    buyers = np.where(_col(snapshot, "orders_lifetime") > 0, spend, np.nan)
+def reseller_signals(
+    snapshot: pd.DataFrame, rule: ResellerRule, stats: Stats | None = None
+) -> pd.DataFrame:
+    """Each customer's reseller signals as booleans (see `ResellerRule`); "big" is against
+    the shop's buyers (`stats`, default: this snapshot's)."""
+    stats = stats or _snapshot_stats(snapshot)
     signals = {
         "bulk": _col(snapshot, "max_units_vs_usual") >= rule.min_units_vs_usual,
         "concentrated": _col(snapshot, "top_product_spend_share")
         >= rule.min_top_product_spend_share,
-        "big": percentile_rank(buyers) >= rule.min_spend_percentile,
+        "big": buyer_spend(snapshot) >= stats.line(BUYER_SPEND, rule.min_spend_percentile),
     }
     if rule.min_units_one_product is not None:
         signals["units"] = _col(snapshot, "max_units_one_product") >= rule.min_units_one_product
     return pd.DataFrame(signals, index=snapshot.index)
 
 
-def reseller_mask(snapshot: pd.DataFrame, rule: ResellerRule) -> np.ndarray:
+def reseller_mask(
+    snapshot: pd.DataFrame, rule: ResellerRule, stats: Stats | None = None
+) -> np.ndarray:
     """Bulk buying of one product against its usual quantity, plus enough other signals."""
-    signals = reseller_signals(snapshot, rule)
+    signals = reseller_signals(snapshot, rule, stats)
     count = signals.sum(axis=1).to_numpy()
     return signals["bulk"].to_numpy() & (count >= rule.min_signals)
 
@@ -433,24 +491,25 @@ def _is_vip(snapshot: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
     return snapshot["tier"].isin(tiers.vip_tiers).to_numpy()
 
 
-def active_mask(snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule) -> np.ndarray:
+def active_mask(
+    snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule, stats: Stats
+) -> np.ndarray:
     accelerating = (_col(snapshot, "gap_acceleration") <= rule.max_gap_acceleration) | (
         _col(snapshot, "last_gap_vs_median") <= rule.max_gap_acceleration
     )
     rising = (_col(snapshot, "recent_vs_avg_order_value") >= rule.min_order_value_rise) | (
         _col(snapshot, "spend_trend_90d") > 0
     )
-    likely = score_line_mask(_ranking_score(scores, "active"), rule)
+    likely = score_line_mask(scores, ranking_target("active").score_column, rule, stats)
     return (accelerating | rising) & likely
 
 
 def vip_high_order_value_mask(
-    snapshot: pd.DataFrame, tiers: TierSettings, rule: VipHighOrderValueRule
+    snapshot: pd.DataFrame, tiers: TierSettings, rule: VipHighOrderValueRule, stats: Stats
 ) -> np.ndarray:
-    vip = _is_vip(snapshot, tiers)
+    median = stats.median(vip_column("avg_order_value"))
     aov = _col(snapshot, "avg_order_value")
-    median = np.nanmedian(aov[vip]) if vip.any() else np.nan
-    return vip & (aov >= rule.min_aov_vs_vip_median * median)
+    return _is_vip(snapshot, tiers) & (aov >= rule.min_aov_vs_vip_median * median)
 
 
 def vip_new_big_spender_mask(
@@ -459,25 +518,27 @@ def vip_new_big_spender_mask(
     return _is_vip(snapshot, tiers) & (_col(snapshot, "tenure_days") <= rule.max_tenure_days)
 
 
-def _vip_median(values: np.ndarray, vip: np.ndarray) -> float:
-    finite = values[vip & np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else np.nan
-
-
-def vip_steady_mask(snapshot: pd.DataFrame, tiers: TierSettings, rule: VipSteadyRule) -> np.ndarray:
-    vip = _is_vip(snapshot, tiers)
+def vip_steady_mask(
+    snapshot: pd.DataFrame, tiers: TierSettings, rule: VipSteadyRule, stats: Stats
+) -> np.ndarray:
     days = _col(snapshot, "days_since_first_order")
     orders = _col(snapshot, "orders_lifetime")
     min_days = rule.min_days_since_first_order
     min_orders = rule.min_orders
     # unset lines: the VIPs' own medians (longer and more often than the typical VIP)
-    min_days = _vip_median(days, vip) if min_days is None else min_days
-    min_orders = _vip_median(orders, vip) if min_orders is None else min_orders
-    return vip & (days >= min_days) & (orders >= min_orders)
+    if min_days is None:
+        min_days = stats.median(vip_column("days_since_first_order"))
+    if min_orders is None:
+        min_orders = stats.median(vip_column("orders_lifetime"))
+    return _is_vip(snapshot, tiers) & (days >= min_days) & (orders >= min_orders)
 
 
 def vip_at_risk_mask(
-    snapshot: pd.DataFrame, scores: pd.DataFrame, tiers: TierSettings, rule: VipAtRiskRule
+    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
+    tiers: TierSettings,
+    rule: VipAtRiskRule,
+    stats: Stats,
 ) -> np.ndarray:
     spend = _col(snapshot, "tier_window_spend")
     margin = _col(snapshot, "margin_above_tier_line")
@@ -489,7 +550,8 @@ def vip_at_risk_mask(
     if rule.max_score is not None:
         weak &= ~(score > rule.max_score)
     if rule.max_lift is not None:
-        weak &= ~(score > rule.max_lift * base_rate(score))
+        base_rate = stats.mean(ranking_target("vip_at_risk").score_column)
+        weak &= ~(score > rule.max_lift * base_rate)
     return _is_vip(snapshot, tiers) & (near_line | overdue) & weak
 
 
@@ -501,13 +563,15 @@ def high_price_browser_mask(snapshot: pd.DataFrame, rule: HighPriceBrowserRule) 
 
 
 def next_purchase_window(
-    snapshot: pd.DataFrame, share: float
+    snapshot: pd.DataFrame, share: float, stats: Stats | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Expected next purchase = last order + the customer's median gap (peers' median gap when
-    they have one order); the window is that day +- `share` of the gap, never before the cutoff.
+    they have one order, over the shop: `stats`, default this snapshot's); the window is that
+    day +- `share` of the gap, never before the cutoff.
     Returns (expected, window start, window end) as datetime64 arrays."""
-    gap = _col(snapshot, "median_gap_days")
-    peers = np.nanmedian(gap) if np.isfinite(gap).any() else 30.0
+    gap = _col(snapshot, GAP)
+    peers = (stats or _snapshot_stats(snapshot)).median(GAP)
+    peers = peers if np.isfinite(peers) else 30.0
     gap = np.where(np.isfinite(gap), gap, peers)
     cutoff = snapshot["cutoff"].to_numpy("datetime64[ns]")
     last = cutoff - (_col(snapshot, "days_since_last_order") * 86400e9).astype("timedelta64[ns]")
@@ -524,61 +588,64 @@ WINDOW_COLUMNS = ("expected_next_purchase", "next_purchase_from", "next_purchase
 
 
 def next_purchase_dates(
-    snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings
+    snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings, stats: Stats
 ) -> dict[str, np.ndarray]:
     """The learned next-order date and window where the scores carry them (the timing model,
     models.timing: NaT when an order within the horizon is less likely than not); without a
     timing model, the median-gap rule."""
     if all(column in scores for column in WINDOW_COLUMNS):
         return {c: scores[c].to_numpy("datetime64[D]") for c in WINDOW_COLUMNS}
-    rule = next_purchase_window(snapshot, settings.repurchase_prospects.window_share)
+    rule = next_purchase_window(snapshot, settings.repurchase_prospects.window_share, stats)
     return dict(zip(WINDOW_COLUMNS, rule, strict=True))
 
 
-def _rules(
-    snapshot: pd.DataFrame, scores: pd.DataFrame, settings: SegmentSettings, tiers: TierSettings
+def segment_rules(
+    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
+    settings: SegmentSettings,
+    tiers: TierSettings,
+    stats: Stats,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every segment's rule (before resellers are removed and the budget applies) and the
     score that ranks it (the predicted uplift for `rank_by: uplift` when the scores carry
-    one)."""
+    one). Row by row, given the shop-wide `stats`."""
     ev = _col(scores, "expected_value")
     spend = _col(snapshot, "tier_window_spend")
 
     def score(segment: str) -> np.ndarray:
         return _ranking_score(scores, segment)
 
-    rising = score("rising_vip")
-    browsers = score("high_price_browsers")
+    def line(segment: str) -> np.ndarray:
+        column = ranking_target(segment).score_column
+        return score_line_mask(scores, column, getattr(settings, segment), stats)
+
     rules = {
-        "active": (active_mask(snapshot, scores, settings.active), ev),
+        "active": (active_mask(snapshot, scores, settings.active, stats), ev),
         # the probability of reaching a VIP tier within the horizon
-        "rising_vip": (score_line_mask(rising, settings.rising_vip), rising),
+        "rising_vip": (line("rising_vip"), score("rising_vip")),
         "vip_high_order_value": (
-            vip_high_order_value_mask(snapshot, tiers, settings.vip_high_order_value),
+            vip_high_order_value_mask(snapshot, tiers, settings.vip_high_order_value, stats),
             ev,
         ),
         "vip_new_big_spender": (
             vip_new_big_spender_mask(snapshot, tiers, settings.vip_new_big_spender),
             ev,
         ),
-        "vip_steady": (vip_steady_mask(snapshot, tiers, settings.vip_steady), ev),
+        "vip_steady": (vip_steady_mask(snapshot, tiers, settings.vip_steady, stats), ev),
         # spend at risk: trailing spend x probability of not buying again
         "vip_at_risk": (
-            vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk),
+            vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk, stats),
             spend * (1 - np.nan_to_num(score("vip_at_risk"), nan=0.0)),
         ),
         # probability of a first order x the mean viewed price: their expected value
         "high_price_browsers": (
             high_price_browser_mask(snapshot, settings.high_price_browsers)
-            & score_line_mask(browsers, settings.high_price_browsers),
+            & line("high_price_browsers"),
             ev,
         ),
-        "repurchase_prospects": (
-            score_line_mask(score("repurchase_prospects"), settings.repurchase_prospects),
-            ev,
-        ),
+        "repurchase_prospects": (line("repurchase_prospects"), ev),
         RESELLERS: (
-            reseller_mask(snapshot, settings.suspected_resellers),
+            reseller_mask(snapshot, settings.suspected_resellers, stats),
             np.nan_to_num(_col(snapshot, "max_units_vs_usual"), nan=0.0),
         ),
     }
@@ -626,35 +693,54 @@ def build_segments(
     scores: pd.DataFrame,
     settings: SegmentSettings,
     tiers: TierSettings | None = None,
+    population: Population | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every segment by name, each ranked by its `rank_score`; resellers excluded elsewhere.
 
     `snapshot` and `scores` must be row-aligned (scores from models.scoring.score_customers).
     A segment whose ranking target has no model has no members. No segment lists more than
     its budget (`segments.max_share` of the scored customers by default): the best-ranked
-    members of its rule are kept.
+    members of its rule are kept. `population`: the whole shop's statistics and budget cuts
+    when the rows are one part of it (default: the rows are the shop).
     """
     tiers = tiers or TierSettings()
     snapshot = snapshot.reset_index(drop=True)
     scores = scores.reset_index(drop=True)
-    rules = _rules(snapshot, scores, settings, tiers)
-    scored = scored_customers(scores)
+    population = population or local_population(snapshot, scores, tiers)
+    rules = segment_rules(snapshot, scores, settings, tiers, population.stats)
     ids = scores["customer_id"]
-    reseller_rule, reseller_rank = rules.pop(RESELLERS)
-    reseller = within_budget(
-        reseller_rule, reseller_rank, ids, segment_limit(RESELLERS, settings, scored)
-    )
     segments: dict[str, pd.DataFrame] = {}
-    for name, (mask, rank_score) in rules.items():
-        limit = segment_limit(name, settings, scored)
-        kept = within_budget(mask & ~reseller, rank_score, ids, limit)
-        segments[name] = _members(scores, kept, rank_score)
+    for name, kept in kept_members(rules, ids, settings, population).items():
+        segments[name] = _members(scores, kept, rules[name][1])
     prospects = segments["repurchase_prospects"]
     where = pd.Index(scores["customer_id"]).get_indexer(prospects["customer_id"])
-    for column, dates in next_purchase_dates(snapshot, scores, settings).items():
-        prospects[column] = dates[where]
-    segments[RESELLERS] = _members(scores, reseller, reseller_rank)
+    dates = next_purchase_dates(snapshot, scores, settings, population.stats)
+    for column, values in dates.items():
+        prospects[column] = values[where]
+    # resellers last, as the lists have always been ordered
+    segments[RESELLERS] = segments.pop(RESELLERS)
     return segments
+
+
+def kept_members(
+    rules: dict[str, tuple[np.ndarray, np.ndarray]],
+    customer_ids: pd.Series,
+    settings: SegmentSettings,
+    population: Population,
+) -> dict[str, np.ndarray]:
+    """Each segment's members: its rule, suspected resellers removed, cut to its budget."""
+    scored = population.scored
+
+    def budgeted(name: str, mask: np.ndarray) -> np.ndarray:
+        limit = segment_limit(name, settings, scored)
+        return population.within_budget(name, mask, rules[name][1], customer_ids, limit)
+
+    reseller = budgeted(RESELLERS, rules[RESELLERS][0])
+    kept = {RESELLERS: reseller}
+    for name, (mask, _rank) in rules.items():
+        if name != RESELLERS:
+            kept[name] = budgeted(name, mask & ~reseller)
+    return kept
 
 
 # Which feature (and so which table) and which target's scores each rule cannot do without.
@@ -682,6 +768,7 @@ def segment_notes(
     segments: dict[str, pd.DataFrame],
     settings: SegmentSettings,
     tiers: TierSettings | None = None,
+    population: Population | None = None,
 ) -> dict[str, str]:
     """Why a segment is empty, or how its budget cut it: one sentence per segment that needs
     one ("needs content_views, which this data has not"; "no model for target X"; "capped at
@@ -689,9 +776,10 @@ def segment_notes(
     tiers = tiers or TierSettings()
     snapshot = snapshot.reset_index(drop=True)
     scores = scores.reset_index(drop=True)
-    rules = _rules(snapshot, scores, settings, tiers)
+    population = population or local_population(snapshot, scores, tiers)
+    rules = segment_rules(snapshot, scores, settings, tiers, population.stats)
     reseller = rules[RESELLERS][0]
-    scored = scored_customers(scores)
+    scored = population.scored
     notes = {}
     for name, members in segments.items():
         feature = RULE_NEEDS_FEATURE.get(name)

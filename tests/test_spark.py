@@ -259,3 +259,57 @@ def test_flows_retrain_and_score_on_spark(spark, tmp_path: Path, prefect_harness
     assert segments - {"none"} and segments - {"none"} <= set(outcome.segment_sizes)
     partitioned = pd.read_parquet(lake)
     assert len(partitioned) == outcome.customers
+
+
+@pytest.fixture(scope="module")
+def scoring_case(tmp_path_factory) -> tuple:
+    """Models of every target trained on a small synthetic shop (no registry needed) and
+    the snapshot they score, with the config."""
+    from flows import data, export, training
+    from flows.config import load_config
+    from models.train import InsufficientDataError
+
+    config = load_config(_project(tmp_path_factory.mktemp("scoring"), customers=2000))
+    tables, _ = data.load_shop(config, progress=lambda _: None)
+    frame, split = training.build_training_data(tables, config)
+    models = {}
+    for target in training.targets_to_train(frame):
+        try:
+            models[target] = training.evaluate_split(frame, split, target, config).model
+        except InsufficientDataError:
+            continue  # as the retrain flow does: a target this small shop cannot support
+    return models, export.latest_snapshot(tables, config, None), config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("partitions", "max_share"), [(1, None), (5, 0.03)])
+def test_scoring_per_partition_equals_the_core_in_memory(
+    spark, scoring_case, partitions: int, max_share: float | None
+) -> None:
+    """The one core run per partition with the shop-wide population gives the scores,
+    memberships, primary segments, reasons and ranked lists of the core over the whole
+    snapshot in memory, budgets cut over the whole shop included."""
+    from models.scoring import score_and_explain
+    from models.spark_scoring import _to_spark, score_and_explain_on_spark
+
+    models, snapshot, config = scoring_case
+    settings = config.segments
+    if max_share is not None:
+        settings = settings.model_copy(update={"max_share": max_share})
+    args = (models, settings, config.tiers, config.data.currency)
+    local = score_and_explain(snapshot, *args)
+    frame = _to_spark(spark, snapshot).repartition(partitions)
+    distributed = score_and_explain_on_spark(spark, frame, *args)
+    on_spark = distributed.scored
+    assert {"repurchase", "first_purchase"} <= set(models), set(models)
+    pd.testing.assert_frame_equal(on_spark.scores, local.scores, check_exact=False, rtol=1e-12)
+    assert list(on_spark.segments) == list(local.segments)
+    assert sum(len(m) for m in local.segments.values()) > 100
+    for name, members in local.segments.items():
+        pd.testing.assert_frame_equal(
+            on_spark.segments[name], members, check_exact=False, rtol=1e-12, obj=name
+        )
+    assert distributed.rows.count() == len(snapshot)
+    cuts = [cut for cut in distributed.population.cuts.values() if cut is not None]
+    assert len(cuts) >= (3 if max_share else 0), distributed.population.cuts
+    distributed.release()
