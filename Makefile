@@ -55,8 +55,8 @@ serve: install ## start the scoring service (uses DANGOL_TOKEN, or makes and pri
 	[ -n "$$DANGOL_TOKEN" ] || echo "callers send: Authorization: Bearer $$token"; \
 	DANGOL_TOKEN="$$token" $(UV) run --frozen dangol serve
 
-bench: install ## run every benchmark (~10 min, not part of CI; serving needs wrk); see docs/benchmarks.md
-	$(UV) run --frozen python -m bench.run
+bench: install .venv/.synced-spark ## run every benchmark (~25 min, not part of CI; serving needs wrk); see docs/benchmarks.md
+	$(UV) run --frozen --no-sync python -m bench.run
 
 clean: ## remove generated data, models, exports and Prefect state
 	rm -rf data outputs .prefect mlruns/* .venv/.synced .venv/.synced-spark .venv/.compiled

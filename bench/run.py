@@ -2,15 +2,17 @@
 
 Runs, in order: a quick feature comparison on the synthetic shop, the features benchmark
 (1M customers), training (`bench.training`), segments and SHAP (`bench.segments`) and serving
-(`bench.serving`, which needs `wrk`: `apt-get install -y wrk`), then the everyday path
-(`bench.everyday`: a fresh `dangol demo` per step and the warm `dangol score`). About 15
-minutes on 2 cores.
+(`bench.serving`, which needs `wrk`: `apt-get install -y wrk`), the everyday path
+(`bench.everyday`: a fresh `dangol demo` per step and the warm `dangol score`), then Spark
+against DuckDB at 1M customers and the scoring core per partition (`bench.spark`, when the
+`spark` group is installed). About 25 minutes on 2 cores.
 Prints Markdown tables; paste them into docs/benchmarks.md with the machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import shutil
 import subprocess
@@ -75,13 +77,25 @@ def main() -> None:
     )
     # issue 3: 1M customers / 10M orders / 30M views, vs pandas and lifetimes-style RFM
     features_bench.main([])
-    for module in ("bench.training", "bench.segments", "bench.serving", "bench.everyday"):
+    steps = [
+        ("bench.training", []),
+        ("bench.segments", []),
+        ("bench.serving", []),
+        ("bench.everyday", []),
+        # issue 16: 1M customers on local Spark against DuckDB; the core per partition
+        ("bench.spark", []),
+        ("bench.spark", ["--scoring", "--customers", "200000"]),
+    ]
+    for module, args in steps:
         if module == "bench.serving" and shutil.which("wrk") is None:
             print("\n# bench.serving skipped: wrk not found (apt-get install -y wrk)")
             continue
-        print(f"\n# {module}", flush=True)
+        if module == "bench.spark" and importlib.util.find_spec("pyspark") is None:
+            print("\n# bench.spark skipped: the spark group is not installed (make test does)")
+            continue
+        print(f"\n# {module} {' '.join(args)}", flush=True)
         # each in its own process: its memory peak and threads do not carry into the next
-        subprocess.run([sys.executable, "-m", module], check=True)
+        subprocess.run([sys.executable, "-m", module, *args], check=True)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ from features.tiers import TierSettings
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=200_000)
-    parser.add_argument("--orders", type=int, default=2_000_000)
-    parser.add_argument("--views", type=int, default=6_000_000)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--orders", type=int, default=10_000_000)
+    parser.add_argument("--views", type=int, default=30_000_000)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument(
         "--quality", action="store_true", help="model quality against the training sample size"
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         reference = snapshot.build_features(tables, [CUTOFF], settings, tiers)
         duck = time.perf_counter() - started
         conf = {"spark.sql.shuffle.partitions": str(4 * args.cores)}
-        conf["spark.driver.memory"] = os.environ.get("BENCH_SPARK_MEMORY", "6g")
+        conf["spark.driver.memory"] = os.environ.get("BENCH_SPARK_MEMORY", "10g")
         started = time.perf_counter()
         with on_spark.spark_session(f"local[{args.cores}]", conf) as spark:
             startup = time.perf_counter() - started

@@ -307,7 +307,7 @@ def _finished_schema(aggregated: SparkFrame, tiers: TierSettings):
     """The output schema of finish_features, found by running it on an empty frame."""
     from pyspark.sql import types as T
 
-    finished = finish_features(aggregated.limit(0).toPandas(), tiers)
+    finished = finish_features(collected(aggregated.limit(0)), tiers)
     fields = []
     for column, dtype in finished.dtypes.items():
         if column == "cutoff":
@@ -322,12 +322,20 @@ def _finished_schema(aggregated: SparkFrame, tiers: TierSettings):
     return T.StructType(fields)
 
 
+def collected(frame: SparkFrame) -> pd.DataFrame:
+    """A Spark frame on the driver as plain pandas. Spark Connect puts its query metrics in
+    `DataFrame.attrs`, which pandas then fails to write into Parquet metadata: drop them."""
+    out = frame.toPandas()
+    out.attrs.clear()
+    return out
+
+
 def to_pandas_features(frame: SparkFrame) -> pd.DataFrame:
     """A Spark feature frame on the driver with the DuckDB engine's dtypes and order: counts
     as nullable Int64 (DuckDB's COUNT after the outer joins), the tier as int64."""
     from pyspark.sql import types as T
 
-    out = frame.toPandas()
+    out = collected(frame)
     counts = [f.name for f in frame.schema.fields if isinstance(f.dataType, T.LongType)]
     out = out.astype({c: "Int64" for c in counts if c != "tier"})
     out["customer_id"] = out["customer_id"].astype("string")
@@ -361,7 +369,7 @@ def label_frame(
 
 
 def to_pandas_labels(frame: SparkFrame) -> pd.DataFrame:
-    out = frame.toPandas()
+    out = collected(frame)
     out["customer_id"] = out["customer_id"].astype("string")
     out["cutoff"] = out["cutoff"].astype("datetime64[ns]")
     return out

@@ -33,7 +33,7 @@ from models.segments import (
     build_segments,
     reason_direction,
 )
-from models.timing import purchase_windows
+from models.timing import purchase_forecast
 from models.train import TargetModel
 from models.uplift import UPLIFT_COLUMN, UPLIFT_MODEL
 
@@ -75,30 +75,36 @@ def score_customers(
     value and, when the release carries an uplift model (`UPLIFT_MODEL`), each customer's
     predicted uplift P(buy | contacted) − P(buy | not), one row per snapshot row."""
     scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
+    timing = timing_target()
     for spec in TARGETS.values():
         scores[spec.score_column] = np.nan
         model = models.get(spec.name)
-        if model is not None and len(snapshot):
+        if model is not None and len(snapshot) and spec != timing:
             proba = model.predict(snapshot)
             scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), proba, np.nan)
     scores["expected_value"] = expected_value(snapshot, scores)
     uplift = models.get(UPLIFT_MODEL)
     if uplift is not None and len(snapshot):
         scores[UPLIFT_COLUMN] = uplift.predict(snapshot)
-    return scores.join(next_purchase_windows(snapshot, models, scores))
+    return scores.join(next_purchase_windows(snapshot, models, scores, tiers))
 
 
 def next_purchase_windows(
-    snapshot: pd.DataFrame, models: dict[str, TargetModel], scores: pd.DataFrame
+    snapshot: pd.DataFrame,
+    models: dict[str, TargetModel],
+    scores: pd.DataFrame,
+    tiers: TierSettings,
 ) -> pd.DataFrame:
     """The learned next-order date and window per customer (models.timing), empty without a
-    timing model; NaT where an order within the horizon is less likely than not."""
+    timing model; NaT where an order within the horizon is less likely than not. The timing
+    target's score (median days) is filled in `scores` from the same prediction."""
     spec = timing_target()
     model = models.get(spec.name) if spec is not None else None
     if model is None or not len(snapshot):
         return pd.DataFrame(index=scores.index)
     probability = scores[TARGETS[spec.given].score_column].to_numpy("float64", na_value=np.nan)
-    windows = purchase_windows(model, snapshot, np.nan_to_num(probability, nan=0.0))
+    days, windows = purchase_forecast(model, snapshot, np.nan_to_num(probability, nan=0.0))
+    scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), days, np.nan)
     return windows.set_axis(scores.index)
 
 

@@ -392,10 +392,12 @@ def _collect(
     the whole shop."""
     from pyspark.sql import functions as F
 
+    from features.spark import collected
+
     rows = stacked.where(F.col(SEGMENT).isNull()).select(*example.scores.columns)
     # the snapshot's order (features are built sorted by customer and cutoff)
-    scores = _like(rows.toPandas().sort_values(["customer_id", "cutoff"]), example.scores)
-    members = stacked.where(F.col(SEGMENT).isNotNull()).toPandas()
+    scores = _like(collected(rows).sort_values(["customer_id", "cutoff"]), example.scores)
+    members = collected(stacked.where(F.col(SEGMENT).isNotNull()))
     segments = {}
     for name in SEGMENT_NAMES:
         columns = member_columns(name, score_columns, settings.reasons)

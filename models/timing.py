@@ -104,6 +104,14 @@ def purchase_windows(
 ) -> pd.DataFrame:
     """Per row: the expected next order date and its window (dates from the cutoff on), NaT
     where an order within H is less likely than not."""
+    return purchase_forecast(model, frame, probability_within)[1]
+
+
+def purchase_forecast(
+    model: TimingModel, frame: pd.DataFrame, probability_within: np.ndarray
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The model's score (median days to the next order, `TimingModel.predict`) and the
+    `purchase_windows`, from one prediction of the distribution."""
     distribution = model.distribution(frame)
     cutoff = pd.to_datetime(frame["cutoff"]).to_numpy("datetime64[ns]")
     expected = np.asarray(probability_within, dtype="float64") >= EXPECTED_WITHIN
@@ -113,7 +121,7 @@ def purchase_windows(
         when = cutoff + (days * 86400e9).astype("timedelta64[ns]")
         return np.where(expected, when, np.datetime64("NaT")).astype("datetime64[D]")
 
-    return pd.DataFrame(
+    windows = pd.DataFrame(
         {
             "expected_next_purchase": date(MEDIAN),
             "next_purchase_from": date(WINDOW[0]),
@@ -121,6 +129,7 @@ def purchase_windows(
         },
         index=frame.index,
     )
+    return distribution_quantile(distribution, MEDIAN, model.horizon_days), windows
 
 
 # ----------------------------------------------------------------------------- training

@@ -33,3 +33,24 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def scoring_case(tmp_path_factory) -> tuple:
+    """Models of every target trained on a small synthetic shop (no registry needed) and
+    the snapshot they score, with the config."""
+    from flows import data, export, training
+    from flows.config import load_config
+    from models.train import InsufficientDataError
+    from tests.projects import write_project
+
+    config = load_config(write_project(tmp_path_factory.mktemp("scoring"), customers=2000))
+    tables, _ = data.load_shop(config, progress=lambda _: None)
+    frame, split = training.build_training_data(tables, config)
+    models = {}
+    for target in training.targets_to_train(frame):
+        try:
+            models[target] = training.evaluate_split(frame, split, target, config).model
+        except InsufficientDataError:
+            continue  # as the retrain flow does: a target this small shop cannot support
+    return models, export.latest_snapshot(tables, config, None), config

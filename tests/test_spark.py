@@ -261,26 +261,6 @@ def test_flows_retrain_and_score_on_spark(spark, tmp_path: Path, prefect_harness
     assert len(partitioned) == outcome.customers
 
 
-@pytest.fixture(scope="module")
-def scoring_case(tmp_path_factory) -> tuple:
-    """Models of every target trained on a small synthetic shop (no registry needed) and
-    the snapshot they score, with the config."""
-    from flows import data, export, training
-    from flows.config import load_config
-    from models.train import InsufficientDataError
-
-    config = load_config(_project(tmp_path_factory.mktemp("scoring"), customers=2000))
-    tables, _ = data.load_shop(config, progress=lambda _: None)
-    frame, split = training.build_training_data(tables, config)
-    models = {}
-    for target in training.targets_to_train(frame):
-        try:
-            models[target] = training.evaluate_split(frame, split, target, config).model
-        except InsufficientDataError:
-            continue  # as the retrain flow does: a target this small shop cannot support
-    return models, export.latest_snapshot(tables, config, None), config
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("partitions", "max_share"), [(1, None), (5, 0.03)])
 def test_scoring_per_partition_equals_the_core_in_memory(
