@@ -54,6 +54,15 @@ _CustomerScoreBase = create_model(  # type: ignore[call-overload]
             "the mean viewed price (docs/segments.md)"
         ),
     ),
+    uplift=(
+        float | None,
+        Field(
+            None,
+            description="predicted uplift of a campaign contact, P(buy | contacted) - "
+            "P(buy | not), from the live release's uplift model; null when the release has "
+            "none (it is kept only when it beat the response model on a later campaign)",
+        ),
+    ),
 )
 
 
@@ -157,6 +166,7 @@ RowScore = create_model(  # type: ignore[call-overload]
     tier=(int, ...),
     **_score_fields(),
     expected_value=(float | None, ...),
+    uplift=(float | None, Field(None, description="as in /score")),
 )
 
 

@@ -32,6 +32,7 @@ from models.scoring import (
 )
 from models.segments import WINDOW_COLUMNS
 from models.train import TargetModel
+from models.uplift import UPLIFT_COLUMN
 from serving.settings import ServiceContext
 
 
@@ -165,12 +166,19 @@ def _is_reason_text(key: str) -> bool:
     return len(parts) == 2 and parts[0] == "reason" and parts[1].isdigit()
 
 
-def records(scored: Scored) -> list[dict[str, Any]]:
-    """JSON-ready rows for /score: tier, every target's score, expected value, primary
-    segment, who explains the customer and (for segment members) the reasons, NaN as None."""
-    scores = scored.scores
+def score_columns(scores: pd.DataFrame) -> list[str]:
+    """The numbers an answer carries: tier, every target's score, the expected value and,
+    when the release has an uplift model, the predicted uplift."""
     columns = ["tier", *(s.score_column for s in TARGETS.values()), "expected_value"]
-    frame = scores[["customer_id", *columns, PRIMARY, EXPLAINED_BY, DIRECTION]].copy()
+    return [*columns, UPLIFT_COLUMN] if UPLIFT_COLUMN in scores else columns
+
+
+def records(scored: Scored) -> list[dict[str, Any]]:
+    """JSON-ready rows for /score: the `score_columns`, primary segment, who explains the
+    customer and (for segment members) the reasons, NaN as None."""
+    scores = scored.scores
+    columns = ["customer_id", *score_columns(scores), PRIMARY, EXPLAINED_BY, DIRECTION]
+    frame = scores[columns].copy()
     frame["customer_id"] = frame["customer_id"].astype(str)
     frame["tier"] = frame["tier"].astype(int)
     reason_columns = [c for c in scores if _is_reason_text(c)]
@@ -253,7 +261,7 @@ def score_rows(state: ScoringState, rows: list[dict[str, float | None]]) -> list
     frame.insert(0, "customer_id", [f"row-{i}" for i in range(len(rows))])
     frame.insert(1, "cutoff", pd.Timestamp(state.snapshot["cutoff"].iloc[0]))
     scores = score_customers(frame, state.models, state.context.tiers)
-    columns = ["tier", *(s.score_column for s in TARGETS.values()), "expected_value"]
+    columns = score_columns(scores)
     out = scores[columns].astype(object).where(scores[columns].notna(), None)
     result = out.to_dict("records")
     for record in result:

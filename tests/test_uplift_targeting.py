@@ -232,3 +232,26 @@ def test_without_campaign_logs_training_goes_on_and_segments_fall_back(project, 
     notes = segment_notes(snapshot, scored.scores, scored.segments, ranked.segments, ranked.tiers)
     assert UPLIFT_FALLBACK in notes["repurchase_prospects"]
     assert UPLIFT_FALLBACK not in notes.get("active", "")
+
+
+def test_score_answers_carry_the_predicted_uplift(project) -> None:
+    """/score's rows (serving.state.records, from the one core) carry each customer's
+    predicted uplift from the live release's uplift model, in the documented schema."""
+    from flows import export
+    from models.scoring import score_and_explain
+    from models.uplift import UPLIFT_MODEL
+    from serving.schemas import CustomerScore
+    from serving.state import records
+
+    config, tables, _selection, _release = project
+    _live_release, models = _live(config)
+    snapshot = export.latest_snapshot(tables, config, None)
+    scored = score_and_explain(
+        snapshot, models, config.segments, config.tiers, config.data.currency
+    )
+    answers = records(scored)
+    predicted = models[UPLIFT_MODEL].predict(snapshot)
+    np.testing.assert_allclose([a["uplift"] for a in answers], predicted, rtol=1e-9)
+    assert np.ptp(predicted) > 0  # customers differ: a real model, not a constant
+    for answer in answers[:200]:
+        CustomerScore.model_validate({**answer, "reasons": answer["reasons"] or []})
