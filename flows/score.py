@@ -80,18 +80,23 @@ def tables_fingerprint(tables) -> str:
     return _last_fingerprint[0][1]
 
 
+def _feature_cache_key(kind: str, config: DangolConfig, tables, *parts: object) -> str:
+    """`kind-<hash>` of the data version, the settings that shape features, the code that
+    computes them and `parts` (what else the cached result depends on)."""
+    settings = config.model_dump(mode="json", include={"features", "tiers"})
+    payload = json.dumps(
+        [*parts, tables_fingerprint(tables), settings, code_version()], sort_keys=True
+    )
+    return f"{kind}-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
 def snapshot_cache_key(context: object, parameters: dict) -> str:
     """Snapshots are keyed by data version, cutoff, the settings that shape features and
     the code that computes them."""
     config: DangolConfig = parameters["config"]
     tables = parameters["tables"]
     cutoff = parameters["cutoff"] or data.data_end(tables, config)
-    settings = config.model_dump(mode="json", include={"features", "tiers"})
-    payload = json.dumps(
-        [tables_fingerprint(tables), str(pd.Timestamp(cutoff)), settings, code_version()],
-        sort_keys=True,
-    )
-    return "snapshot-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return _feature_cache_key("snapshot", config, tables, str(pd.Timestamp(cutoff)))
 
 
 @task(
@@ -114,17 +119,11 @@ def reference_cutoff(live: release.Release) -> pd.Timestamp:
 
 
 def reference_cache_key(context: object, parameters: dict) -> str:
-    """A release's drift reference is keyed by the release, the data version, the settings
-    that shape features and the code that computes them."""
-    config: DangolConfig = parameters["config"]
+    """A release's drift reference is keyed by the release, the scored date's time of year,
+    the data version, the settings that shape features and the code that computes them."""
     live: release.Release = parameters["live"]
-    settings = config.model_dump(mode="json", include={"features", "tiers"})
     at = str(pd.Timestamp(parameters["at"])) if parameters.get("at") is not None else None
-    payload = json.dumps(
-        [live.id, tables_fingerprint(parameters["tables"]), at, settings, code_version()],
-        sort_keys=True,
-    )
-    return "reference-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return _feature_cache_key("reference", parameters["config"], parameters["tables"], live.id, at)
 
 
 @task(
