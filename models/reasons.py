@@ -945,6 +945,16 @@ def _candidates(
     return text, fact
 
 
+def reason_columns(k: int) -> list[str]:
+    """The columns `top_reasons` gives for k reasons, in order: per position the text, the
+    feature and its contribution."""
+    columns = []
+    for position in range(1, k + 1):
+        name = f"reason_{position}"
+        columns += [name, f"{name}_feature", f"{name}_contribution"]
+    return columns
+
+
 def _reason_frame(
     contrib: pd.DataFrame, features: list[str], chosen: np.ndarray, texts: np.ndarray
 ) -> pd.DataFrame:
@@ -954,11 +964,14 @@ def _reason_frame(
     )
     names = np.asarray([*features, None], dtype=object)  # -1 (no reason) picks None / NaN
     rows = np.arange(len(chosen))
-    columns: dict[str, pd.Series] = {}
+    parts: list[pd.Series] = []
     for position in range(chosen.shape[1]):
-        picked, name = chosen[:, position], f"reason_{position + 1}"
+        picked = chosen[:, position]
         # object columns: pandas would turn None into NaN in an inferred string column
-        columns[name] = pd.Series(texts[:, position], contrib.index, dtype=object)
-        columns[f"{name}_feature"] = pd.Series(names[picked], contrib.index, dtype=object)
-        columns[f"{name}_contribution"] = pd.Series(values[rows, picked], contrib.index)
-    return pd.DataFrame(columns, index=contrib.index)
+        parts += [
+            pd.Series(texts[:, position], contrib.index, dtype=object),
+            pd.Series(names[picked], contrib.index, dtype=object),
+            pd.Series(values[rows, picked], contrib.index),
+        ]
+    names_in_order = reason_columns(chosen.shape[1])
+    return pd.DataFrame(dict(zip(names_in_order, parts, strict=True)), index=contrib.index)

@@ -25,7 +25,7 @@ from features.targets import (
 from features.tiers import TierSettings
 from models.explain import contributions
 from models.population import Population
-from models.reasons import top_reasons
+from models.reasons import reason_columns, top_reasons
 from models.segments import (
     RAISES,
     WINDOW_COLUMNS,
@@ -167,14 +167,6 @@ def explain_rows(
     """Contributions (log-odds) and reasons of `rows` for one target, in one direction."""
     contrib = contributions(models[target], rows)
     return contrib, reasons_for(rows, contrib, direction, wording)
-
-
-def reason_columns(reasons: int) -> list[str]:
-    """The reason columns of a list (models.reasons.top_reasons), for `reasons` reasons."""
-    columns = []
-    for i in range(1, reasons + 1):
-        columns += [f"reason_{i}", f"reason_{i}_feature", f"reason_{i}_contribution"]
-    return columns
 
 
 def member_columns(segment: str, score_columns: list[str], reasons: int) -> list[str]:
