@@ -159,7 +159,7 @@ def scoring(customers: int, cores: int, shop: int = 8_000) -> None:
     from bench.segments import tile, train_models
     from models.scoring import score_and_explain
     from models.segments import SegmentSettings
-    from models.spark_scoring import _to_spark, score_and_explain_on_spark
+    from models.spark_scoring import score_and_explain_on_spark, to_spark_frame
 
     models, snapshot = train_models(shop)
     big = tile(snapshot, customers)
@@ -172,7 +172,7 @@ def scoring(customers: int, cores: int, shop: int = 8_000) -> None:
         "spark.driver.memory": os.environ.get("BENCH_SPARK_MEMORY", "6g"),
     }
     with on_spark.spark_session(f"local[{cores}]", conf) as spark:
-        frame = _to_spark(spark, big).repartition(4 * cores).cache()
+        frame = to_spark_frame(spark, big).repartition(4 * cores).cache()
         frame.count()  # the snapshot on the executors, as the feature step leaves it
         started = time.perf_counter()
         result = score_and_explain_on_spark(spark, frame, models, settings, tiers, "KRW")

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
@@ -308,16 +308,27 @@ def _finished_schema(aggregated: SparkFrame, tiers: TierSettings):
     from pyspark.sql import types as T
 
     finished = finish_features(collected(aggregated.limit(0)), tiers)
+    # an empty collect may not carry the cutoff's time type
+    return spark_schema(finished, lambda c: T.TimestampType() if c == "cutoff" else None)
+
+
+def spark_type(dtype):
+    """The Spark type a pandas column of this dtype is stored as."""
+    from pyspark.sql import types as T
+
+    kinds = {"b": T.BooleanType, "M": T.TimestampType, "i": T.LongType, "u": T.LongType}
+    kinds["f"] = T.DoubleType
+    return kinds.get(dtype.kind, T.StringType)()
+
+
+def spark_schema(frame: pd.DataFrame, type_of: Callable[[str], object] | None = None):
+    """A pandas frame's columns as a Spark schema: `type_of(column)` where it names a type
+    (columns a partition may leave empty), else by dtype (`spark_type`)."""
+    from pyspark.sql import types as T
+
     fields = []
-    for column, dtype in finished.dtypes.items():
-        if column == "cutoff":
-            kind = T.TimestampType()
-        elif dtype.kind == "i":
-            kind = T.LongType()
-        elif dtype.kind == "f":
-            kind = T.DoubleType()
-        else:
-            kind = T.StringType()
+    for column, dtype in frame.dtypes.items():
+        kind = (type_of(str(column)) if type_of else None) or spark_type(dtype)
         fields.append(T.StructField(str(column), kind, True))
     return T.StructType(fields)
 

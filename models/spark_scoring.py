@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from features.tiers import TierSettings
@@ -88,8 +87,8 @@ REASON_TEXT = re.compile(r"reason_\d+(_feature)?$")
 TEXT_COLUMNS = {PRIMARY, EXPLAINED_BY, DIRECTION, SEGMENT}
 
 
-def _spark_type(column: str, dtype: np.dtype):
-    """A column's Spark type: by name for those a partition may leave empty, else by dtype."""
+def _type_by_name(column: str):
+    """The Spark type of the columns a partition may leave empty (None: by dtype)."""
     from pyspark.sql import types as T
 
     if column in TEXT_COLUMNS or REASON_TEXT.match(column):
@@ -100,23 +99,15 @@ def _spark_type(column: str, dtype: np.dtype):
         return T.DoubleType()
     if column in WINDOW_COLUMNS:
         return T.TimestampType()
-    if column.startswith(MEMBER_PREFIX) or column.startswith(MASK_PREFIX) or dtype.kind == "b":
+    if column.startswith(MEMBER_PREFIX) or column.startswith(MASK_PREFIX):
         return T.BooleanType()
-    if dtype.kind == "M":
-        return T.TimestampType()
-    if dtype.kind in "iu":
-        return T.LongType()
-    if dtype.kind == "f":
-        return T.DoubleType()
-    return T.StringType()
+    return None
 
 
 def _schema(frame: pd.DataFrame) -> StructType:
-    from pyspark.sql import types as T
+    from features.spark import spark_schema
 
-    return T.StructType(
-        [T.StructField(str(c), _spark_type(str(c), frame[c].dtype), True) for c in frame.columns]
-    )
+    return spark_schema(frame, _type_by_name)
 
 
 def _conform(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -317,7 +308,7 @@ def score_and_explain_on_spark(
 ) -> SparkScored:
     """models.scoring.score_and_explain for a snapshot on the cluster: the same scores,
     memberships, primary segments, reasons and ranked segments, computed per partition."""
-    frame = snapshot if not isinstance(snapshot, pd.DataFrame) else _to_spark(spark, snapshot)
+    frame = snapshot if not isinstance(snapshot, pd.DataFrame) else to_spark_frame(spark, snapshot)
     from features.spark import to_pandas_features
 
     # a few rows with the dtypes of the snapshot on the driver: the output's reference
@@ -373,11 +364,9 @@ def _stacked_columns(
     return [*columns, SEGMENT]
 
 
-def _to_spark(spark: SparkSession, snapshot: pd.DataFrame) -> SparkFrame:
-    frame = snapshot.copy()
-    for column in frame.columns:
-        if frame[column].dtype == "string" or frame[column].dtype.kind == "O":
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+def to_spark_frame(spark: SparkSession, snapshot: pd.DataFrame) -> SparkFrame:
+    """A snapshot on the driver as a Spark frame (the cluster's partitions of it)."""
+    frame = _conform(snapshot, list(snapshot.columns))
     return spark.createDataFrame(frame, schema=_schema(frame))
 
 

@@ -246,21 +246,23 @@ def fit_booster(
     valid_set = lgb.Dataset(
         validation[features].to_numpy("float64"), validation[target], reference=train_set
     )
+    return _early_stopped(params or booster_params(settings), train_set, valid_set, settings)
+
+
+def _early_stopped(
+    params: dict[str, object],
+    train_set: lgb.Dataset,
+    valid_set: lgb.Dataset,
+    settings: TrainingSettings,
+) -> lgb.Booster:
+    """Boost until the validation loss has not improved for `early_stopping_rounds`."""
     return lgb.train(
-        params or booster_params(settings),
+        params,
         train_set,
         num_boost_round=settings.lightgbm.n_estimators,
         valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
     )
-
-
-def _refit_booster(
-    rows: pd.DataFrame, target: str, features: list[str], settings: TrainingSettings, rounds: int
-) -> lgb.Booster:
-    """The same recipe on more rows, for the number of rounds the validation window chose."""
-    data = lgb.Dataset(rows[features].to_numpy("float64"), rows[target], free_raw_data=True)
-    return lgb.train(booster_params(settings), data, num_boost_round=rounds)
 
 
 def _fit_and_refit(
@@ -269,12 +271,13 @@ def _fit_and_refit(
     features: list[str],
     split: TimeSplit,
     settings: TrainingSettings,
-) -> tuple[lgb.Booster, lgb.Booster]:
-    """The first fit (training window, early stopping on the validation window) and the
-    refit (every row of `rows`, which hold both windows) from one binned Dataset: the rows
-    are converted and binned once, and the two windows are subsets of it (measured in
-    docs/benchmarks.md: the refit's second conversion and binning were ~3 s of ~20 s at 1M
-    snapshots). float32 halves the conversion; LightGBM bins float32 values the same way."""
+) -> lgb.Booster:
+    """The refit on every row of `rows` (the refit cutoffs, which hold the training and the
+    validation windows) for the rounds a first fit on the training window chose by early
+    stopping on the validation window. The rows are converted and binned once and the two
+    windows are subsets of that Dataset (measured in docs/benchmarks.md: converting and
+    binning again for the refit was ~3 s of ~20 s at 1M snapshots); float32 halves the
+    conversion, and LightGBM bins float32 values the same way."""
     params = booster_params(settings)
     labels = rows[target].to_numpy("float64")
     data = lgb.Dataset(
@@ -283,15 +286,8 @@ def _fit_and_refit(
     cutoffs = rows["cutoff"]
     train_set = data.subset(np.flatnonzero(cutoffs.isin(split.train).to_numpy()))
     valid_set = data.subset(np.flatnonzero(cutoffs.isin(split.validation).to_numpy()))
-    first = lgb.train(
-        params,
-        train_set,
-        num_boost_round=settings.lightgbm.n_estimators,
-        valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
-    )
-    final = lgb.train(params, data, num_boost_round=max(first.best_iteration, 1))
-    return first, final
+    first = _early_stopped(params, train_set, valid_set, settings)
+    return lgb.train(params, data, num_boost_round=max(first.best_iteration, 1))
 
 
 def _fit_calibration(raw: np.ndarray, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,15 +309,11 @@ def train_classifier(
     check_sufficient(validation, target, "validation", settings)
     features = [c for c in feature_columns(frame) if frame[c].notna().any()]
     fitted = split.fitted(settings.refit)
-    if fitted != split.train and set(split.train) | set(split.validation) <= set(fitted):
-        rows = window_rows(frame, target, fitted)
-        _first, final = _fit_and_refit(rows, target, features, split, settings)
-        return CalibratedBooster(final, IDENTITY[0], IDENTITY[1], features)
-    booster = fit_booster(train, validation, target, features, settings)
     if fitted != split.train:
         rows = window_rows(frame, target, fitted)
-        final = _refit_booster(rows, target, features, settings, max(booster.best_iteration, 1))
+        final = _fit_and_refit(rows, target, features, split, settings)
         return CalibratedBooster(final, IDENTITY[0], IDENTITY[1], features)
+    booster = fit_booster(train, validation, target, features, settings)
     model = CalibratedBooster(booster, IDENTITY[0], IDENTITY[1], features)
     x, y = _fit_calibration(model.raw_proba(validation), validation[target].to_numpy())
     model.calibration_x, model.calibration_y = x, y

@@ -270,7 +270,7 @@ def test_scoring_per_partition_equals_the_core_in_memory(
     memberships, primary segments, reasons and ranked lists of the core over the whole
     snapshot in memory, budgets cut over the whole shop included."""
     from models.scoring import score_and_explain
-    from models.spark_scoring import _to_spark, score_and_explain_on_spark
+    from models.spark_scoring import score_and_explain_on_spark, to_spark_frame
 
     models, snapshot, config = scoring_case
     settings = config.segments
@@ -278,7 +278,7 @@ def test_scoring_per_partition_equals_the_core_in_memory(
         settings = settings.model_copy(update={"max_share": max_share})
     args = (models, settings, config.tiers, config.data.currency)
     local = score_and_explain(snapshot, *args)
-    frame = _to_spark(spark, snapshot).repartition(partitions)
+    frame = to_spark_frame(spark, snapshot).repartition(partitions)
     distributed = score_and_explain_on_spark(spark, frame, *args)
     on_spark = distributed.scored
     assert {"repurchase", "first_purchase"} <= set(models), set(models)
