@@ -20,8 +20,9 @@ from flows import training
 from flows.config import load_config
 from flows.data import load_shop
 
-# how far off the money amounts are, per fold (the value target's decile-error goal)
-LEVEL_METRICS = ("total_error_pct", "max_top5_decile_error_pct")
+# shown per fold besides the headline: the promotion metric and calibration of the
+# classifiers, how far off the money amounts are (the value target's decile-error goal)
+FOLD_METRICS = ("pr_auc", "brier", "total_error_pct", "max_top5_decile_error_pct")
 
 
 def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
@@ -40,6 +41,8 @@ def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
         print(f"\n## {target}: horizon {trained.horizon_days} days, {seconds:.0f} s")
         print(f"test cutoffs {window.get('test')}, {len(trained.test_rows):,} test rows")
         print(f"model: {getattr(trained.model, 'recipe', type(trained.model).__name__)}")
+        if hasattr(trained.model, "calendar"):
+            print(f"  calendar features: {'used' if trained.model.calendar else 'not used'}")
         print(f"  {getattr(trained.model, 'chosen_by', '')}")
         print("test:", {k: round(v, 3) for k, v in trained.metrics.items()})
         for name, metrics in trained.baselines.items():
@@ -50,7 +53,7 @@ def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
         summary = training.backtest_summary(trained.backtest)
         print(summary[[("folds", ""), (key, "mean"), (key, "std")]].round(4).to_string())
         folds = trained.backtest[trained.backtest["scorer"] == "model"]
-        shown = [c for c in (key, *LEVEL_METRICS) if c in folds]
+        shown = [c for c in (key, *FOLD_METRICS) if c in folds]
         print("model per fold:\n" + folds.set_index("test_start")[shown].round(3).to_string())
         gaps = training.backtest_gaps(trained.backtest)
         if key in gaps.columns.get_level_values(0):

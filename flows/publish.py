@@ -117,6 +117,8 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
             "refit": config.training.refit,
             "horizon_days": trained.horizon_days or config.labels.horizon_days,
             "model_kind": getattr(trained.model, "recipe", type(trained.model).__name__),
+            # classifiers choose on validation; the value and timing models always use them
+            "calendar_features": getattr(trained.model, "calendar", True),
             "bgnbd_penalty": config.training.bgnbd_penalty,
             "backtest_folds": config.training.backtest_folds,
             "train_cutoffs": _span(split.train),
@@ -128,7 +130,8 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
         }
     )
     mlflow.log_metrics(_finite({f"test.{k}": v for k, v in trained.metrics.items()}))
-    # the value model: each recipe's validation score, which chose the one logged
+    # what validation chose by: each value recipe's score, each classifier's loss with and
+    # without the calendar features
     mlflow.log_metrics(_finite(getattr(trained.model, "chosen_by", {})))
     if TARGETS[trained.target].kind == "amount":
         deciles = decile_table(trained.test_rows[trained.target].to_numpy(), trained.test_scores())

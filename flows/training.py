@@ -32,6 +32,7 @@ from models.evaluate import (
 )
 from models.timing import train_timing_model
 from models.train import (
+    CalibratedBooster,
     InsufficientDataError,
     TargetModel,
     TimeSplit,
@@ -214,7 +215,8 @@ def fit_model(
     if kind == "amount":
         recipes = (like.recipe,) if isinstance(like, ValueModel) else RECIPES
         return train_value_model(frame, target, split, config.training, recipes)
-    return train_classifier(frame, target, split, config.training)
+    calendar = like.calendar if isinstance(like, CalibratedBooster) else None
+    return train_classifier(frame, target, split, config.training, calendar)
 
 
 def check_test_window(rows: pd.DataFrame, target: str, config: DangolConfig) -> None:

@@ -107,6 +107,12 @@ def test_retrain_publishes_a_live_release_that_beats_baselines(project: Path, tr
         # the claim "better than baseline X" is logged with its paired spread over the folds
         baseline = TARGETS[target].baselines[0]
         assert f"backtest.gap.{baseline}.{key}.mean" in run.data.metrics, target
+        if TARGETS[target].kind == "probability":
+            # the calendar features were chosen on validation, by the losses logged
+            with_it = run.data.metrics["validation.binary_logloss.with_calendar"]
+            without = run.data.metrics["validation.binary_logloss.without_calendar"]
+            used = run.data.params["calendar_features"] == "True"
+            assert used is (with_it < without), target
 
 
 def test_retraining_on_the_same_inputs_registers_nothing(project: Path, trained) -> None:

@@ -9,7 +9,15 @@ from sklearn.metrics import roc_auc_score
 
 from models import promotion
 from models.evaluate import top_decile
-from models.train import InsufficientDataError, TrainingSettings, split_cutoffs, train_classifier
+from features.snapshot import CALENDAR_FEATURES, add_calendar
+from models.train import (
+    CalibratedBooster,
+    InsufficientDataError,
+    TimeSplit,
+    TrainingSettings,
+    split_cutoffs,
+    train_classifier,
+)
 
 
 def _cutoffs(n: int, every: int = 14) -> list[pd.Timestamp]:
@@ -164,3 +172,64 @@ def test_backtest_gaps_pair_the_model_with_each_baseline_fold_by_fold() -> None:
     assert gaps.loc["btyd", ("error", "mean")] == pytest.approx(-2.5)
     assert gaps.loc["rank", ("gini", "mean")] == pytest.approx(0.075)
     assert np.isnan(gaps.loc["rank", ("error", "mean")])
+
+
+def _seasonal_frame(season_holds_later: bool) -> tuple[pd.DataFrame, TimeSplit]:
+    """Two years of cutoffs; the label follows a customer feature and, in the first year,
+    the time of year too. `season_holds_later`: the same seasonal level every year (the
+    calendar features carry real signal), or only in the training window (a quirk of one
+    period, reversed afterwards)."""
+    cutoffs = _cutoffs(56)
+    split = split_cutoffs(cutoffs, 90, test_cutoffs=2, validation_cutoffs=2)
+    rng = np.random.default_rng(3)
+    parts = []
+    for cutoff in cutoffs:
+        x = rng.uniform(0, 1, 400)
+        summer = np.sin(2 * np.pi * (cutoff.day_of_year - 1) / 365.25) > 0
+        if not season_holds_later and cutoff >= split.validation[0]:
+            summer = not summer
+        chance = 0.15 + 0.5 * x + (0.3 if summer else 0.0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"C{i}" for i in range(400)],
+                    "cutoff": cutoff,
+                    "days_since_last_order": x,
+                    "repurchase": (rng.uniform(size=400) < chance).astype(float),
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    add_calendar(frame)
+    return frame, split
+
+
+@pytest.mark.parametrize("refit", [True, False])
+@pytest.mark.parametrize("season_holds_later", [True, False])
+def test_a_classifier_uses_the_calendar_features_only_where_validation_says_they_help(
+    season_holds_later: bool, refit: bool
+) -> None:
+    frame, split = _seasonal_frame(season_holds_later)
+    settings = TrainingSettings(refit=refit)
+    model = train_classifier(frame, "repurchase", split, settings)
+    losses = model.chosen_by
+    with_calendar = losses["validation.binary_logloss.with_calendar"]
+    without = losses["validation.binary_logloss.without_calendar"]
+    assert model.calendar is season_holds_later
+    assert (with_calendar < without) is season_holds_later
+    # the model without them never splits on them, although they are among its inputs
+    splits = dict(zip(model.features, model.booster.feature_importance("split"), strict=True))
+    calendar_splits = sum(splits[f] for f in CALENDAR_FEATURES)
+    assert bool(calendar_splits > 0) is season_holds_later
+    assert splits["days_since_last_order"] > 0
+
+
+def test_a_given_calendar_choice_is_repeated_and_saved(tmp_path) -> None:
+    frame, split = _seasonal_frame(season_holds_later=True)
+    # a backtest fold repeats the main split's choice: one fit, nothing chosen
+    model = train_classifier(frame, "repurchase", split, TrainingSettings(), calendar=False)
+    assert model.calendar is False and model.chosen_by == {}
+    model.save(tmp_path)
+    loaded = CalibratedBooster.load(tmp_path)
+    assert loaded.calendar is False
+    assert np.allclose(loaded.predict(frame), model.predict(frame))
