@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from features.snapshot import CALENDAR_FEATURES, add_calendar
 from models import promotion
 from models.evaluate import top_decile
-from features.snapshot import CALENDAR_FEATURES, add_calendar
 from models.train import (
     CalibratedBooster,
     InsufficientDataError,
