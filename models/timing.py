@@ -27,6 +27,7 @@ from models.train import (
     TimeSplit,
     TrainingSettings,
     booster_params,
+    fit_matrix,
     window_rows,
 )
 
@@ -163,8 +164,9 @@ def train_timing_model(
 
     def dataset(rows: pd.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
         labels = day_bin(rows[target].to_numpy(), horizon_days)
-        matrix = rows[features].to_numpy("float64")
-        return lgb.Dataset(matrix, labels, reference=reference, free_raw_data=True)
+        return lgb.Dataset(
+            fit_matrix(rows, features), labels, reference=reference, free_raw_data=True
+        )
 
     train_set = dataset(train)
     booster = lgb.train(

@@ -243,6 +243,15 @@ def booster_params(settings: TrainingSettings) -> dict[str, object]:
     }
 
 
+def fit_matrix(rows: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """The rows' inputs as every model is fitted on them: float32. The feature engine's
+    parallel sums differ between runs in the last bits of a float64 (~1e-15), and LightGBM's
+    bin edges follow the distinct values, so float64 inputs made two builds of the same frame
+    give different models (Online Retail's value model: normalized Gini 0.7329 vs 0.7318);
+    float32 rounds that noise away, bins the same way, and halves the conversion."""
+    return rows[features].to_numpy("float32")
+
+
 def fit_booster(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -253,9 +262,9 @@ def fit_booster(
 ) -> lgb.Booster:
     """Boost on the training rows until the validation loss stops improving (the binary
     objective's unless `params`, the full parameter set, says otherwise)."""
-    train_set = lgb.Dataset(train[features].to_numpy("float64"), train[target], free_raw_data=True)
+    train_set = lgb.Dataset(fit_matrix(train, features), train[target], free_raw_data=True)
     valid_set = lgb.Dataset(
-        validation[features].to_numpy("float64"), validation[target], reference=train_set
+        fit_matrix(validation, features), validation[target], reference=train_set
     )
     return _early_stopped(params or booster_params(settings), train_set, valid_set, settings)
 
@@ -277,15 +286,21 @@ def _early_stopped(
 
 
 # The calendar features say when a cutoff is: the same for every customer at it. They let the
-# trees learn each season's level (the value model needs them, and repurchase's Brier gains),
-# but over a year of training cutoffs they also single cutoffs out, and a target can then
-# learn one period's quirks: on the synthetic shop first_purchase lost 0.033-0.038 PR-AUC in
-# every backtest fold with them (docs/evaluation.md). So each classifier is fitted both ways
-# and keeps the lower validation loss; the backtest folds repeat the main split's choice.
+# trees learn each season's level (the value model needs them), but over a year of training
+# cutoffs they also single cutoffs out, and a target can then learn one period's quirks: on
+# the synthetic shop first_purchase lost 0.033-0.038 PR-AUC in every backtest fold with them
+# (docs/evaluation.md). So each classifier is fitted both ways and leaves them out only when
+# that lowers the validation log loss beyond noise: the paired per-row difference must exceed
+# this many standard errors. Two validation cutoffs are a small sample, and a choice that
+# flipped between weekly retrains on noise would be worse than either.
+CALENDAR_EVIDENCE_SE = 2.0
+
+
 def calendar_choices(features: list[str], calendar: bool | None) -> tuple[bool, ...]:
-    """Whether to fit with the calendar features, without, or both and choose (None)."""
+    """Whether to fit with the calendar features, without, or both and choose (None); a frame
+    without them has nothing to use (False)."""
     if not set(CALENDAR_FEATURES) & set(features):
-        return (True,)
+        return (False,)
     return (True, False) if calendar is None else (calendar,)
 
 
@@ -303,22 +318,39 @@ def calendar_params(
 @dataclass(frozen=True)
 class FirstFit:
     """The early-stopped fit kept, whether it used the calendar features, and the validation
-    loss of each fit tried."""
+    numbers that chose it (empty when there was no choice)."""
 
     booster: lgb.Booster
     calendar: bool
     chosen_by: dict[str, float]
 
 
-def _choose_first_fit(fits: dict[bool, lgb.Booster], metric: str) -> FirstFit:
-    """The fit with the lowest validation loss; on a tie, the one without the calendar."""
-    losses = {use: float(booster.best_score["valid_0"][metric]) for use, booster in fits.items()}
-    chosen = min(losses, key=lambda use: (losses[use], use))
+def _row_log_loss(booster: lgb.Booster, matrix: np.ndarray, outcome: np.ndarray) -> np.ndarray:
+    probability = booster.predict(matrix, num_iteration=booster.best_iteration)
+    probability = np.clip(probability, 1e-15, 1 - 1e-15)
+    return -(outcome * np.log(probability) + (1 - outcome) * np.log1p(-probability))
+
+
+def _choose_first_fit(
+    fits: dict[bool, lgb.Booster], validation: np.ndarray, outcome: np.ndarray
+) -> FirstFit:
+    """The fit with the calendar features, unless the one without has a lower validation log
+    loss by more than `CALENDAR_EVIDENCE_SE` standard errors of the paired difference."""
+    if len(fits) == 1:
+        [(calendar, booster)] = fits.items()
+        return FirstFit(booster, calendar, {})
+    with_calendar, without = (
+        _row_log_loss(fits[use], validation, outcome) for use in (True, False)
+    )
+    gain = with_calendar - without  # > 0 where leaving them out did better
+    standard_error = float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    calendar = not bool(gain.mean() > CALENDAR_EVIDENCE_SE * standard_error)
     chosen_by = {
-        f"validation.{metric}.{'with' if use else 'without'}_calendar": loss
-        for use, loss in losses.items()
+        "validation.binary_logloss.with_calendar": float(with_calendar.mean()),
+        "validation.binary_logloss.without_calendar": float(without.mean()),
+        "validation.binary_logloss.difference_se": standard_error,
     }
-    return FirstFit(fits[chosen], chosen, chosen_by if len(fits) > 1 else {})
+    return FirstFit(fits[calendar], calendar, chosen_by)
 
 
 def _fit_and_refit(
@@ -333,21 +365,22 @@ def _fit_and_refit(
     validation windows) for the rounds a first fit on the training window chose by early
     stopping on the validation window. The rows are converted and binned once and the two
     windows are subsets of that Dataset (measured in docs/benchmarks.md: converting and
-    binning again for the refit was ~3 s of ~20 s at 1M snapshots); float32 halves the
-    conversion, and LightGBM bins float32 values the same way."""
+    binning again for the refit was ~3 s of ~20 s at 1M snapshots); float32 (`fit_matrix`)."""
     params = booster_params(settings)
     labels = rows[target].to_numpy("float64")
     data = lgb.Dataset(
-        rows[features].to_numpy("float32"), labels, params=params, free_raw_data=True
+        fit_matrix(rows, features), labels, params=params, free_raw_data=True
     ).construct()
     cutoffs = rows["cutoff"]
+    in_validation = cutoffs.isin(split.validation).to_numpy()
     train_set = data.subset(np.flatnonzero(cutoffs.isin(split.train).to_numpy()))
-    valid_set = data.subset(np.flatnonzero(cutoffs.isin(split.validation).to_numpy()))
+    valid_set = data.subset(np.flatnonzero(in_validation))
     fits = {
         use: _early_stopped(calendar_params(params, features, use), train_set, valid_set, settings)
         for use in calendar_choices(features, calendar)
     }
-    first = _choose_first_fit(fits, str(params["metric"]))
+    validation = fit_matrix(rows.loc[in_validation], features)
+    first = _choose_first_fit(fits, validation, labels[in_validation])
     final_params = calendar_params(params, features, first.calendar)
     rounds = max(first.booster.best_iteration, 1)
     return lgb.train(final_params, data, num_boost_round=rounds), first
@@ -390,7 +423,8 @@ def train_classifier(
         )
         for use in calendar_choices(features, calendar)
     }
-    first = _choose_first_fit(fits, str(params["metric"]))
+    outcome = validation[target].to_numpy("float64")
+    first = _choose_first_fit(fits, fit_matrix(validation, features), outcome)
     model = CalibratedBooster(
         first.booster, IDENTITY[0], IDENTITY[1], features, first.calendar, first.chosen_by
     )

@@ -29,6 +29,7 @@ from models.train import (
     TrainingSettings,
     booster_params,
     fit_booster,
+    fit_matrix,
     window_rows,
 )
 
@@ -178,7 +179,7 @@ def _refit(
     settings: TrainingSettings,
     rounds: int,
 ) -> lgb.Booster:
-    data = lgb.Dataset(rows[features].to_numpy("float64"), rows[label], free_raw_data=True)
+    data = lgb.Dataset(fit_matrix(rows, features), rows[label], free_raw_data=True)
     return lgb.train(_params(settings, objective), data, num_boost_round=max(rounds, 1))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from features.snapshot import CALENDAR_FEATURES, add_calendar
 from models import promotion
 from models.evaluate import top_decile
 from models.train import (
+    CALENDAR_EVIDENCE_SE,
     CalibratedBooster,
     InsufficientDataError,
     TimeSplit,
@@ -174,11 +177,11 @@ def test_backtest_gaps_pair_the_model_with_each_baseline_fold_by_fold() -> None:
     assert np.isnan(gaps.loc["rank", ("error", "mean")])
 
 
-def _seasonal_frame(season_holds_later: bool) -> tuple[pd.DataFrame, TimeSplit]:
-    """Two years of cutoffs; the label follows a customer feature and, in the first year,
-    the time of year too. `season_holds_later`: the same seasonal level every year (the
-    calendar features carry real signal), or only in the training window (a quirk of one
-    period, reversed afterwards)."""
+def _seasonal_frame(season: str) -> tuple[pd.DataFrame, TimeSplit]:
+    """Two years of cutoffs; the label follows a customer feature and, by `season`: the time
+    of year too, with the same level every year ("holds": the calendar features carry real
+    signal); only in the training window, reversed afterwards ("quirk": one period's
+    pattern); or not at all ("none")."""
     cutoffs = _cutoffs(56)
     split = split_cutoffs(cutoffs, 90, test_cutoffs=2, validation_cutoffs=2)
     rng = np.random.default_rng(3)
@@ -186,9 +189,9 @@ def _seasonal_frame(season_holds_later: bool) -> tuple[pd.DataFrame, TimeSplit]:
     for cutoff in cutoffs:
         x = rng.uniform(0, 1, 400)
         summer = np.sin(2 * np.pi * (cutoff.day_of_year - 1) / 365.25) > 0
-        if not season_holds_later and cutoff >= split.validation[0]:
+        if season == "quirk" and cutoff >= split.validation[0]:
             summer = not summer
-        chance = 0.15 + 0.5 * x + (0.3 if summer else 0.0)
+        chance = 0.15 + 0.5 * x + (0.3 if summer and season != "none" else 0.0)
         parts.append(
             pd.DataFrame(
                 {
@@ -204,32 +207,52 @@ def _seasonal_frame(season_holds_later: bool) -> tuple[pd.DataFrame, TimeSplit]:
     return frame, split
 
 
-@pytest.mark.parametrize("refit", [True, False])
-@pytest.mark.parametrize("season_holds_later", [True, False])
-def test_a_classifier_uses_the_calendar_features_only_where_validation_says_they_help(
-    season_holds_later: bool, refit: bool
-) -> None:
-    frame, split = _seasonal_frame(season_holds_later)
-    settings = TrainingSettings(refit=refit)
-    model = train_classifier(frame, "repurchase", split, settings)
-    losses = model.chosen_by
-    with_calendar = losses["validation.binary_logloss.with_calendar"]
-    without = losses["validation.binary_logloss.without_calendar"]
-    assert model.calendar is season_holds_later
-    assert (with_calendar < without) is season_holds_later
-    # the model without them never splits on them, although they are among its inputs
+def _calendar_splits(model: CalibratedBooster) -> int:
     splits = dict(zip(model.features, model.booster.feature_importance("split"), strict=True))
-    calendar_splits = sum(splits[f] for f in CALENDAR_FEATURES)
-    assert bool(calendar_splits > 0) is season_holds_later
-    assert splits["days_since_last_order"] > 0
+    return int(sum(splits[f] for f in CALENDAR_FEATURES))
 
 
-def test_a_given_calendar_choice_is_repeated_and_saved(tmp_path) -> None:
-    frame, split = _seasonal_frame(season_holds_later=True)
-    # a backtest fold repeats the main split's choice: one fit, nothing chosen
-    model = train_classifier(frame, "repurchase", split, TrainingSettings(), calendar=False)
-    assert model.calendar is False and model.chosen_by == {}
-    model.save(tmp_path)
+@pytest.mark.parametrize("refit", [True, False])
+@pytest.mark.parametrize(("season", "kept"), [("holds", True), ("quirk", False), ("none", True)])
+def test_a_classifier_leaves_the_calendar_out_only_when_validation_shows_it_hurts(
+    season: str, kept: bool, refit: bool
+) -> None:
+    frame, split = _seasonal_frame(season)
+    model = train_classifier(frame, "repurchase", split, TrainingSettings(refit=refit))
+    losses = model.chosen_by
+    gain = (
+        losses["validation.binary_logloss.with_calendar"]
+        - losses["validation.binary_logloss.without_calendar"]
+    )
+    evidence = CALENDAR_EVIDENCE_SE * losses["validation.binary_logloss.difference_se"]
+    assert model.calendar is kept
+    # left out only on a gain beyond noise; with no seasonal signal at all there is none
+    assert (gain > evidence) is (not kept)
+    if season == "holds":
+        assert gain < 0
+    # the model without them never splits on them, although they are among its inputs
+    assert (_calendar_splits(model) == 0) is (not kept)
+
+
+def test_a_backtest_fold_repeats_the_main_splits_calendar_choice(tmp_path) -> None:
+    from flows.config import load_config
+    from flows.training import fit_model
+
+    frame, split = _seasonal_frame("holds")
+    config = load_config(Path(__file__).parents[1] / "configs" / "default.yaml")
+    main = train_classifier(frame, "repurchase", split, config.training, calendar=False)
+    assert main.calendar is False and main.chosen_by == {}  # told, not chosen
+    fold = fit_model(frame, "repurchase", split, config, 90, like=main)
+    assert fold.calendar is False and fold.chosen_by == {} and _calendar_splits(fold) == 0
+    main.save(tmp_path)
     loaded = CalibratedBooster.load(tmp_path)
     assert loaded.calendar is False
-    assert np.allclose(loaded.predict(frame), model.predict(frame))
+    assert np.allclose(loaded.predict(frame), main.predict(frame))
+
+
+def test_a_frame_without_calendar_features_has_none_to_use() -> None:
+    frame, split = _seasonal_frame("holds")
+    model = train_classifier(
+        frame.drop(columns=list(CALENDAR_FEATURES)), "repurchase", split, TrainingSettings()
+    )
+    assert model.calendar is False and model.chosen_by == {}
