@@ -237,8 +237,9 @@ def feature_definitions(features: FeatureSettings, tiers: TierSettings) -> list[
             FeatureDef(
                 name,
                 f"{fn} of 2 pi (day of the year of the cutoff - 1) / 365.25: the time of year, "
-                "the same for every customer, so models learn the shop's seasonal level; never "
-                "shown as a reason",
+                "the same for every customer, so models can learn the shop's seasonal level (a "
+                "classifier leaves them out when validation shows they hurt it, "
+                "docs/evaluation.md); never shown as a reason",
                 "-1 to 1",
                 "the cutoff date",
             )
