@@ -310,7 +310,7 @@ def calendar_params(
     """`params` as they are, or keeping the calendar features out of every split: LightGBM
     multiplies a feature's split gain by its `feature_contri`, so 0 leaves it unused while the
     binned Dataset (all columns) stays shared between the fits."""
-    if calendar:
+    if calendar or not set(CALENDAR_FEATURES) & set(features):
         return params
     return params | {"feature_contri": [0.0 if f in CALENDAR_FEATURES else 1.0 for f in features]}
 
@@ -428,6 +428,6 @@ def train_classifier(
     model = CalibratedBooster(
         first.booster, IDENTITY[0], IDENTITY[1], features, first.calendar, first.chosen_by
     )
-    x, y = _fit_calibration(model.raw_proba(validation), validation[target].to_numpy())
+    x, y = _fit_calibration(model.raw_proba(validation), outcome)
     model.calibration_x, model.calibration_y = x, y
     return model
