@@ -19,10 +19,18 @@ from features.targets import TARGETS, headline_metrics
 from flows import training
 from flows.config import load_config
 from flows.data import load_shop
+from models.value import decile_table
 
 # shown per fold besides the headline: the promotion metric and calibration of the
 # classifiers, how far off the money amounts are (the value target's decile-error goal)
-FOLD_METRICS = ("pr_auc", "brier", "total_error_pct", "max_top5_decile_error_pct")
+# and on how many days of its window the time of year was never in training
+FOLD_METRICS = (
+    "pr_auc",
+    "brier",
+    "total_error_pct",
+    "max_top5_decile_error_pct",
+    "unseen_season_days",
+)
 
 
 def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
@@ -49,6 +57,13 @@ def report(config_path: Path, targets: list[str], drop: list[str]) -> None:
             print(f"  {name}:", {k: round(v, 3) for k, v in metrics.items()})
         for name, why in trained.baseline_failures.items():
             print(f"  {name}: FAILED ({why})")
+        if TARGETS[target].kind == "amount":
+            rows = trained.test_rows
+            table = decile_table(
+                rows[target].to_numpy(), trained.test_scores(), rows["customer_id"].to_numpy()
+            )
+            print("deciles (error with its 95% interval, bootstrap over customers):")
+            print(table.round(3).to_string())
         key = headline_metrics(target)[0][0]
         summary = training.backtest_summary(trained.backtest)
         print(summary[[("folds", ""), (key, "mean"), (key, "std")]].round(4).to_string())

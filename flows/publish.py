@@ -134,7 +134,10 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
     # without the calendar features
     mlflow.log_metrics(_finite(getattr(trained.model, "chosen_by", {})))
     if TARGETS[trained.target].kind == "amount":
-        deciles = decile_table(trained.test_rows[trained.target].to_numpy(), trained.test_scores())
+        rows = trained.test_rows
+        deciles = decile_table(
+            rows[trained.target].to_numpy(), trained.test_scores(), rows["customer_id"].to_numpy()
+        )
         mlflow.log_text(deciles.to_csv(), "value/deciles.csv")
     for baseline, metrics in trained.baselines.items():
         mlflow.log_metrics(_finite({f"baseline.{baseline}.{k}": v for k, v in metrics.items()}))

@@ -42,7 +42,14 @@ from models.train import (
     window_rows,
 )
 from models.uplift import UpliftSelection, plot_qini, select_uplift_model
-from models.value import RECIPES, ValueModel, check_spenders, decile_table, train_value_model
+from models.value import (
+    RECIPES,
+    ValueModel,
+    check_spenders,
+    decile_table,
+    train_value_model,
+    unseen_season_days,
+)
 
 
 def _split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
@@ -190,11 +197,15 @@ def evaluate_split(
     test_rows = window_rows(frame, target, split.test)
     check_test_window(test_rows, target, config)
     rules = baseline_rules(target, horizon, config.training.bgnbd_penalty)
+    metrics = model_metrics(target, model, test_rows)
+    if TARGETS[target].kind == "amount":
+        fitted = split.fitted(config.training.refit)
+        metrics["unseen_season_days"] = unseen_season_days(fitted, horizon, split.test[0])
     return SplitEvaluation(
         model=model,
         test_rows=test_rows,
         proba=model.predict(test_rows),
-        metrics=model_metrics(target, model, test_rows),
+        metrics=metrics,
         baselines=evaluate_baselines(target, test_rows, rules),
     )
 
@@ -314,6 +325,19 @@ def train_target(
     )
 
 
+def unseen_season_note(trained: TrainedTarget) -> str:
+    """What `unseen_season_days` means for this run's test window, in words."""
+    days = int(trained.metrics["unseen_season_days"])
+    start = trained.split.test[0].date() if trained.split else "the test cutoff"
+    total = trained.metrics.get("total_error_pct", float("nan"))
+    return (
+        f"{days} of the {trained.horizon_days} days after the test cutoff {start} fall at a "
+        "time of year that no training label window covers, so the spend level there is "
+        f"extrapolated from other seasons (total error on the test window {total:+.0f}%); a "
+        "log longer than a year plus the value horizon lets the model learn it"
+    )
+
+
 def _plots(
     target: str,
     result: SplitEvaluation,
@@ -340,7 +364,8 @@ def _plots(
             )
         ]
     if kind == "amount":
-        table = decile_table(outcome, result.proba)
+        customers = result.test_rows["customer_id"].to_numpy()
+        table = decile_table(outcome, result.proba, customers)
         title = f"{target}: predicted vs actual spend by decile"
         fit.append(plot_deciles(table, config.data.currency, title, Path(f"{path}_deciles.png")))
     elif kind == "probability":

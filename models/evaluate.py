@@ -246,13 +246,24 @@ def plot_backtest(folds: pd.DataFrame, metric: str, title: str, path: Path) -> P
 
 def plot_deciles(table: pd.DataFrame, currency: str, title: str, path: Path) -> Path:
     """Mean predicted against mean actual spend per decile of the prediction, with the error
-    of each decile's mean written above its bars."""
+    of each decile's mean written above its bars; when the table has the errors' 95%
+    intervals (`models.value.decile_table` with customers), a second panel draws each error
+    with its interval, so a miss can be told from the noise of a few big spenders."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    intervals = {"error_low", "error_high"} <= set(table.columns)
+    fig, axes = plt.subplots(
+        2 if intervals else 1,
+        1,
+        figsize=(6.5, 6.2 if intervals else 4.2),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 2]} if intervals else None,
+        squeeze=False,
+    )
+    ax = axes[0, 0]
     x = np.arange(len(table))
     ax.bar(x - 0.2, table["mean_predicted"], 0.4, label="mean predicted")
     ax.bar(x + 0.2, table["mean_actual"], 0.4, label="mean actual")
@@ -260,14 +271,26 @@ def plot_deciles(table: pd.DataFrame, currency: str, title: str, path: Path) -> 
         if np.isfinite(error):
             top = max(table["mean_predicted"].iloc[i], table["mean_actual"].iloc[i])
             ax.annotate(f"{100 * error:+.0f}%", (i, top), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x, [str(d) for d in table.index])
-    ax.set(xlabel="decile of predicted value (10 = highest)", ylabel=f"spend ({currency})")
-    ax.set_title(title)
+    ax.set(ylabel=f"spend ({currency})", title=title)
     ax.legend(loc="upper right")
+    if intervals:
+        _plot_decile_errors(axes[1, 0], x, table)
+    axes[-1, 0].set_xticks(x, [str(d) for d in table.index])
+    axes[-1, 0].set_xlabel("decile of predicted value (10 = highest)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_decile_errors(ax, x: np.ndarray, table: pd.DataFrame) -> None:
+    """Each decile's error in percent with its 95% interval (bootstrap over customers)."""
+    error = 100 * table["error"].to_numpy("float64")
+    below = error - 100 * table["error_low"].to_numpy("float64")
+    above = 100 * table["error_high"].to_numpy("float64") - error
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.errorbar(x, error, yerr=np.vstack([below, above]), fmt="o", capsize=3, color="C3")
+    ax.set_ylabel("error of the mean (%)\nwith its 95% interval")
 
 
 def plot_days(days: np.ndarray, predictions: dict[str, np.ndarray], title: str, path: Path) -> Path:

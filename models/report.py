@@ -40,6 +40,7 @@ from models.explain import (
 from models.reasons import format_money
 from models.segments import RESELLERS, SegmentSettings
 from models.train import TargetModel
+from models.value import unseen_season_days
 
 if TYPE_CHECKING:
     from flows.drift import DriftReport
@@ -70,6 +71,8 @@ class ModelRun:
     metrics: dict[str, float]
     plots: list[Path] = field(default_factory=list)
     horizon_days: int | None = None
+    # the cutoffs the model was fitted on (the run's data_window.json)
+    fitted: list[pd.Timestamp] = field(default_factory=list)
 
 
 @dataclass
@@ -116,13 +119,18 @@ def fetch_model_run(target: str, name: str, version: str, directory: Path) -> Mo
     target_dir = directory / f"{target}_v{version}"
     target_dir.mkdir(parents=True, exist_ok=True)
     plots: list[Path] = []
-    if any(a.path == "plots" for a in client.list_artifacts(run_id)):
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    if "plots" in artifacts:
         local = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="plots", dst_path=str(target_dir)
         )
         plots = sorted(Path(local).glob("*.png"))
+    fitted: list[pd.Timestamp] = []
+    if "data_window.json" in artifacts:
+        window = mlflow.artifacts.load_dict(f"runs:/{run_id}/data_window.json")
+        fitted = [pd.Timestamp(c) for c in window.get("fitted", [])]
     return ModelRun(
-        target, name, version, run_id, metrics, plots, int(horizon) if horizon else None
+        target, name, version, run_id, metrics, plots, int(horizon) if horizon else None, fitted
     )
 
 
@@ -500,9 +508,38 @@ def _value_section(inputs: ReportInputs, directory: Path) -> list[str]:
             "total value": float(np.nansum(money)),
             "mean value": float(np.nanmean(money)) if np.isfinite(money).any() else np.nan,
         }
+    parts += _unseen_season_part(inputs, spec.name)
     if rows:
         parts += ["<h3>Value per segment</h3>", _html_table(pd.DataFrame(rows).T, inputs.currency)]
     return parts + _timing_part(inputs)
+
+
+def _unseen_season_part(inputs: ReportInputs, target: str) -> list[str]:
+    """A warning when the days these amounts cover fall at a time of year the value model
+    never saw in training (a log of about a year): its level there is extrapolated."""
+    run = next((r for r in inputs.runs if r.target == target), None)
+    if run is None or not run.fitted or not run.horizon_days:
+        return []
+    cutoff = pd.Timestamp(inputs.snapshot["cutoff"].iloc[0])
+    days = unseen_season_days(run.fitted, run.horizon_days, cutoff)
+    if days == 0:
+        return []
+    tested = run.metrics.get("test.unseen_season_days", float("nan"))
+    total = run.metrics.get("test.total_error_pct", float("nan"))
+    measured = (
+        f" On its test window {tested:.0f} days were unseen this way and the total was off by "
+        f"{total:+.0f}%."
+        if np.isfinite(tested) and np.isfinite(total)
+        else ""
+    )
+    return [
+        f'<p class="warning">{days} of the {run.horizon_days} days after {cutoff.date()} fall '
+        "at a time of year that none of the value model's training windows covered "
+        f"({run.fitted[0].date()} .. {run.fitted[-1].date()}, each followed by "
+        f"{run.horizon_days} days): the spend predicted for them follows the level of other "
+        f"seasons, not this one's.{measured} A log that holds a year plus the value horizon "
+        "lets the model learn every season's level.</p>"
+    ]
 
 
 def _timing_part(inputs: ReportInputs) -> list[str]:
@@ -681,6 +718,7 @@ td, th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; vertical-a
          overflow-wrap: anywhere; }
 td:nth-last-child(-n+2) { text-align: left; max-width: 22em; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
+.warning { border-left: 4px solid #d08000; background: #fff6e5; padding: 0.4em 0.8em; }
 """
 
 

@@ -118,9 +118,13 @@ def top_decile_capture(actual: np.ndarray, predicted: np.ndarray) -> float:
     return float(taken / actual.sum()) if actual.sum() > 0 else float("nan")
 
 
-def decile_table(actual: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
+def decile_table(
+    actual: np.ndarray, predicted: np.ndarray, customers: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per decile of the prediction (10 = highest): customers, mean predicted and mean actual
-    spend, and the error of the mean prediction relative to the mean actual."""
+    spend, and the error of the mean prediction relative to the mean actual. With `customers`
+    (one id per row), also `error_low` .. `error_high`, the 95% interval of each decile's
+    error by a bootstrap over customers (`decile_error_intervals`)."""
     frame = pd.DataFrame({"predicted": predicted, "actual": actual})
     frame["decile"] = 10 - pd.qcut(
         (-frame["predicted"]).rank(method="first"), 10, labels=False
@@ -133,7 +137,34 @@ def decile_table(actual: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
     table["error"] = (
         table["mean_predicted"] / table["mean_actual"].where(table["mean_actual"] > 0) - 1
     )
+    if customers is not None:
+        frame["customer"] = np.asarray(customers)
+        table = table.join(decile_error_intervals(frame))
     return table.sort_index(ascending=False)
+
+
+DECILE_DRAWS = 1000
+
+
+def decile_error_intervals(
+    frame: pd.DataFrame, draws: int = DECILE_DRAWS, seed: int = 0
+) -> pd.DataFrame:
+    """The 95% interval of each decile's error (Σ predicted / Σ actual - 1) when the same
+    kind of customers had been drawn again: a bootstrap that resamples the decile's customers
+    with all their rows (a customer has one row per test cutoff, and those rows move
+    together). How far a decile's error can be trusted: on a few hundred heavy-tailed
+    spenders the mean actual spend alone moves by tens of percent."""
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for decile, members in frame.groupby("decile"):
+        per_customer = members.groupby("customer")[["predicted", "actual"]].sum()
+        picks = rng.integers(0, len(per_customer), (draws, len(per_customer)))
+        predicted = per_customer["predicted"].to_numpy()[picks].sum(axis=1)
+        actual = per_customer["actual"].to_numpy()[picks].sum(axis=1)
+        errors = predicted[actual > 0] / actual[actual > 0] - 1
+        low, high = np.quantile(errors, [0.025, 0.975]) if len(errors) else (np.nan, np.nan)
+        rows[decile] = {"error_low": low, "error_high": high}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def ranking_value_metrics(actual: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -159,6 +190,28 @@ def value_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]
         "mean_actual": float(actual.mean()),
         "mean_prediction": float(predicted.mean()),
     }
+
+
+# ----------------------------------------------------------------------------- seasons
+
+
+def _calendar_days(start: pd.Timestamp, days: int) -> np.ndarray:
+    """The time of year of each of `days` days from `start`, as month * 32 + day (29
+    February counts as the 28th: a leap day is the season of the day before)."""
+    dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
+    day = np.where((dates.month == 2) & (dates.day == 29), 28, dates.day)
+    return dates.month.to_numpy() * 32 + day
+
+
+def unseen_season_days(fitted: list[pd.Timestamp], horizon_days: int, start: pd.Timestamp) -> int:
+    """How many of the `horizon_days` days from `start` fall at a time of year that no label
+    window of the fitted cutoffs ([c, c + horizon)) covered. The model has never seen the
+    level of spend on those days, so its amounts for them follow other seasons: on a log of
+    a year or less every test window is unseen this way (docs/evaluation.md, Value)."""
+    covered = np.zeros(13 * 32, dtype=bool)
+    for cutoff in fitted:
+        covered[_calendar_days(cutoff, horizon_days)] = True
+    return int((~covered[_calendar_days(start, horizon_days)]).sum())
 
 
 # ----------------------------------------------------------------------------- training

@@ -300,6 +300,40 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     assert seen["scrollWidth"] <= seen["viewport"], "the page scrolls sideways at 1280 px"
 
 
+def test_value_section_warns_when_the_scored_days_fall_in_a_season_never_trained_on() -> None:
+    """A value model fitted on one year's January .. June cutoffs and scored on 10 December:
+    the page says which days are extrapolated and what that cost on the test window."""
+    from models.report import ModelRun, ReportInputs, _unseen_season_part
+    from models.segments import SegmentSettings
+
+    run = ModelRun(
+        "customer_value",
+        "dangol-customer_value",
+        "1",
+        "run",
+        {"test.unseen_season_days": 90.0, "test.total_error_pct": -25.9},
+        horizon_days=90,
+        fitted=list(pd.date_range("2011-01-02", "2011-06-05", freq="7D")),
+    )
+
+    def page(cutoff: str) -> str:
+        inputs = ReportInputs(
+            runs=[run],
+            models={},
+            snapshot=pd.DataFrame({"cutoff": [pd.Timestamp(cutoff)]}),
+            segments={},
+            migration=pd.DataFrame(),
+            settings=SegmentSettings(),
+            currency="GBP",
+        )
+        return "".join(_unseen_season_part(inputs, "customer_value"))
+
+    warning = page("2011-12-10")
+    assert warning.startswith('<p class="warning">23 of the 90 days after 2011-12-10')
+    assert "2011-01-02 .. 2011-06-05" in warning and "off by -26%" in warning
+    assert page("2012-02-01") == ""  # a time of year the training windows covered
+
+
 def test_waterfall_labels_are_words(project) -> None:
     """Every bar of a waterfall is the customer's fact in words: no "nan =", no raw
     "25286400 = spend_lifetime"."""

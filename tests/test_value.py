@@ -15,6 +15,7 @@ from models.value import (
     normalized_gini,
     top_decile_capture,
     train_value_model,
+    unseen_season_days,
     value_metrics,
 )
 
@@ -64,6 +65,60 @@ def test_top_decile_capture_and_decile_table() -> None:
     assert table.loc[10, "error"] == pytest.approx(80 / 90 - 1)
     metrics = value_metrics(spend, predicted)
     assert metrics["total_error_pct"] == pytest.approx(100 * ((800 + 180) / 990 - 1))
+
+
+def _heavy_tailed_spend(customers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's expected spend and a draw of what they spent: 40% spend nothing, the
+    rest a lognormal multiple of their level with mean 1 (exp(-0.5 + 1/2))."""
+    rng = np.random.default_rng(seed)
+    level = rng.lognormal(5, 1.0, customers)
+    spent = level * rng.lognormal(-0.5, 1.0, customers) * (rng.uniform(size=customers) < 0.6)
+    return 0.6 * level, spent
+
+
+def test_decile_error_intervals_hold_an_honest_model_and_exclude_a_biased_one() -> None:
+    expected, spent = _heavy_tailed_spend(20_000, seed=3)
+    ids = np.arange(len(spent))
+    honest = decile_table(spent, expected, ids)
+    assert ((honest["error_low"] < 0) & (honest["error_high"] > 0)).sum() >= 9
+    assert (honest["error_low"] <= honest["error"]).all()
+    assert (honest["error"] <= honest["error_high"]).all()
+    halved = decile_table(spent, expected / 2, ids)
+    assert (halved["error_high"] < 0).all()
+    assert ((halved["error_low"] < -0.5) & (halved["error_high"] > -0.5)).sum() >= 9
+
+
+def test_decile_error_intervals_resample_customers_not_rows() -> None:
+    """A customer with a row at each of two test cutoffs is one draw: the interval is the
+    same as with one row each, and narrower only if the rows were different customers."""
+    expected, spent = _heavy_tailed_spend(3_000, seed=4)
+    ids = np.arange(len(spent))
+    once = decile_table(spent, expected, ids)
+    twice = decile_table(np.r_[spent, spent], np.r_[expected, expected], np.r_[ids, ids])
+    assert np.allclose(twice[["error_low", "error_high"]], once[["error_low", "error_high"]])
+    strangers = decile_table(
+        np.r_[spent, spent], np.r_[expected, expected], np.arange(2 * len(spent))
+    )
+    width = lambda t: (t["error_high"] - t["error_low"]).to_numpy()  # noqa: E731
+    assert (width(strangers) < width(once)).all()
+
+
+def test_unseen_season_days_counts_the_time_of_year_no_label_window_covered() -> None:
+    """A one-year log (weekly cutoffs from January to June, 90-day labels: windows cover
+    2 January .. 2 September) has never seen autumn; a second year of cutoffs has."""
+    weekly = list(pd.date_range("2011-01-02", "2011-06-05", freq="7D"))
+    assert weekly[-1] + pd.Timedelta(days=89) == pd.Timestamp("2011-09-02")
+    assert unseen_season_days(weekly, 90, pd.Timestamp("2011-09-04")) == 90
+    # 20 August .. 17 November: 20 August .. 2 September were seen, the other 76 days not
+    assert unseen_season_days(weekly, 90, pd.Timestamp("2011-08-20")) == 76
+    # a later year at a time of year that was covered: nothing unseen
+    assert unseen_season_days(weekly, 90, pd.Timestamp("2012-02-01")) == 0
+    # 10 December .. 8 March: 10 December .. 1 January (23 days) were never covered
+    assert unseen_season_days(weekly, 90, pd.Timestamp("2011-12-10")) == 23
+    two_years = list(pd.date_range("2010-01-03", "2011-06-05", freq="7D"))
+    assert unseen_season_days(two_years, 90, pd.Timestamp("2011-09-04")) == 0
+    # a leap day is the season of 28 February, which the one-year windows covered
+    assert unseen_season_days(weekly, 90, pd.Timestamp("2012-02-29")) == 0
 
 
 def planted_frame(customers: int, cutoffs: list[pd.Timestamp], seed: int) -> pd.DataFrame:
