@@ -272,6 +272,22 @@ def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
     return orders[list(schema)].astype(schema)
 
 
+SHARED_ORDER = "order_id under more than one customer"
+
+
+def _drop_shared_orders(items: pd.DataFrame, report: TableReport) -> pd.DataFrame:
+    """Lines of an order that names more than one customer are rejected, all of them: whose
+    order it was cannot be told, and crediting it to one of them would move spend between
+    customers without a word."""
+    owners = items.groupby("order_id", observed=True)["customer_id"].transform("nunique")
+    shared = (owners > 1).to_numpy()
+    if not shared.any():
+        return items
+    report.add(SHARED_ORDER, "order_id", int(shared.sum()), items[shared])
+    report.rows_kept -= int(shared.sum())
+    return items[~shared].reset_index(drop=True)
+
+
 def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, LoadReport]:
     """Load, validate and report every configured table; orders come from lines if absent.
 
@@ -301,6 +317,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
 
     if standalone:
         items_report = report.tables["order_items"]
+        clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report)
         clean["orders"] = aggregate_orders(clean["order_items"])
         n = len(clean["orders"])
         report.tables["orders"] = TableReport(

@@ -123,9 +123,11 @@ def cmd_check(args: argparse.Namespace):
     from flows.readiness import check_readiness
 
     config = _config(args)
-    tables, _report = data.load_shop(config, progress=lambda _line: None)
+    tables, report = data.load_shop(config, progress=lambda _line: None)
     readiness = check_readiness(tables, config)
     print(f"dangol check {args.config}")
+    for line in report.summary_lines():  # rows kept per table and each rejection, by reason
+        print(f"  {line}")
     for line in readiness.lines():
         print(line)
     if not readiness.ready:
@@ -222,7 +224,7 @@ def cmd_models(args: argparse.Namespace) -> dict:
                 "version": entry.version,
                 "run_id": entry.run_id,
                 "horizon_days": entry.horizon_days or live.horizon_days,
-                "data_window": live.data_window,
+                "data_window": release.target_window(live, target),
                 "test_metrics": entry.metrics,
             }
             for target, entry in live.targets.items()
@@ -250,6 +252,13 @@ def cmd_models(args: argparse.Namespace) -> dict:
             f"  {target}: {entry['registered_name']} v{entry['version']} "
             f"(run {entry['run_id'][:8]}): {metrics}"
         )
+        if entry["data_window"] != window:  # a target with its own horizon and split
+            own = entry["data_window"]
+            print(
+                f"    its own window ({entry['horizon_days']} days): fitted on "
+                f"{own.get('fitted', ['?'])[0]} .. {own.get('fitted', ['?'])[-1]}; tested on "
+                f"{', '.join(own.get('test', []))}"
+            )
     return payload
 
 
@@ -531,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     from features.contract import ContractError
     from features.spark import SparkUnavailableError
     from flows.config import ConfigError
+    from flows.data import CutoffOutOfRangeError
     from flows.prefect_server import ServerStartError
     from flows.runtime import hide_expected_failures
     from models.registry import NoChampionError
@@ -545,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         TrainingLockedError,
         SparkUnavailableError,
         ServerStartError,
+        CutoffOutOfRangeError,
     )
     hide_expected_failures(expected)  # one message below, not Prefect's tracebacks too
     try:

@@ -48,6 +48,9 @@ class PathSettings(BaseModel):
 
     mlruns: Path = Path("../mlruns")
     exports: Path = Path("../outputs/exports")
+    # the analyst report (`dangol report`); a shop of its own needs a folder of its own, as
+    # the file is named by the release's versions, which restart at 1 for every shop
+    reports: Path = Path("../outputs/reports")
     prefect_home: Path = Path("../.prefect")
     # BentoML's home for `dangol serve` and `dangol build` (never the machine-wide ~/bentoml)
     bentoml_home: Path = Path("../bentoml_home")
@@ -73,11 +76,13 @@ class ScheduleSettings(BaseModel):
 
 
 class DangolConfig(BaseModel):
-    """Everything one run needs; `base_dir` is the folder of the YAML file."""
+    """Everything one run needs; `base_dir` is the folder of the YAML file, `file` the file
+    itself (for messages that say which command to run; None when built in code)."""
 
     model_config = ConfigDict(extra="forbid")
 
     base_dir: Path = PROJECT_ROOT / "configs"
+    file: Path | None = None
     data: DataSettings
     # where features and labels are computed: DuckDB on this machine, or the `spark:` cluster
     engine: EngineName = "duckdb"
@@ -141,9 +146,10 @@ def load_config(path: Path | str) -> DangolConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    if "base_dir" in raw:
-        raise ConfigError(f"{path}: base_dir is set from the file's location, not in the file")
+    for key in ("base_dir", "file"):
+        if key in raw:
+            raise ConfigError(f"{path}: {key} is set from the file's location, not in the file")
     try:
-        return DangolConfig.model_validate({**raw, "base_dir": path.parent})
+        return DangolConfig.model_validate({**raw, "base_dir": path.parent, "file": path})
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid configuration:\n{_describe(exc)}") from exc

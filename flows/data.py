@@ -58,6 +58,10 @@ def load_shop(config: DangolConfig, progress: Progress = print) -> tuple[ShopTab
     return tables, report
 
 
+class CutoffOutOfRangeError(ValueError):
+    """A scoring date the data cannot describe: after its end, or before anyone is known."""
+
+
 def data_end(tables: ShopTables, config: DangolConfig) -> pd.Timestamp:
     """The configured end of the data (naive, in the shop's time zone), else the day after
     the last event."""

@@ -18,7 +18,7 @@ import pandas as pd
 from features.engine import spark_for, write_scored_partitions
 from features.schema import ShopTables
 from flows.config import DangolConfig
-from flows.data import build_features, data_end
+from flows.data import CutoffOutOfRangeError, build_features, data_end
 from models import registry, release
 from models.scoring import Scored, score_and_explain
 from models.segments import (
@@ -36,7 +36,7 @@ from models.whatif import segment_summary
 def live_release(config: DangolConfig) -> release.Release:
     """The live release of the config's store, checked against the config's settings."""
     registry.configure_mlflow(config.resolve(config.paths.mlruns))
-    live = release.require_live(config.registry.release_name, str(config.base_dir))
+    live = release.require_live(config.registry.release_name, str(config.file or "<config>"))
     release.check_matches(live, config.labels.horizon_days, config.tiers, config.features)
     return live
 
@@ -44,9 +44,24 @@ def live_release(config: DangolConfig) -> release.Release:
 def latest_snapshot(
     tables: ShopTables, config: DangolConfig, cutoff: datetime | None
 ) -> pd.DataFrame:
-    """Features of every known customer at the scoring cutoff (default: the data's end)."""
-    when = pd.Timestamp(cutoff) if cutoff is not None else data_end(tables, config)
-    return build_features(tables, config, [when])
+    """Features of every known customer at the scoring cutoff (default: the data's end).
+    A cutoff after the data's end is refused: every customer would look silent since the
+    data stopped, and the lists would read as current."""
+    end = data_end(tables, config)
+    when = pd.Timestamp(cutoff) if cutoff is not None else end
+    if when > end:
+        raise CutoffOutOfRangeError(
+            f"cutoff {when.date()} is after the end of the data ({end.date()}): nothing after "
+            "that is known, so every customer would look silent since then; score at "
+            f"{end.date()} or earlier"
+        )
+    snapshot = build_features(tables, config, [when])
+    if snapshot.empty:
+        raise CutoffOutOfRangeError(
+            f"cutoff {when.date()}: no customer is known before it (the first order is on "
+            f"{pd.Timestamp(tables.orders['ordered_at'].min()).date()})"
+        )
+    return snapshot
 
 
 def measured_uplift(tables: ShopTables, config: DangolConfig) -> pd.DataFrame:

@@ -28,7 +28,8 @@ def build_report(config: DangolConfig, progress=print) -> Path:
     snapshot = export.latest_snapshot(tables, config, None)
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
     then = cutoff - pd.Timedelta(days=config.tiers.window_days)
-    earlier = export.latest_snapshot(tables, config, then)
+    # one tier window back, for the migration table: on a shorter log no one yet ("new")
+    earlier = data.build_features(tables, config, [then])
     scored = export.score_snapshot(snapshot, models, config)
     notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
     actions = segment_actions(scored.segments, snapshot, config.segments, config.data.currency)
@@ -69,7 +70,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
             psi_alert=config.drift.psi_alert,
             whatif=whatif,
         )
-        path = write_report(inputs, config.resolve(config.segments.report.out_dir))
+        path = write_report(inputs, config.resolve(config.paths.reports))
     client = mlflow.MlflowClient()
     for run in runs:
         client.log_artifact(run.run_id, str(path), artifact_path="report")

@@ -328,10 +328,10 @@ def train_target(
 def unseen_season_note(trained: TrainedTarget) -> str:
     """What `unseen_season_days` means for this run's test window, in words."""
     days = int(trained.metrics["unseen_season_days"])
-    start = trained.split.test[0].date() if trained.split else "the test cutoff"
+    start = f" {trained.split.test[0].date()}" if trained.split else ""
     total = trained.metrics.get("total_error_pct", float("nan"))
     return (
-        f"{days} of the {trained.horizon_days} days after the test cutoff {start} fall at a "
+        f"{days} of the {trained.horizon_days} days after the test cutoff{start} fall at a "
         "time of year that no training label window covers, so the spend level there is "
         f"extrapolated from other seasons (total error on the test window {total:+.0f}%); a "
         "log longer than a year plus the value horizon lets the model learn it"

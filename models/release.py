@@ -169,6 +169,18 @@ def live_release(release_name: str, uri: str | None = None) -> Release | None:
     return Release.from_json(version.tags[RECORD_TAG], str(version.version))
 
 
+def target_window(live: Release, target: str) -> dict:
+    """The cutoffs a target was fitted and tested on: its run's data_window.json (the value
+    target has its own horizon and split), else the release's shared window."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{live.targets[target].run_id}/data_window.json")
+    except (MlflowException, OSError):
+        return live.data_window
+
+
 def require_live(release_name: str, config_hint: str, uri: str | None = None) -> Release:
     release = live_release(release_name, uri)
     if release is None:

@@ -230,13 +230,23 @@ class HoldoutSettings(BaseModel):
 
 
 class ReportSettings(BaseModel):
-    """The analyst report: where it goes and how many customers its SHAP plots use."""
+    """The analyst report: how many customers its SHAP plots use and how many examples per
+    segment it explains (where it is written is `paths.reports`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    out_dir: Path = Path("../outputs/reports")
     shap_sample: int = Field(2000, ge=10)
     examples_per_segment: int = Field(1, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_out_dir(cls, value: object) -> object:
+        if isinstance(value, dict) and "out_dir" in value:
+            raise ValueError(
+                "segments.report.out_dir is now paths.reports (everything a run writes is "
+                "configured under paths:)"
+            )
+        return value
 
 
 SEGMENT_NAMES = (

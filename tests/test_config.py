@@ -18,6 +18,31 @@ def test_shipped_configs_validate(name: str) -> None:
     assert config.resolve(config.paths.mlruns) == REPO / "mlruns"
 
 
+def test_the_shipped_shops_share_no_name_or_output_folder() -> None:
+    """The two shipped shops share one MLflow store: every registered name, the experiment
+    and every folder they write (exports, reports) must be their own, or one shop's run
+    would move the other's champion aliases or overwrite its report."""
+    from features.targets import TARGETS
+    from models.release import uplift_model_name
+
+    shops = [load_config(REPO / "configs" / n) for n in ("default.yaml", "online_retail.yaml")]
+    assert len({c.resolve(c.paths.mlruns) for c in shops}) == 1  # the case this guards
+
+    def owned(config) -> set[str]:
+        registry = config.registry
+        names = {registry.model_name(t) for t in TARGETS} | {registry.experiment}
+        names |= {registry.release_name, uplift_model_name(registry.release_name)}
+        folders = {str(config.resolve(p)) for p in (config.paths.exports, config.paths.reports)}
+        return names | folders
+
+    assert owned(shops[0]).isdisjoint(owned(shops[1]))
+
+
+def test_a_report_folder_in_the_old_place_says_where_it_moved(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="now paths.reports"):
+        load_config(_write(tmp_path, MINIMAL + "segments:\n  report: {out_dir: r}\n"))
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(text)

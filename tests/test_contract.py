@@ -126,6 +126,23 @@ def test_orders_aggregated_from_lines_match_hand_sums(tmp_path: Path) -> None:
     assert report.tables["orders"].rows_kept == 5
 
 
+def test_an_order_under_two_customers_is_rejected_whole_and_counted(tmp_path: Path) -> None:
+    """Whose order 1004 was cannot be told when its lines name two customers: crediting it
+    to the first would move spend between them silently."""
+    lines = LINES.copy()
+    lines.loc[5, "Customer"] = 12349.0  # the second line of 1004 under another customer
+    _write(lines, tmp_path / "lines.parquet")
+    source = {"path": "lines.parquet", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    tables, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+    assert sorted(tables.orders["order_id"]) == ["1001", "1002", "1005", "1006"]
+    assert "1004" not in set(tables.order_items["order_id"])
+    items = report.tables["order_items"]
+    assert items.rejected == {"cancellation": 1, "order_id under more than one customer": 2}
+    _assert_nothing_lost(report)
+    assert any("order_id under more than one customer" in line for line in report.summary_lines())
+
+
 def test_all_four_tables_with_contract_names(tmp_path: Path) -> None:
     _write(
         pd.DataFrame({"customer_id": ["c1", "c2"], "signed_up_at": ["2024-01-01", "2024-02-01"]}),

@@ -288,6 +288,12 @@ def test_models_command_shows_the_live_release(project: Path, trained) -> None:
         assert (entry["version"], entry["run_id"]) == (live.version, live.run_id)
         # the value target's horizon is its own (docs/labels.md), the others' the config's
         assert entry["horizon_days"] == (live.horizon_days or trained.release.horizon_days)
+        # and so are its cutoffs: every tested label window ends within the data
+        config = load_config(project)
+        last_test = pd.Timestamp(entry["data_window"]["test"][-1])
+        assert last_test + pd.Timedelta(days=entry["horizon_days"]) <= pd.Timestamp(
+            config.data.end
+        ), target
     text = subprocess.run(
         [sys.executable, "-m", "flows.cli", "models", "--config", str(project)],
         cwd=REPO,

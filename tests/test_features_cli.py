@@ -47,3 +47,36 @@ def test_tiers_and_stacked_features_commands(tmp_path: Path) -> None:
     frame = pd.read_parquet(train)
     assert {"repurchase", "first_purchase", "vip_conversion"} <= set(frame.columns)
     assert (frame["cutoff"] + pd.Timedelta(days=90) <= pd.Timestamp("2026-02-05")).all()
+
+
+def test_a_cutoff_outside_the_data_is_refused_by_name(tmp_path: Path, capsys) -> None:
+    """After the data's end every customer would look silent (lists that read as current);
+    before anyone is known there is nothing to score. Exit 2, one message, no file."""
+    config = str(_config(tmp_path))
+    out = tmp_path / "out" / "snapshot.parquet"
+    late = ["features", "--config", config, "--cutoff", "2030-01-01", "--out", str(out)]
+    assert main(late) == 2
+    message = capsys.readouterr().err
+    assert "cutoff 2030-01-01 is after the end of the data (2026-02-05)" in message
+    assert "Traceback" not in message
+    early = ["features", "--config", config, "--cutoff", "2001-01-01", "--out", str(out)]
+    assert main(early) == 2
+    assert "cutoff 2001-01-01: no customer is known before it" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["features", "--config", config, "--cutoff", "2026-02-05", "--out", str(out)]) == 0
+
+
+def test_scoring_before_any_training_names_the_command_to_run(tmp_path: Path) -> None:
+    """`dangol score` and `dangol report` on an empty store say which command to run, with
+    the config file (not its folder)."""
+    import pytest
+
+    from flows import export
+    from flows.config import load_config
+    from models.registry import NoChampionError
+
+    config = _config(tmp_path)
+    config.write_text(config.read_text() + f"  mlruns: {tmp_path / 'mlruns'}\n")
+    with pytest.raises(NoChampionError) as error:
+        export.live_release(load_config(config))
+    assert f"run `dangol train --config {config.resolve()}` first" in str(error.value)

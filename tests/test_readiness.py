@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from features.targets import TARGETS, ranking_target
@@ -90,5 +92,6 @@ def test_check_command_prints_the_report(small_shop, capsys) -> None:
     config, *_ = small_shop
     assert main(["check", "--config", str(config.base_dir / "dangol.yaml")]) == 0
     out = capsys.readouterr().out
+    assert re.search(r"orders: kept [\d,]+ of [\d,]+ rows", out)  # what the load kept
     assert f"{VIP} (optional): cannot be trained: VIP line" in out
     assert "ready: `dangol train` would train" in out

@@ -34,8 +34,8 @@ training:
   lightgbm: {n_estimators: 60, min_child_samples: 20}
 segments:
   language: ko
-  report: {out_dir: reports, shap_sample: 300}
-paths: {mlruns: mlruns, exports: exports, prefect_home: prefect}
+  report: {shap_sample: 300}
+paths: {mlruns: mlruns, exports: exports, reports: reports, prefect_home: prefect}
 """
 
 
