@@ -18,7 +18,7 @@ from features.schema import ShopTables
 from features.snapshot import build_features, labelled_cutoffs
 from features.targets import TARGETS, TargetSpec, ranking_target
 from flows.config import DangolConfig
-from flows.training import build_training_data, target_split
+from flows.training import build_training_data, span_advice, target_split
 from models.reasons import format_money
 from models.segments import (
     RULE_NEEDS_FEATURE,
@@ -255,18 +255,7 @@ def check_readiness(tables: ShopTables, config: DangolConfig) -> Readiness:
         )
     except InsufficientDataError as exc:
         report.split_problem = str(exc)
-        needed = (
-            config.training.min_history_days
-            + config.labels.horizon_days * 2
-            + config.training.cutoff_every_days
-            * (config.training.test_cutoffs + config.training.validation_cutoffs)
-        )
-        report.advice.append(
-            f"the data spans {(end - first).days} days; training needs about {needed} "
-            "(min_history_days + two horizons + the validation and test cutoffs): shorten "
-            "labels.horizon_days or training.min_history_days, or cut more often "
-            "(training.cutoff_every_days)"
-        )
+        report.advice.append(span_advice(first, end, config))
         report.targets = {name: "the data covers too little time" for name in TARGETS}
     else:
         frame, split = build_training_data(tables, config)

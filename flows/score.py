@@ -58,7 +58,24 @@ class ScoreOutcome:
         return lines
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def retry_unless_settled(_task, _task_run, state) -> bool:
+    """Retry what a second try may pass (a busy SQLite store, a half-written artifact), not
+    an answer that stands: no live release, or one made for other settings."""
+    try:
+        state.result()
+    except (registry.NoChampionError, release.ReleaseMismatchError):
+        return False
+    except Exception:  # anything else may pass on a second try
+        return True
+    return True
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_settled,
+    cache_policy=NO_CACHE,
+)
 def load_release_task(
     config: DangolConfig,
 ) -> tuple[release.Release, dict[str, TargetModel]]:

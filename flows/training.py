@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.schema import ShopTables
 from features.snapshot import labelled_cutoffs
-from features.targets import TARGETS
+from features.targets import TARGETS, headline_metrics
 from flows.config import DangolConfig
 from flows.data import data_end, first_event, training_frame
 from models.evaluate import (
@@ -108,21 +108,41 @@ def target_split(frame: pd.DataFrame, target: str, config: DangolConfig) -> Time
     return _split(observed, days, config)
 
 
+def span_advice(first: pd.Timestamp, end: pd.Timestamp, config: DangolConfig) -> str:
+    """What to change when the data spans too little time for a train/validation/test split."""
+    needed = (
+        config.training.min_history_days
+        + config.labels.horizon_days * 2
+        + config.training.cutoff_every_days
+        * (config.training.test_cutoffs + config.training.validation_cutoffs)
+    )
+    return (
+        f"the data spans {(end - first).days} days; training needs about {needed} "
+        "(min_history_days + two horizons + the validation and test cutoffs): shorten "
+        "labels.horizon_days or training.min_history_days, or cut more often "
+        "(training.cutoff_every_days)"
+    )
+
+
 def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.DataFrame, TimeSplit]:
     """Features and labels at every labelled cutoff, and their time split."""
+    first, end = first_event(tables), data_end(tables, config)
     cutoffs = labelled_cutoffs(
-        first_event(tables),
-        data_end(tables, config),
+        first,
+        end,
         config.training.cutoff_every_days,
         config.labels.horizon_days,
         config.training.min_history_days,
     )
-    split = split_cutoffs(
-        cutoffs,
-        config.labels.horizon_days,
-        test_cutoffs=config.training.test_cutoffs,
-        validation_cutoffs=config.training.validation_cutoffs,
-    )
+    try:
+        split = split_cutoffs(
+            cutoffs,
+            config.labels.horizon_days,
+            test_cutoffs=config.training.test_cutoffs,
+            validation_cutoffs=config.training.validation_cutoffs,
+        )
+    except InsufficientDataError as exc:
+        raise InsufficientDataError(f"{exc}; {span_advice(first, end, config)}") from exc
     # every labelled cutoff, not only the split's: the backtest's earlier splits and the
     # value target's own split use the cutoffs between the main split's windows
     used = cutoffs
@@ -323,6 +343,20 @@ def train_target(
         split=split,
         horizon_days=target_horizon(target, cutoffs, config),
     )
+
+
+def baselines_ahead(trained: TrainedTarget) -> list[str]:
+    """Each baseline that beat the model on the test window's headline metric (the first of
+    the target's kind, higher is better), in words: a release may still go live (the first
+    one always does), but whoever reads its lists should know a rule ranked better."""
+    key, label = headline_metrics(trained.target)[0]
+    model = trained.metrics.get(key, float("nan"))
+    return [
+        f"{name} ranks better than the model on the test window: {label} {metrics[key]:.3f} "
+        f"against {model:.3f}"
+        for name, metrics in trained.baselines.items()
+        if np.isfinite(metrics.get(key, np.nan)) and metrics[key] > model
+    ]
 
 
 def unseen_season_note(trained: TrainedTarget) -> str:

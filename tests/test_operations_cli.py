@@ -158,3 +158,22 @@ def test_logging_models_gives_no_pip_warning(tmp_path, caplog) -> None:
     requirements = list(artifacts.rglob("requirements.txt"))
     assert requirements and outcome.targets
     assert all("lightgbm==" in path.read_text() for path in requirements)
+
+
+def test_scoring_retries_a_busy_store_but_not_a_settled_answer() -> None:
+    """No live release (or one for other settings) will not appear in two seconds: the task
+    fails at once; anything else (a locked SQLite store) is retried."""
+    import sqlite3
+
+    from prefect.states import Failed
+
+    from flows.score import load_release_task, retry_unless_settled
+    from models.registry import NoChampionError
+    from models.release import ReleaseMismatchError
+
+    assert load_release_task.retry_condition_fn is retry_unless_settled
+    assert load_release_task.retries == 2
+    for settled in (NoChampionError("no live release"), ReleaseMismatchError("90 vs 30")):
+        assert not retry_unless_settled(None, None, Failed(data=settled))
+    busy = sqlite3.OperationalError("database is locked")
+    assert retry_unless_settled(None, None, Failed(data=busy))

@@ -95,3 +95,18 @@ def test_check_command_prints_the_report(small_shop, capsys) -> None:
     assert re.search(r"orders: kept [\d,]+ of [\d,]+ rows", out)  # what the load kept
     assert f"{VIP} (optional): cannot be trained: VIP line" in out
     assert "ready: `dangol train` would train" in out
+
+
+def test_train_on_too_short_a_log_says_what_to_change(small_shop) -> None:
+    """The same advice as `dangol check`, not only "no validation cutoff"."""
+    from flows import training
+
+    config, tables, *_ = small_shop
+    long_horizon = config.model_copy(
+        update={"labels": config.labels.model_copy(update={"horizon_days": 400})}
+    )
+    with pytest.raises(InsufficientDataError) as error:
+        training.build_training_data(tables, long_horizon)
+    message = str(error.value)
+    assert message.startswith("no validation cutoff")
+    assert "shorten labels.horizon_days or training.min_history_days" in message

@@ -256,3 +256,22 @@ def test_a_frame_without_calendar_features_has_none_to_use() -> None:
         frame.drop(columns=list(CALENDAR_FEATURES)), "repurchase", split, TrainingSettings()
     )
     assert model.calendar is False and model.chosen_by == {}
+
+
+def test_a_baseline_that_ranks_better_than_the_model_is_named() -> None:
+    """A short log's first release goes live whatever it scores; `dangol train` warns when a
+    rule ranked the test window better than the model did."""
+    from flows.training import TrainedTarget, baselines_ahead
+
+    trained = TrainedTarget(
+        target="repurchase",
+        model=None,
+        test_rows=pd.DataFrame(),
+        metrics={"roc_auc": 0.579, "pr_auc": 0.7},
+        baselines={"rfm": {"roc_auc": 0.595}, "recency": {"roc_auc": 0.51}, "odd": {}},
+    )
+    assert baselines_ahead(trained) == [
+        "rfm ranks better than the model on the test window: ROC-AUC 0.595 against 0.579"
+    ]
+    trained.metrics["roc_auc"] = 0.6
+    assert baselines_ahead(trained) == []
