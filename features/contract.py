@@ -12,6 +12,7 @@ that millions of rows validate in seconds.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -239,7 +240,59 @@ def _to_naive_ns(times: pd.Series, timezone: str) -> pd.Series:
     return times.astype("datetime64[ns]")
 
 
-def _parse_time_strings(s: pd.Series, timezone: str, fmt: str | None) -> pd.Series:
+# a date written with its day and month as numbers first: d/m/y or m/d/y (also with dots);
+# RE2 syntax, for pyarrow (6x faster than pandas' str.extract on 500,000 rows)
+_NUMERIC_DAY_MONTH = r"^\s*(?P<first>\d{1,2})[/.](?P<second>\d{1,2})[/.](?:\d{4}|\d{2})(?:\D|$)"
+
+
+def _day_month_fields(s: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two leading numbers of d/m/y or m/d/y dates (NaN elsewhere); None when the
+    column's first value is not written that way (ISO and named months are unambiguous)."""
+    first = s.dropna().head(1)
+    if first.empty or not re.match(_NUMERIC_DAY_MONTH, str(first.iloc[0])):
+        return None
+    array = pa.array(s.astype("string"))
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    fields = pc.extract_regex(array, pattern=_NUMERIC_DAY_MONTH)
+    return tuple(
+        pc.cast(fields.field(name), pa.float64()).to_numpy(zero_copy_only=False)
+        for name in ("first", "second")
+    )
+
+
+def writes_day_first(s: pd.Series) -> bool:
+    """Whether a column of d/m/y or m/d/y dates puts the day first, judged on the whole
+    column: some first number above 12 (23/10/2011) and no second one above 12. A parser
+    that infers the format from the first value reads 01/02/2011 as 2 January and so swaps
+    day and month in every ambiguous row of a day-first file."""
+    fields = _day_month_fields(s)
+    if fields is None:
+        return False
+    first, second = fields
+    return bool(np.nanmax(first, initial=0) > 12) and not bool(np.nanmax(second, initial=0) > 12)
+
+
+def ambiguous_day_month(values: pd.Series) -> np.ndarray:
+    """Rows whose day and month cannot be told apart because the column writes dates both
+    ways (23/10/2011 and 10/23/2011 side by side): 11/10/2011 could be either."""
+    none = np.zeros(len(values), dtype=bool)
+    if values.dtype.kind == "M" or not (
+        values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
+    ):
+        return none
+    fields = _day_month_fields(_as_strings(values))
+    if fields is None:
+        return none
+    first, second = fields
+    if not (np.nanmax(first, initial=0) > 12 and np.nanmax(second, initial=0) > 12):
+        return none
+    return (first <= 12) & (second <= 12) & (first != second)
+
+
+def _parse_time_strings(
+    s: pd.Series, timezone: str, fmt: str | None, dayfirst: bool = False
+) -> pd.Series:
     """Parse strings; those carrying an offset go through UTC into `timezone`."""
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     aware = s.str.contains(_AWARE, regex=True).fillna(False).to_numpy(dtype=bool)
@@ -250,19 +303,21 @@ def _parse_time_strings(s: pd.Series, timezone: str, fmt: str | None) -> pd.Seri
             if not part.any():
                 continue
             try:
-                parsed = pd.to_datetime(s[part], errors="coerce", format=fmt, utc=utc, cache=False)
+                parsed = pd.to_datetime(
+                    s[part], errors="coerce", format=fmt, utc=utc, cache=False, dayfirst=dayfirst
+                )
             except (ValueError, TypeError, OverflowError):
                 continue  # e.g. zone names mixed with naive times: left NaT, reported
             out[part] = _to_naive_ns(parsed, timezone).to_numpy()
     return out
 
 
-def _fast_time_strings(s: pd.Series, timezone: str) -> pd.Series | None:
+def _fast_time_strings(s: pd.Series, timezone: str, dayfirst: bool) -> pd.Series | None:
     """One vectorised parse with an inferred format; None when the zones are mixed."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(s, errors="coerce", cache=False)
+            parsed = pd.to_datetime(s, errors="coerce", cache=False, dayfirst=dayfirst)
     except (ValueError, TypeError, OverflowError):
         return None  # naive and aware (or different offsets) mixed: split them first
     return _to_naive_ns(parsed, timezone)
@@ -276,13 +331,14 @@ def parse_times(values: pd.Series, timezone: str) -> pd.Series:
         # Bare numbers are ambiguous (seconds? days? yyyymmdd?): treat them as unparseable.
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     s = _as_strings(values)
-    out = _fast_time_strings(s, timezone)
+    dayfirst = writes_day_first(s)
+    out = _fast_time_strings(s, timezone, dayfirst)
     if out is None:
-        out = _parse_time_strings(s, timezone, None)
+        out = _parse_time_strings(s, timezone, None, dayfirst)
     # Inference takes its format from the first value; retry the others value by value.
     failed = (out.isna() & s.notna()).to_numpy()
     if 0 < failed.sum() <= MIXED_RETRY_LIMIT:
-        out[failed] = _parse_time_strings(s[failed], timezone, "mixed").to_numpy()
+        out[failed] = _parse_time_strings(s[failed], timezone, "mixed", dayfirst).to_numpy()
     return out
 
 
@@ -439,6 +495,9 @@ def validate_table(
         for column in group:
             if column in required:
                 reject(f"missing {column}", column, missing[column])
+            if column in times:
+                reason = f"ambiguous day/month in {column} (dates written both ways)"
+                reject(reason, column, ambiguous_day_month(frame[column]))
             reject(f"unparseable {column}", column, failed[column])
     for column in numbers:
         x = parsed[column].to_numpy()

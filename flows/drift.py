@@ -3,7 +3,8 @@ fitted on (PSI), and what to do about it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -19,15 +20,19 @@ from models.train import TargetModel
 
 @dataclass
 class DriftReport:
-    """Feature and score PSI of today's snapshot against the champion's last training cutoff."""
+    """Feature and score PSI of today's snapshot against the champion's last training cutoff.
+    `cut_short`: features whose window reached back before the data's first order at the
+    reference cutoff (measured, but they do not raise the alert)."""
 
     reference_cutoff: pd.Timestamp
     features: pd.DataFrame
     scores: dict[str, float]
+    cut_short: list[str] = field(default_factory=list)
 
     def worst(self, not_alerting: list[str] | None = None) -> tuple[str, float]:
-        """The most shifted score or feature (leaving out `not_alerting`) and its PSI."""
-        skip = set(not_alerting or [])
+        """The most shifted score or feature (leaving out `not_alerting` and the features
+        cut short at the reference) and its PSI."""
+        skip = set(not_alerting or []) | set(self.cut_short)
         candidates = {
             column: float(value)
             for column, value in zip(self.features["column"], self.features["psi"], strict=True)
@@ -107,6 +112,24 @@ def measured_features(models: dict[str, TargetModel]) -> list[str]:
     return sorted(used - set(CALENDAR_FEATURES))
 
 
+def cut_short_at(
+    reference_cutoff: pd.Timestamp, first_order: pd.Timestamp, config: DangolConfig
+) -> list[str]:
+    """Features whose window looks further back from the reference cutoff than the data
+    goes: there every customer's count or sum was cut short, so on a young log today's
+    values look shifted whether or not customers changed (a 5-month log's first score had
+    orders_90d at PSI 2.1)."""
+    from features.definitions import feature_definitions
+
+    history = (pd.Timestamp(reference_cutoff) - pd.Timestamp(first_order)).days
+    cut = []
+    for feature in feature_definitions(config.features, config.tiers):
+        lookback = [int(days) for days in re.findall(r"cutoff - (\d+) d", feature.window)]
+        if lookback and max(lookback) > history:
+            cut.append(feature.name)
+    return cut
+
+
 def drift_report(
     tables: ShopTables,
     snapshot: pd.DataFrame,
@@ -127,4 +150,7 @@ def drift_report(
         target: psi(reference.scores[target], model.predict(snapshot), config.drift.bins)
         for target, model in models.items()
     }
-    return DriftReport(reference_cutoff, table, scores)
+    first_order = tables.orders["ordered_at"].min()
+    return DriftReport(
+        reference_cutoff, table, scores, cut_short_at(reference_cutoff, first_order, config)
+    )

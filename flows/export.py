@@ -148,9 +148,18 @@ def _export(
     )
     offers = {name: info["action"] for name, info in summary["segments"].items()}
     if live is not None:
-        summary["release"] = {"id": live.id, "version": live.version, "models": versions}
+        # what each score looks over: predicted_value's horizon is the value target's own
+        horizons = {t: e.horizon_days or live.horizon_days for t, e in live.targets.items()}
+        summary["release"] = {
+            "id": live.id,
+            "version": live.version,
+            "models": versions,
+            "horizon_days": horizons,
+        }
         if live.uplift:
             summary["release"]["uplift"] = live.uplift.get("reason", "")
+        markdown += "\nHorizons: " + ", ".join(f"{t} {d} days" for t, d in horizons.items())
+        markdown += "\n"
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
     remove_stale_staging(config.resolve(config.paths.exports))
     return write_export(

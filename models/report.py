@@ -601,6 +601,9 @@ def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
     table["reading"] = [
         "major shift" if v > 0.25 else "moderate" if v > 0.1 else "stable" for v in table["psi"]
     ]
+    # a window longer than the log's history at the reference: the shift is the log's youth
+    cut = table.index.isin(drift.cut_short)
+    table.loc[cut, "reading"] = table.loc[cut, "reading"] + " (window cut short then)"
     path = directory / "drift_psi.png"
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(table) + 1.5))
@@ -615,7 +618,8 @@ def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
     return [
         f"<p>Population stability index of today's snapshot against the release's last fitted "
         f"cutoff, {drift.reference_cutoff.date()} (&lt; 0.1 stable, 0.1-0.25 moderate, &gt; "
-        "0.25 major shift).</p>",
+        '0.25 major shift). A feature marked "window cut short then" looks further back '
+        "than the data went at that cutoff: it is measured, but does not raise the alert.</p>",
         _html_table(table, inputs.currency),
         _img(path, "PSI per score and feature"),
     ]

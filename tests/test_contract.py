@@ -143,6 +143,58 @@ def test_an_order_under_two_customers_is_rejected_whole_and_counted(tmp_path: Pa
     assert any("order_id under more than one customer" in line for line in report.summary_lines())
 
 
+def _load_lines_with_times(tmp_path: Path, when: list[str]):
+    lines = LINES.assign(When=when)
+    _write(lines, tmp_path / "lines.csv")
+    source = {"path": "lines.csv", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    return load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+
+def test_a_day_first_file_is_read_day_first_even_when_its_first_date_is_ambiguous(
+    tmp_path: Path,
+) -> None:
+    """A parser that takes the format from the first value reads 01/02/2011 as 2 January
+    and swaps day and month in every ambiguous row of a UK or European export."""
+    when = [
+        "01/02/2011 10:00",
+        "01/02/2011 10:00",
+        "04/02/2011 09:30",
+        "05/02/2011 12:00",
+        "23/02/2011 08:00",
+        "23/02/2011 08:05",
+        "01/03/2011 17:45",
+        "02/03/2011 11:00",
+    ]
+    tables, report = _load_lines_with_times(tmp_path, when)
+    orders = tables.orders.set_index("order_id")["ordered_at"]
+    assert orders["1001"] == pd.Timestamp("2011-02-01 10:00")
+    assert orders["1005"] == pd.Timestamp("2011-03-01 17:45")
+    assert report.tables["order_items"].rejected == {"cancellation": 1}
+
+
+def test_dates_written_both_ways_reject_the_ambiguous_rows_by_name(tmp_path: Path) -> None:
+    """23/02 is day-first and 02/24 month-first: in such a column 01/03 could be 1 March or
+    3 January, so those rows are rejected and counted, the unambiguous ones kept."""
+    when = [
+        "23/02/2011 10:00",
+        "23/02/2011 10:00",
+        "02/24/2011 09:30",
+        "02/25/2011 12:00",
+        "01/03/2011 08:00",
+        "01/03/2011 08:05",
+        "03/03/2011 17:45",
+        "26/03/2011 11:00",
+    ]
+    tables, report = _load_lines_with_times(tmp_path, when)
+    reason = "ambiguous day/month in ordered_at (dates written both ways)"
+    assert report.tables["order_items"].rejected == {"cancellation": 1, reason: 2}
+    orders = tables.orders.set_index("order_id")["ordered_at"]
+    assert sorted(orders.index) == ["1001", "1002", "1005", "1006"]  # 1004 was ambiguous
+    assert orders["1002"] == pd.Timestamp("2011-02-24 09:30")
+    assert orders["1005"] == pd.Timestamp("2011-03-03 17:45")  # 03/03 reads the same both ways
+    _assert_nothing_lost(report)
+
+
 def test_all_four_tables_with_contract_names(tmp_path: Path) -> None:
     _write(
         pd.DataFrame({"customer_id": ["c1", "c2"], "signed_up_at": ["2024-01-01", "2024-02-01"]}),

@@ -109,3 +109,25 @@ def test_the_reference_is_scored_at_the_scored_dates_time_of_year() -> None:
     assert (moved["cutoff"] == june["cutoff"]).all()
     assert moved["spend_90d"].tolist() == [1.0, 2.0]
     assert not np.allclose(moved["season_cos"], june["season_cos"])  # it did move
+
+
+def test_a_window_longer_than_the_history_at_the_reference_does_not_alert() -> None:
+    """Six months into a log, a 365-day count was cut short for everyone at the reference
+    cutoff: its shift is the log's youth, not the customers'."""
+    from flows.config import load_config
+    from flows.drift import DriftReport, cut_short_at, drift_decision
+    from models.drift import DriftSettings
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "configs" / "online_retail.yaml")  # windows 30/90/180/365
+    first = pd.Timestamp("2010-12-01")
+    young = cut_short_at(pd.Timestamp("2011-06-05"), first, config)
+    assert set(young) == {"orders_365d", "spend_365d", "views_365d"}
+    assert cut_short_at(pd.Timestamp("2012-01-05"), first, config) == []
+    psi = {"orders_365d": 2.2, "spend_90d": 0.1}
+    table = pd.DataFrame({"column": list(psi), "psi": list(psi.values())})
+    report = DriftReport(pd.Timestamp("2011-06-05"), table, {"repurchase": 0.05}, young)
+    decision = drift_decision(report, DriftSettings(), deployed=True)
+    assert not decision.alert and "worst watched: spend_90d 0.100" in decision.message
+    report.cut_short = []  # a year later the same shift is real
+    assert drift_decision(report, DriftSettings(), deployed=True).alert

@@ -89,6 +89,16 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     assert (prospects["next_purchase_to"] > prospects["next_purchase_from"]).all()
     summary = json.loads((latest / "summary.json").read_text(encoding="utf-8"))
     assert summary["segments"]["active"]["members"] == sizes["active"]
+    # each score's horizon, predicted_value's its own (the value target's)
+    from features.targets import amount_target
+
+    horizons = summary["release"]["horizon_days"]
+    value = live.targets[amount_target().name]
+    assert horizons[amount_target().name] == value.horizon_days
+    assert horizons["repurchase"] == live.horizon_days
+    assert f"{amount_target().name} {value.horizon_days} days" in (latest / "summary.md").read_text(
+        encoding="utf-8"
+    )
     whatif = summary["segments"]["active"]["whatif"]
     assert [w["uplift_pp"] for w in whatif] == [3, 5, 7]
     assert whatif[0]["extra_buyers"] == pytest.approx(0.03 * sizes["active"])
