@@ -12,7 +12,6 @@ that millions of rows validate in seconds.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -243,51 +242,55 @@ def _to_naive_ns(times: pd.Series, timezone: str) -> pd.Series:
 # a date written with its day and month as numbers first: d/m/y or m/d/y (also with dots);
 # RE2 syntax, for pyarrow (6x faster than pandas' str.extract on 500,000 rows)
 _NUMERIC_DAY_MONTH = r"^\s*(?P<first>\d{1,2})[/.](?P<second>\d{1,2})[/.](?:\d{4}|\d{2})(?:\D|$)"
+# A column "writes dates both ways" when each way is seen in at least this share of its
+# d/m/y-or-m/d/y rows (and at least once): a stray row is a typo, not a convention.
+BOTH_WAYS_SHARE = 0.01
 
 
-def _day_month_fields(s: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
-    """The two leading numbers of d/m/y or m/d/y dates (NaN elsewhere); None when the
-    column's first value is not written that way (ISO and named months are unambiguous)."""
-    first = s.dropna().head(1)
-    if first.empty or not re.match(_NUMERIC_DAY_MONTH, str(first.iloc[0])):
-        return None
+@dataclass(frozen=True)
+class DayMonthOrder:
+    """How a time column writes d/m/y or m/d/y dates, judged on all its rows: which rows
+    are written that way, whether the day comes first, and the rows whose order cannot be
+    told because the column writes dates both ways (11/10/2011 beside 23/10 and 10/23)."""
+
+    written: np.ndarray
+    day_first: bool
+    ambiguous: np.ndarray
+
+
+def _day_month_fields(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The two leading numbers of each d/m/y or m/d/y value (NaN for any other value)."""
     array = pa.array(s.astype("string"))
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     fields = pc.extract_regex(array, pattern=_NUMERIC_DAY_MONTH)
     return tuple(
-        pc.cast(fields.field(name), pa.float64()).to_numpy(zero_copy_only=False)
+        pc.cast(pc.struct_field(fields, name), pa.float64()).to_numpy(zero_copy_only=False)
         for name in ("first", "second")
     )
 
 
-def writes_day_first(s: pd.Series) -> bool:
-    """Whether a column of d/m/y or m/d/y dates puts the day first, judged on the whole
-    column: some first number above 12 (23/10/2011) and no second one above 12. A parser
-    that infers the format from the first value reads 01/02/2011 as 2 January and so swaps
-    day and month in every ambiguous row of a day-first file."""
-    fields = _day_month_fields(s)
-    if fields is None:
-        return False
-    first, second = fields
-    return bool(np.nanmax(first, initial=0) > 12) and not bool(np.nanmax(second, initial=0) > 12)
-
-
-def ambiguous_day_month(values: pd.Series) -> np.ndarray:
-    """Rows whose day and month cannot be told apart because the column writes dates both
-    ways (23/10/2011 and 10/23/2011 side by side): 11/10/2011 could be either."""
-    none = np.zeros(len(values), dtype=bool)
-    if values.dtype.kind == "M" or not (
-        values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
-    ):
+def day_month_order(values: pd.Series) -> DayMonthOrder:
+    """The order of day and month in a column of time strings. A parser that infers the
+    format from the first value reads 01/02/2011 as 2 January and so swaps day and month in
+    every ambiguous row of a day-first file; here the whole column decides: the day comes
+    first when more rows can only be read day-first (23/10) than month-first (10/23)."""
+    nothing = np.zeros(len(values), dtype=bool)
+    none = DayMonthOrder(nothing, False, nothing)
+    if values.dtype.kind == "M" or isinstance(values.dtype, pd.DatetimeTZDtype):
         return none
-    fields = _day_month_fields(_as_strings(values))
-    if fields is None:
+    if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
         return none
-    first, second = fields
-    if not (np.nanmax(first, initial=0) > 12 and np.nanmax(second, initial=0) > 12):
+    first, second = _day_month_fields(_as_strings(values))
+    written = ~np.isnan(first)
+    if not written.any():
         return none
-    return (first <= 12) & (second <= 12) & (first != second)
+    days = int(((first > 12) & (second <= 12)).sum())
+    months = int(((second > 12) & (first <= 12)).sum())
+    ambiguous = nothing
+    if min(days, months) >= max(1.0, BOTH_WAYS_SHARE * written.sum()):
+        ambiguous = written & (first <= 12) & (second <= 12) & (first != second)
+    return DayMonthOrder(written, days > months, ambiguous)
 
 
 def _parse_time_strings(
@@ -331,7 +334,19 @@ def parse_times(values: pd.Series, timezone: str) -> pd.Series:
         # Bare numbers are ambiguous (seconds? days? yyyymmdd?): treat them as unparseable.
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     s = _as_strings(values)
-    dayfirst = writes_day_first(s)
+    order = day_month_order(s)
+    if not order.day_first:
+        return _parse_strings(s, timezone, dayfirst=False)
+    # day-first for the d/m/y rows only: pandas applies dayfirst to ISO dates too
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    written = order.written
+    out[written] = _parse_strings(s[written], timezone, dayfirst=True).to_numpy()
+    if not written.all():
+        out[~written] = _parse_strings(s[~written], timezone, dayfirst=False).to_numpy()
+    return out
+
+
+def _parse_strings(s: pd.Series, timezone: str, dayfirst: bool) -> pd.Series:
     out = _fast_time_strings(s, timezone, dayfirst)
     if out is None:
         out = _parse_time_strings(s, timezone, None, dayfirst)
@@ -497,7 +512,7 @@ def validate_table(
                 reject(f"missing {column}", column, missing[column])
             if column in times:
                 reason = f"ambiguous day/month in {column} (dates written both ways)"
-                reject(reason, column, ambiguous_day_month(frame[column]))
+                reject(reason, column, day_month_order(frame[column]).ambiguous)
             reject(f"unparseable {column}", column, failed[column])
     for column in numbers:
         x = parsed[column].to_numpy()

@@ -223,7 +223,7 @@ def cmd_models(args: argparse.Namespace) -> dict:
                 "registered_name": entry.registered_name,
                 "version": entry.version,
                 "run_id": entry.run_id,
-                "horizon_days": entry.horizon_days or live.horizon_days,
+                "horizon_days": live.horizon_of(target),
                 "data_window": release.target_window(live, target),
                 "test_metrics": entry.metrics,
             }
@@ -253,11 +253,11 @@ def cmd_models(args: argparse.Namespace) -> dict:
             f"(run {entry['run_id'][:8]}): {metrics}"
         )
         if entry["data_window"] != window:  # a target with its own horizon and split
-            own = entry["data_window"]
+            fitted = entry["data_window"].get("fitted") or ["?"]
             print(
                 f"    its own window ({entry['horizon_days']} days): fitted on "
-                f"{own.get('fitted', ['?'])[0]} .. {own.get('fitted', ['?'])[-1]}; tested on "
-                f"{', '.join(own.get('test', []))}"
+                f"{fitted[0]} .. {fitted[-1]}; tested on "
+                f"{', '.join(entry['data_window'].get('test', []))}"
             )
     return payload
 

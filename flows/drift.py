@@ -29,14 +29,17 @@ class DriftReport:
     scores: dict[str, float]
     cut_short: list[str] = field(default_factory=list)
 
+    def alerting(self, column: str, not_alerting: list[str] | None = None) -> bool:
+        """Whether a feature's shift may raise the alert: not one of `not_alerting` (the
+        customer-age features) nor cut short at the reference."""
+        return column not in set(not_alerting or []) | set(self.cut_short)
+
     def worst(self, not_alerting: list[str] | None = None) -> tuple[str, float]:
-        """The most shifted score or feature (leaving out `not_alerting` and the features
-        cut short at the reference) and its PSI."""
-        skip = set(not_alerting or []) | set(self.cut_short)
+        """The most shifted score or alerting feature and its PSI."""
         candidates = {
             column: float(value)
             for column, value in zip(self.features["column"], self.features["psi"], strict=True)
-            if column not in skip
+            if self.alerting(column, not_alerting)
         }
         candidates |= {f"{target} score": value for target, value in self.scores.items()}
         name = max(candidates, key=candidates.get)

@@ -149,7 +149,7 @@ def _export(
     offers = {name: info["action"] for name, info in summary["segments"].items()}
     if live is not None:
         # what each score looks over: predicted_value's horizon is the value target's own
-        horizons = {t: e.horizon_days or live.horizon_days for t, e in live.targets.items()}
+        horizons = {t: live.horizon_of(t) for t in live.targets}
         summary["release"] = {
             "id": live.id,
             "version": live.version,

@@ -182,7 +182,7 @@ def drift_task(
         for t, v in report.scores.items()
     ]
     top = report.features.head(15).round(4)
-    top["alerts"] = ~top["column"].isin(config.drift.not_alerting)
+    top["alerts"] = [report.alerting(c, config.drift.not_alerting) for c in top["column"]]
     rows += top.to_dict("records")
     create_table_artifact(
         rows, key="drift", description=f"PSI against {report.reference_cutoff.date()}"

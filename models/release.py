@@ -98,6 +98,10 @@ class Release:
     def versions(self) -> dict[str, str]:
         return {target: entry.version for target, entry in self.targets.items()}
 
+    def horizon_of(self, target: str) -> int:
+        """The days a target's score looks over: its own (the value target's), else H."""
+        return self.targets[target].horizon_days or self.horizon_days
+
     @property
     def has_uplift_model(self) -> bool:
         """Whether an uplift model won in training and is part of this release."""

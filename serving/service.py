@@ -275,7 +275,7 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                     registered_name=entry.registered_name,
                     version=entry.version,
                     run_id=entry.run_id,
-                    horizon_days=entry.horizon_days or live.horizon_days,
+                    horizon_days=live.horizon_of(target),
                     training_window=live.data_window,
                     test_metrics=entry.metrics,
                     features=state.models[target].features,

@@ -195,6 +195,23 @@ def test_dates_written_both_ways_reject_the_ambiguous_rows_by_name(tmp_path: Pat
     _assert_nothing_lost(report)
 
 
+def test_day_first_reading_keeps_blanks_iso_dates_and_stray_rows_in_their_place() -> None:
+    """Blanks and junk stay unparseable (no crash), ISO dates in a day-first column are not
+    swapped, and one impossible row (13/13) does not make a clean column "both ways"."""
+    from features.contract import day_month_order, parse_times
+
+    mixed = pd.Series(["23/10/2011 10:00", "", None, "junk", "2011-10-05", "01/02/2011"])
+    parsed = parse_times(mixed, "Europe/London")
+    assert parsed.iloc[0] == pd.Timestamp("2011-10-23 10:00")
+    assert parsed.iloc[1:4].isna().all()
+    assert parsed.iloc[4] == pd.Timestamp("2011-10-05")  # ISO: year, month, day
+    assert parsed.iloc[5] == pd.Timestamp("2011-02-01")
+    stray = pd.Series(["12/01/2011"] * 150 + ["13/13/2011", "23/02/2011"])
+    order = day_month_order(stray)
+    assert order.day_first and not order.ambiguous.any()
+    assert parse_times(stray, "Europe/London").iloc[0] == pd.Timestamp("2011-01-12")
+
+
 def test_all_four_tables_with_contract_names(tmp_path: Path) -> None:
     _write(
         pd.DataFrame({"customer_id": ["c1", "c2"], "signed_up_at": ["2024-01-01", "2024-02-01"]}),
