@@ -224,7 +224,7 @@ def cmd_models(args: argparse.Namespace) -> dict:
                 "version": entry.version,
                 "run_id": entry.run_id,
                 "horizon_days": live.horizon_of(target),
-                "data_window": release.target_window(live, target),
+                "data_window": live.window_of(target),
                 "test_metrics": entry.metrics,
             }
             for target, entry in live.targets.items()

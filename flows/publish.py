@@ -359,12 +359,14 @@ def _register_release(
     for trained, child_id, model_uri, _comparison in logged:
         name = config.registry.model_name(trained.target)
         tags = {registry.RUN_TAG: parent_id, "run_id": child_id, registry.RUN_KEY_TAG: run_key}
+        own = data_window(trained.split or split, config)
         versions[trained.target] = release.TargetVersion(
             name,
             registry.register(model_uri, name, tags),
             child_id,
             _finite(trained.metrics),
             trained.horizon_days,
+            own if own != data_window(split, config) else None,
         )
         crash_point("registering")
     uplift_record: dict = {}

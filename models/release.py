@@ -58,6 +58,9 @@ class TargetVersion:
     metrics: dict[str, float] = field(default_factory=dict)  # on the test window
     # the horizon its labels looked over (None in releases made before it was recorded: H)
     horizon_days: int | None = None
+    # its own cutoffs when they differ from the release's (the value target's own split);
+    # None: the release's data_window
+    data_window: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class Release:
     def horizon_of(self, target: str) -> int:
         """The days a target's score looks over: its own (the value target's), else H."""
         return self.targets[target].horizon_days or self.horizon_days
+
+    def window_of(self, target: str) -> dict:
+        """The cutoffs a target was fitted and tested on: its own, else the release's."""
+        return self.targets[target].data_window or self.data_window
 
     @property
     def has_uplift_model(self) -> bool:
@@ -171,18 +178,6 @@ def live_release(release_name: str, uri: str | None = None) -> Release | None:
     except MlflowException:
         return None
     return Release.from_json(version.tags[RECORD_TAG], str(version.version))
-
-
-def target_window(live: Release, target: str) -> dict:
-    """The cutoffs a target was fitted and tested on: its run's data_window.json (the value
-    target has its own horizon and split), else the release's shared window."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.artifacts.load_dict(f"runs:/{live.targets[target].run_id}/data_window.json")
-    except (MlflowException, OSError):
-        return live.data_window
 
 
 def require_live(release_name: str, config_hint: str, uri: str | None = None) -> Release:

@@ -276,7 +276,7 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                     version=entry.version,
                     run_id=entry.run_id,
                     horizon_days=live.horizon_of(target),
-                    training_window=live.data_window,
+                    training_window=live.window_of(target),
                     test_metrics=entry.metrics,
                     features=state.models[target].features,
                 )

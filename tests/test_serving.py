@@ -344,7 +344,11 @@ def test_model_info_names_the_release_versions_window_and_metrics(client, projec
     for target, entry in live.targets.items():
         assert by_target[target]["version"] == entry.version
         assert by_target[target]["horizon_days"] == (entry.horizon_days or live.horizon_days)
-        assert by_target[target]["training_window"]["test"]
+        assert by_target[target]["training_window"] == live.window_of(target)
+        # each target's own cutoffs (the value target's own split): tested windows fit the data
+        last_test = pd.Timestamp(by_target[target]["training_window"]["test"][-1])
+        days = by_target[target]["horizon_days"]
+        assert last_test + pd.Timedelta(days=days) <= pd.Timestamp("2026-01-01"), target
         assert headline_metrics(target)[0][0] in by_target[target]["test_metrics"]
     assert "tier" in by_target[FIRST]["features"]
     assert body["customers"] == 3000
