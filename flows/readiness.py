@@ -18,7 +18,7 @@ from features.schema import ShopTables
 from features.snapshot import build_features, labelled_cutoffs
 from features.targets import TARGETS, TargetSpec, ranking_target
 from flows.config import DangolConfig
-from flows.training import build_training_data, span_advice, target_split
+from flows.training import build_training_data, span_advice, target_split, time_split
 from models.reasons import format_money
 from models.segments import (
     RULE_NEEDS_FEATURE,
@@ -27,7 +27,7 @@ from models.segments import (
     VIP_SEGMENTS,
     table_of,
 )
-from models.train import InsufficientDataError, TimeSplit, split_cutoffs, window_rows
+from models.train import InsufficientDataError, TimeSplit, window_rows
 
 WINDOWS = ("training", "validation", "test")
 
@@ -247,12 +247,7 @@ def check_readiness(tables: ShopTables, config: DangolConfig) -> Readiness:
         required=required_targets(config),
     )
     try:
-        split = split_cutoffs(
-            cutoffs,
-            config.labels.horizon_days,
-            test_cutoffs=config.training.test_cutoffs,
-            validation_cutoffs=config.training.validation_cutoffs,
-        )
+        split = time_split(cutoffs, config.labels.horizon_days, config)
     except InsufficientDataError as exc:
         report.split_problem = str(exc)
         report.advice.append(span_advice(first, end, config))

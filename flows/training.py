@@ -52,7 +52,8 @@ from models.value import (
 )
 
 
-def _split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
+def time_split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
+    """The train / validation / test split of `cutoffs` by the config's window sizes."""
     return split_cutoffs(
         cutoffs,
         horizon_days,
@@ -72,7 +73,7 @@ def value_horizon(cutoffs: list[pd.Timestamp], config: DangolConfig) -> int | No
     ]
     for days in sorted({*wanted, horizon}, reverse=True):
         try:
-            _split(value_cutoffs(cutoffs, days, horizon), days, config)
+            time_split(value_cutoffs(cutoffs, days, horizon), days, config)
         except InsufficientDataError:
             continue
         return days
@@ -105,7 +106,7 @@ def target_split(frame: pd.DataFrame, target: str, config: DangolConfig) -> Time
     cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
     days = target_horizon(target, cutoffs, config)
     observed = sorted(pd.Timestamp(c) for c in frame.loc[frame[target].notna(), "cutoff"].unique())
-    return _split(observed, days, config)
+    return time_split(observed, days, config)
 
 
 def span_advice(first: pd.Timestamp, end: pd.Timestamp, config: DangolConfig) -> str:
@@ -135,12 +136,7 @@ def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.Da
         config.training.min_history_days,
     )
     try:
-        split = split_cutoffs(
-            cutoffs,
-            config.labels.horizon_days,
-            test_cutoffs=config.training.test_cutoffs,
-            validation_cutoffs=config.training.validation_cutoffs,
-        )
+        split = time_split(cutoffs, config.labels.horizon_days, config)
     except InsufficientDataError as exc:
         raise InsufficientDataError(f"{exc}; {span_advice(first, end, config)}") from exc
     # every labelled cutoff, not only the split's: the backtest's earlier splits and the
