@@ -326,15 +326,16 @@ def _fast_time_strings(s: pd.Series, timezone: str, dayfirst: bool) -> pd.Series
     return _to_naive_ns(parsed, timezone)
 
 
-def parse_times(values: pd.Series, timezone: str) -> pd.Series:
-    """Naive datetime64[ns] in the shop's zone; NaT where missing or unparseable."""
+def parse_times(values: pd.Series, timezone: str, order: DayMonthOrder | None = None) -> pd.Series:
+    """Naive datetime64[ns] in the shop's zone; NaT where missing or unparseable. `order`:
+    the column's day_month_order when the caller already has it."""
     if values.dtype.kind == "M" or isinstance(values.dtype, pd.DatetimeTZDtype):
         return _to_naive_ns(values, timezone)
     if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
         # Bare numbers are ambiguous (seconds? days? yyyymmdd?): treat them as unparseable.
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     s = _as_strings(values)
-    order = day_month_order(s)
+    order = order or day_month_order(s)
     if not order.day_first:
         return _parse_strings(s, timezone, dayfirst=False)
     # day-first for the d/m/y rows only: pandas applies dayfirst to ISO dates too
@@ -391,11 +392,10 @@ def _blank(values: pd.Series) -> np.ndarray:
     return missing
 
 
-def _parse(kind: str, values: pd.Series, timezone: str) -> pd.Series:
+def _parse(kind: str, values: pd.Series) -> pd.Series:
+    """Ids and numbers (times go through parse_times with their column's day/month order)."""
     if kind == ID:
         return parse_ids(values)
-    if kind == TIME:
-        return parse_times(values, timezone)
     if kind in (MONEY, COUNT):
         return parse_numbers(values)
     raise ValueError(f"unknown contract dtype {kind!r}")
@@ -475,13 +475,18 @@ def validate_table(
     parsed: dict[str, pd.Series] = {}
     missing: dict[str, np.ndarray] = {}
     failed: dict[str, np.ndarray] = {}
+    orders: dict[str, DayMonthOrder] = {}  # per time column, for parsing and its rejections
     for column in present:
         kind = schema.columns[column]
         values = frame[column]
-        if kind == TIME and values.dtype.kind != "M":
-            _probe_times(source, column, values, checks, rows)
         missing[column] = _blank(values)
-        parsed[column] = _parse(kind, values, checks.timezone)
+        if kind == TIME:
+            if values.dtype.kind != "M":
+                _probe_times(source, column, values, checks, rows)
+            orders[column] = day_month_order(values)
+            parsed[column] = parse_times(values, checks.timezone, orders[column])
+        else:
+            parsed[column] = _parse(kind, values)
         failed[column] = parsed[column].isna().to_numpy(dtype=bool) & ~missing[column]
         nonnull = int((~missing[column]).sum())
         if kind != ID and nonnull and failed[column].sum() >= UNPARSEABLE_COLUMN_SHARE * nonnull:
@@ -512,7 +517,7 @@ def validate_table(
                 reject(f"missing {column}", column, missing[column])
             if column in times:
                 reason = f"ambiguous day/month in {column} (dates written both ways)"
-                reject(reason, column, day_month_order(frame[column]).ambiguous)
+                reject(reason, column, orders[column].ambiguous)
             reject(f"unparseable {column}", column, failed[column])
     for column in numbers:
         x = parsed[column].to_numpy()

@@ -296,10 +296,14 @@ def _early_stopped(
 CALENDAR_EVIDENCE_SE = 2.0
 
 
+def _has_calendar(features: list[str]) -> bool:
+    return bool(set(CALENDAR_FEATURES) & set(features))
+
+
 def calendar_choices(features: list[str], calendar: bool | None) -> tuple[bool, ...]:
     """Whether to fit with the calendar features, without, or both and choose (None); a frame
     without them has nothing to use (False)."""
-    if not set(CALENDAR_FEATURES) & set(features):
+    if not _has_calendar(features):
         return (False,)
     return (True, False) if calendar is None else (calendar,)
 
@@ -310,7 +314,7 @@ def calendar_params(
     """`params` as they are, or keeping the calendar features out of every split: LightGBM
     multiplies a feature's split gain by its `feature_contri`, so 0 leaves it unused while the
     binned Dataset (all columns) stays shared between the fits."""
-    if calendar or not set(CALENDAR_FEATURES) & set(features):
+    if calendar or not _has_calendar(features):
         return params
     return params | {"feature_contri": [0.0 if f in CALENDAR_FEATURES else 1.0 for f in features]}
 
