@@ -89,6 +89,8 @@ class LoadReport:
     currency: str = ""
     end: str = ""
     seconds: float = 0.0
+    # customers named in the orders' source with no order left, by how they lost them
+    customers_without_orders: dict[str, int] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines: per table rows kept of read, then each rejection reason."""
@@ -105,6 +107,9 @@ class LoadReport:
                 lines.append(
                     f"  rejected {count:,} ({share:.1%}) {reason}{tag}; e.g. {_short(example)}"
                 )
+        if self.customers_without_orders:
+            lost = ", ".join(f"{n:,} {how}" for how, n in self.customers_without_orders.items())
+            lines.append(f"customers left with no order: {lost}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +119,7 @@ class LoadReport:
             "currency": self.currency,
             "end": self.end,
             "seconds": round(self.seconds, 3),
+            "customers_without_orders": self.customers_without_orders,
             "tables": {name: t.to_dict() for name, t in self.tables.items()},
         }
 

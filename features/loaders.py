@@ -11,7 +11,7 @@ order lines when there is no orders file, and returns the clean `ShopTables` wit
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import (
+    MAX_EXAMPLES,
     Checks,
     ContractError,
     LoadReport,
@@ -233,13 +234,58 @@ NEEDS_ROWS = {
 }
 
 
+@dataclass(frozen=True)
+class SourceIds:
+    """The distinct ids of one contract column in a file: in every row read, and in the rows
+    the configured filters left (what validation could still reject)."""
+
+    column: str  # its name in the file
+    read: pd.Index
+    after_filters: pd.Index
+
+    def lost(self, kept: pd.Series) -> tuple[pd.Index, pd.Index]:
+        """The ids with no row left in `kept`: those the filters took every row of, and
+        those that validation (or a later step) rejected."""
+        kept_ids = pd.Index(kept.unique())  # all three hold parse_ids' strings
+        return (
+            self.read.difference(self.after_filters, sort=False),
+            self.after_filters.difference(kept_ids, sort=False),
+        )
+
+
+# The id columns whose losses the load report counts: a whole order (every line gone) and a
+# whole customer (every order gone) disappear without a rejected row of their own.
+COUNTED_IDS = ("order_id", "customer_id")
+
+
+def _source_ids(raw: pd.DataFrame, filtered: pd.DataFrame, column: str) -> SourceIds | None:
+    if column not in raw.columns:
+        return None
+    return SourceIds(
+        column=column,
+        read=pd.Index(parse_ids(raw[column]).dropna().unique()),
+        after_filters=pd.Index(parse_ids(filtered[column]).dropna().unique()),
+    )
+
+
+@dataclass
+class LoadedTable:
+    """One table after `_load_table`: its clean rows, its report, and the ids it counted."""
+
+    frame: pd.DataFrame
+    report: TableReport
+    ids: dict[str, SourceIds]  # COUNTED_IDS present in the file
+
+
 def _load_table(
     table: TableName,
     source: TableSource,
     base_dir: Path,
     checks: Checks,
-) -> tuple[pd.DataFrame, TableReport]:
-    """Read, filter, map and validate one table."""
+    count_ids: bool = False,
+) -> LoadedTable:
+    """Read, filter, map and validate one table; `count_ids`: also the distinct
+    `COUNTED_IDS` of the file (for the table that orders come from)."""
     path = (base_dir / source.path).resolve()
     assert source.format is not None  # set by TableSource's validator
     raw = read_source(path, source.format)
@@ -248,11 +294,20 @@ def _load_table(
         # or as another table's rows "rejected" for pointing at nothing
         raise ContractError(f"{path}: no rows (only a header): {NEEDS_ROWS[table]}")
     report = TableReport(table, str(path), rows_read=len(raw))
-    raw = apply_filters(raw, source.exclude, report, path)
-    frame = map_columns(raw, table, source.columns, path)
+    filtered = apply_filters(raw, source.exclude, report, path)
+    frame = map_columns(filtered, table, source.columns, path)
     names = {c: source.columns.get(c, c) for c in SCHEMAS[table].columns}
     checks = replace(checks, names=names)
-    return validate_table(SCHEMAS[table], frame, path, checks, report=report, source_rows=raw)
+    clean, report = validate_table(
+        SCHEMAS[table], frame, path, checks, report=report, source_rows=filtered
+    )
+    ids: dict[str, SourceIds] = {}
+    if count_ids:
+        for column in COUNTED_IDS:
+            found = _source_ids(raw, filtered, names[column]) if column in names else None
+            if found is not None:
+                ids[column] = found
+    return LoadedTable(clean, report, ids)
 
 
 def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
@@ -273,6 +328,45 @@ def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
 
 
 SHARED_ORDER = "order_id under more than one customer"
+# An aggregated order's fate when none of its lines is left: on purpose, or by rejection.
+ORDER_EXCLUDED = "every line excluded by config"
+ORDER_REJECTED = "every line rejected"
+CUSTOMER_EXCLUDED = "every order excluded by config"
+CUSTOMER_REJECTED = "every order rejected"
+
+
+def _count_lost(report: TableReport, reason: str, ids: SourceIds, lost: pd.Index) -> None:
+    if len(lost):
+        report.rejected[reason] = len(lost)
+        report.columns[reason] = ids.column
+        report.examples[reason] = [{ids.column: i} for i in lost[:MAX_EXAMPLES]]
+
+
+def aggregated_orders_report(
+    source: str, order_ids: SourceIds, orders: pd.DataFrame
+) -> TableReport:
+    """The orders aggregated from lines, counted like a table of their own: every order id in
+    the file was read, and an order with no line left is rejected, under a configured filter
+    when the filters took all its lines."""
+    excluded, rejected = order_ids.lost(orders["order_id"])
+    report = TableReport(
+        "orders",
+        f"{source} (aggregated from order_items)",
+        rows_read=len(order_ids.read),
+        rows_kept=len(orders),
+        filtered=[ORDER_EXCLUDED],
+    )
+    _count_lost(report, ORDER_EXCLUDED, order_ids, excluded)
+    _count_lost(report, ORDER_REJECTED, order_ids, rejected)
+    return report
+
+
+def customers_without_orders(customer_ids: SourceIds, orders: pd.DataFrame) -> dict[str, int]:
+    """Customers the orders' source names whose every order is gone, by how: they vanish
+    (or, with a customers table, look like members who never ordered)."""
+    excluded, rejected = customer_ids.lost(orders["customer_id"])
+    counts = {CUSTOMER_EXCLUDED: len(excluded), CUSTOMER_REJECTED: len(rejected)}
+    return {reason: n for reason, n in counts.items() if n}
 
 
 def _drop_shared_orders(items: pd.DataFrame, report: TableReport) -> pd.DataFrame:
@@ -300,6 +394,8 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     base = Checks(timezone=settings.timezone, end=end, max_reject_share=settings.max_reject_share)
     clean: dict[str, pd.DataFrame] = {}
     standalone = "orders" not in settings.tables
+    order_source = "order_items" if standalone else "orders"
+    source_ids: dict[str, SourceIds] = {}
     for table in LOAD_ORDER:
         source = settings.tables.get(table)
         if source is None:
@@ -313,22 +409,25 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
             references["campaign_id"] = (clean["campaigns"]["campaign_id"], "unknown campaign")
         required = STANDALONE_ITEM_COLUMNS if table == "order_items" and standalone else ()
         checks = replace(base, required=required, references=references)
-        clean[table], report.tables[table] = _load_table(table, source, base_dir, checks)
+        loaded = _load_table(table, source, base_dir, checks, count_ids=table == order_source)
+        clean[table], report.tables[table] = loaded.frame, loaded.report
+        if table == order_source:
+            source_ids = loaded.ids
 
     if standalone:
         items_report = report.tables["order_items"]
         clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report)
         clean["orders"] = aggregate_orders(clean["order_items"])
-        n = len(clean["orders"])
-        report.tables["orders"] = TableReport(
-            "orders",
-            f"{items_report.source} (aggregated from order_items)",
-            rows_read=n,
-            rows_kept=n,
+        report.tables["orders"] = aggregated_orders_report(
+            items_report.source, source_ids["order_id"], clean["orders"]
         )
     if clean["orders"].empty:
         source = report.tables["orders"].source
         raise ContractError(f"{source}: no orders left after the configured filters")
+    if "customer_id" in source_ids:
+        report.customers_without_orders = customers_without_orders(
+            source_ids["customer_id"], clean["orders"]
+        )
     report.tables = {t: report.tables[t] for t in LOAD_ORDER if t in report.tables}
     report.seconds = time.perf_counter() - started
     tables = ShopTables(

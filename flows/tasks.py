@@ -21,6 +21,10 @@ def load_report_rows(report: LoadReport) -> list[dict[str, object]]:
         )
         for reason, count in sorted(table.rejected.items(), key=lambda kv: -kv[1]):
             rows.append({"table": name, "reason": reason, "rows": count, "of": table.rows_read})
+    for how, count in report.customers_without_orders.items():
+        rows.append(
+            {"table": "customers", "reason": f"no order left: {how}", "rows": count, "of": None}
+        )
     return rows
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from features.contract import ContractError, LoadReport
 from features.loaders import DataSettings, load_tables
 from features.schema import SCHEMAS
+from flows.tasks import load_report_rows
 
 REPO = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL_CONFIG = REPO / "configs" / "online_retail.yaml"
@@ -141,6 +142,79 @@ def test_an_order_under_two_customers_is_rejected_whole_and_counted(tmp_path: Pa
     assert items.rejected == {"cancellation": 1, "order_id under more than one customer": 2}
     _assert_nothing_lost(report)
     assert any("order_id under more than one customer" in line for line in report.summary_lines())
+
+
+def test_orders_and_customers_with_nothing_left_are_counted(tmp_path: Path) -> None:
+    """Aggregated orders are counted like a table: an order whose every line was excluded or
+    rejected, and a customer whose every order went, do not vanish without a word."""
+    lines = LINES.copy()
+    lines.loc[7, "Price"] = 0.0  # 1006, the only order of 12349: its one line is rejected
+    only_cancelled = {"Invoice": "C1007", "Sku": "A", "Qty": -1, "Price": 10.0}
+    only_cancelled |= {"Customer": 12350.0, "When": "2011-03-03 10:00"}
+    lines = pd.concat([lines, pd.DataFrame([only_cancelled])], ignore_index=True)
+    _write(lines, tmp_path / "lines.parquet")
+    source = {"path": "lines.parquet", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    tables, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+
+    orders = report.tables["orders"]
+    assert sorted(tables.orders["order_id"]) == ["1001", "1002", "1004", "1005"]
+    assert (orders.rows_read, orders.rows_kept) == (7, 4)
+    assert orders.rejected == {"every line excluded by config": 2, "every line rejected": 1}
+    assert orders.filtered == ["every line excluded by config"]
+    assert orders.examples["every line rejected"] == [{"Invoice": "1006"}]
+    assert {e["Invoice"] for e in orders.examples["every line excluded by config"]} == {
+        "C1003",
+        "C1007",
+    }
+    # 12347 lost C1003 but kept 1002; 12349 and 12350 kept nothing
+    assert report.customers_without_orders == {
+        "every order excluded by config": 1,
+        "every order rejected": 1,
+    }
+    _assert_nothing_lost(report)
+    lines_shown = report.summary_lines()
+    assert "orders: kept 4 of 7 rows" in lines_shown[1]
+    assert lines_shown[-1] == (
+        "customers left with no order: 1 every order excluded by config, 1 every order rejected"
+    )
+    assert report.to_dict()["customers_without_orders"] == report.customers_without_orders
+    artifact = {(r["table"], r["reason"]): r["rows"] for r in load_report_rows(report)}
+    assert artifact[("orders", "every line rejected")] == 1
+    assert artifact[("customers", "no order left: every order rejected")] == 1
+
+
+def test_customers_whose_orders_were_all_rejected_are_counted_from_an_orders_file(
+    tmp_path: Path,
+) -> None:
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["c1", "c2", "c2"],
+            "ordered_at": ["2024-03-01", "2024-03-02", "2024-03-03"],
+            "amount": ["100", "-5", "abc"],
+        }
+    )
+    _write(orders, tmp_path / "orders.csv")
+    _write(
+        pd.DataFrame({"customer_id": ["c1", "c2"], "signed_up_at": ["2024-01-01"] * 2}),
+        tmp_path / "customers.csv",
+    )
+    tables_cfg = {"customers": {"path": "customers.csv"}, "orders": {"path": "orders.csv"}}
+    settings = _settings(tables_cfg, max_reject_share=0.5, end="2025-01-01")
+    tables, report = load_tables(settings, tmp_path)
+
+    assert list(tables.orders["order_id"]) == ["o1"]
+    assert len(tables.customers) == 2  # c2 stays a member, but the report says why it has none
+    assert report.customers_without_orders == {"every order rejected": 1}
+    _assert_nothing_lost(report)
+
+
+def test_nothing_lost_reports_no_lost_customers(tmp_path: Path) -> None:
+    _write(LINES, tmp_path / "lines.parquet")
+    source = {"path": "lines.parquet", "columns": LINE_MAPPING}
+    _, report = load_tables(_settings({"order_items": source}), base_dir=tmp_path)
+    assert report.customers_without_orders == {}
+    assert not any("no order" in line for line in report.summary_lines())
 
 
 def _load_lines_with_times(tmp_path: Path, when: list[str]):
