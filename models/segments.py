@@ -788,7 +788,9 @@ def segment_notes(
     scores = scores.reset_index(drop=True)
     population = population or local_population(snapshot, scores, tiers)
     rules = segment_rules(snapshot, scores, settings, tiers, population.stats)
-    reseller = rules[RESELLERS][0]
+    # the resellers listed (within their own budget) are the ones the other lists lost
+    listed = segments.get(RESELLERS, pd.DataFrame({"customer_id": []}))["customer_id"]
+    reseller = scores["customer_id"].isin(listed).to_numpy(dtype=bool)
     scored = population.scored
     notes = {}
     for name, members in segments.items():
@@ -801,10 +803,11 @@ def segment_notes(
         elif name in VIP_SEGMENTS and not _is_vip(snapshot, tiers).any():
             notes[name] = f"no customer is in a VIP tier ({tiers.vip_tiers}) at the cutoff"
         else:
-            mask = rules[name][0] & (~reseller if name != RESELLERS else True)
+            rule = rules[name][0]
+            mask = rule & ~reseller if name != RESELLERS else rule
             qualifying = int(mask.sum())
             if qualifying == 0:
-                notes[name] = "no customer meets the rule at this cutoff"
+                notes[name] = _empty_rule_note(int((rule & reseller).sum()))
             elif qualifying > len(members):
                 share = settings.share_of(name)
                 notes[name] = (
@@ -815,6 +818,18 @@ def segment_notes(
         for name in uplift_ranked(settings):
             notes[name] = "; ".join(filter(None, [notes.get(name), UPLIFT_FALLBACK]))
     return notes
+
+
+def _empty_rule_note(resellers_meeting_rule: int) -> str:
+    """An empty list: nobody meets the rule, or everyone who does is a suspected reseller
+    (which on a shop where bulk buying is normal says to loosen that rule, not this one)."""
+    if resellers_meeting_rule == 0:
+        return "no customer meets the rule at this cutoff"
+    return (
+        f"all {resellers_meeting_rule:,} customers who meet the rule are suspected resellers, "
+        "listed apart (if bulk buying is normal here, raise "
+        "suspected_resellers.min_units_vs_usual)"
+    )
 
 
 def expected_order_value(snapshot: pd.DataFrame) -> np.ndarray:

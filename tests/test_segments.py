@@ -449,6 +449,24 @@ def test_summary_shows_overlaps_primary_notes_and_rendered_actions() -> None:
     assert "needs content_views" in markdown
 
 
+def test_a_list_emptied_by_the_resellers_says_so() -> None:
+    """When everyone who meets a rule is a suspected reseller (a wholesale shop's biggest
+    accounts), "no customer meets the rule" would send the analyst to the wrong rule."""
+    snapshot, scores = _crafted()
+    alone = scores["customer_id"].ne("vip_steady").to_numpy()
+    snapshot, scores = snapshot[alone], scores[alone]
+    segments = build_segments(snapshot, scores, ABSOLUTE, TierSettings())
+    notes = segment_notes(snapshot, scores, segments, ABSOLUTE, TierSettings())
+    assert segments["vip_steady"].empty
+    assert notes["vip_steady"].startswith("all 1 customers who meet the rule are suspected")
+    # a reseller past its own budget is not listed apart, so it stays in the other lists
+    one_percent = ABSOLUTE.model_copy(update={"suspected_resellers": ResellerRule(max_share=0.01)})
+    segments = build_segments(snapshot, scores, one_percent, TierSettings())
+    assert segments[RESELLERS].empty
+    assert list(segments["vip_steady"]["customer_id"]) == ["reseller"]
+    assert "vip_steady" not in segment_notes(snapshot, scores, segments, one_percent)
+
+
 def test_notes_say_why_a_segment_is_empty_or_capped() -> None:
     snapshot, scores = _population(1_000, 0.4, seed=9)
     no_vip_model = scores.assign(vip_score=np.nan)
