@@ -261,11 +261,14 @@ COUNTED_IDS = ("order_id", "customer_id")
 def _source_ids(raw: pd.DataFrame, filtered: pd.DataFrame, column: str) -> SourceIds | None:
     if column not in raw.columns:
         return None
-    return SourceIds(
-        column=column,
-        read=pd.Index(parse_ids(raw[column]).dropna().unique()),
-        after_filters=pd.Index(parse_ids(filtered[column]).dropna().unique()),
-    )
+    return SourceIds(column=column, read=_ids(raw[column]), after_filters=_ids(filtered[column]))
+
+
+def _ids(values: pd.Series) -> pd.Index:
+    # parse_ids works value by value, so parsing the distinct raw values is enough (and far
+    # cheaper than parsing every line of a big log)
+    distinct = pd.Series(values.unique(), dtype=values.dtype)
+    return pd.Index(parse_ids(distinct).dropna().unique())
 
 
 @dataclass
