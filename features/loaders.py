@@ -76,13 +76,27 @@ class RowFilter(BaseModel):
         return hit.fillna(False).astype(bool)
 
 
+SourceFormat = Literal["csv", "parquet", "duckdb"]
+SUFFIX_FORMATS: dict[str, SourceFormat] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".duckdb": "duckdb",
+    ".ddb": "duckdb",
+}
+
+
 class TableSource(BaseModel):
-    """One contract table's file, its column mapping and its exclusion filters."""
+    """One contract table's file (or a table of a DuckDB database file), its column mapping
+    and its exclusion filters."""
 
     model_config = ConfigDict(extra="forbid")
 
     path: Path  # relative paths resolve against the loader's base_dir (the config's folder)
-    format: Literal["csv", "parquet"] | None = None  # inferred from the suffix when None
+    format: SourceFormat | None = None  # inferred from the suffix when None
+    # DuckDB only: the table or view to read, optionally schema-qualified ("shop.orders");
+    # default: the contract table's own name
+    table: str | None = Field(None, min_length=1)
     # contract column -> source column; unmapped contract columns are looked up by own name
     columns: dict[str, str] = Field(default_factory=dict)
     exclude: list[RowFilter] = Field(default_factory=list)
@@ -91,15 +105,20 @@ class TableSource(BaseModel):
     def _infer_format(self) -> TableSource:
         if self.format is None:
             suffixes = [s.lower() for s in self.path.suffixes]
-            if suffixes[-1:] == [".parquet"] or suffixes[-1:] == [".pq"]:
-                self.format = "parquet"
-            elif suffixes[-1:] == [".csv"] or suffixes[-2:] == [".csv", ".gz"]:
+            if suffixes[-2:] == [".csv", ".gz"]:
                 self.format = "csv"
+            elif suffixes[-1:] and suffixes[-1] in SUFFIX_FORMATS:
+                self.format = SUFFIX_FORMATS[suffixes[-1]]
             else:
                 raise ValueError(
                     f"path {str(self.path)!r}: cannot tell the format from its suffix; "
-                    "set format: csv or format: parquet"
+                    "set format: csv, parquet or duckdb"
                 )
+        if self.table is not None and self.format != "duckdb":
+            raise ValueError(
+                f"path {str(self.path)!r}: `table` names a table of a DuckDB file, but this "
+                f"source is {self.format}"
+            )
         return self
 
 
@@ -166,10 +185,15 @@ class DataSettings(BaseModel):
 # ----------------------------------------------------------------------------- reading
 
 
-def read_source(path: Path, fmt: Literal["csv", "parquet"]) -> pd.DataFrame:
-    """The file as a frame; CSV columns stay text (ids keep leading zeros) until validated."""
+def read_source(path: Path, fmt: SourceFormat, table: str | None = None) -> pd.DataFrame:
+    """The file (or, for DuckDB, its `table`) as a frame; CSV columns stay text (ids keep
+    leading zeros) until validated."""
     if not path.is_file():
         raise ContractError(f"{path}: file not found")
+    if fmt == "duckdb":
+        if table is None:
+            raise ValueError("a DuckDB source needs the table to read")
+        return read_duckdb_table(path, table)
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
@@ -188,8 +212,46 @@ def read_source(path: Path, fmt: Literal["csv", "parquet"]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def read_duckdb_table(path: Path, table: str) -> pd.DataFrame:
+    """A table or view of a DuckDB database file, opened read-only (the shop's own database
+    is never written, and a second reader does not block on it)."""
+    import duckdb
+
+    schema, _, name = table.rpartition(".")
+    try:
+        connection = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise ContractError(f"{path}: cannot open as a DuckDB database: {exc}") from None
+    with connection:
+        found = connection.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name = ? AND (? = '' OR table_schema = ?)",
+            [name, schema, schema],
+        ).fetchall()
+        if len(found) != 1:
+            listed = connection.execute(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                "ORDER BY 1"
+            ).fetchall()
+            tables = [row[0] for row in listed]
+            why = "no table or view" if not found else "more than one schema has a table"
+            raise ContractError(
+                f"{path}: {why} {table!r} (set `table:` to one of {tables or 'none: empty'})"
+            )
+        qualified = ".".join(_quoted(part) for part in found[0])
+        try:
+            frame = connection.execute(f"SELECT * FROM {qualified}").df()
+        except duckdb.Error as exc:
+            raise ContractError(f"{path}: cannot read {table!r}: {exc}") from None
+    return frame.reset_index(drop=True)
+
+
 def apply_filters(
-    raw: pd.DataFrame, filters: list[RowFilter], report: TableReport, path: Path
+    raw: pd.DataFrame, filters: list[RowFilter], report: TableReport, path: str | Path
 ) -> pd.DataFrame:
     """Drop the rows the config excludes on purpose, counting each under its reason."""
     keep = pd.Series(True, index=raw.index)
@@ -208,7 +270,7 @@ def apply_filters(
 
 
 def map_columns(
-    raw: pd.DataFrame, table: TableName, mapping: dict[str, str], path: Path
+    raw: pd.DataFrame, table: TableName, mapping: dict[str, str], path: str | Path
 ) -> pd.DataFrame:
     """The contract columns of `raw` under their contract names (same index as `raw`)."""
     out: dict[str, pd.Series] = {}
@@ -291,18 +353,21 @@ def _load_table(
     `COUNTED_IDS` of the file (for the table that orders come from)."""
     path = (base_dir / source.path).resolve()
     assert source.format is not None  # set by TableSource's validator
-    raw = read_source(path, source.format)
+    read_from = source.table or table
+    raw = read_source(path, source.format, read_from)
+    # what messages and the report name: the file, and the table inside a database file
+    where = f"{path} table {read_from}" if source.format == "duckdb" else str(path)
     if raw.empty and table in NEEDS_ROWS:
         # caught here, by name: later the empty table surfaced as a crash on a missing date
         # or as another table's rows "rejected" for pointing at nothing
-        raise ContractError(f"{path}: no rows (only a header): {NEEDS_ROWS[table]}")
-    report = TableReport(table, str(path), rows_read=len(raw))
-    filtered = apply_filters(raw, source.exclude, report, path)
-    frame = map_columns(filtered, table, source.columns, path)
+        raise ContractError(f"{where}: no rows (only a header): {NEEDS_ROWS[table]}")
+    report = TableReport(table, where, rows_read=len(raw))
+    filtered = apply_filters(raw, source.exclude, report, where)
+    frame = map_columns(filtered, table, source.columns, where)
     names = {c: source.columns.get(c, c) for c in SCHEMAS[table].columns}
     checks = replace(checks, names=names)
     clean, report = validate_table(
-        SCHEMAS[table], frame, path, checks, report=report, source_rows=filtered
+        SCHEMAS[table], frame, where, checks, report=report, source_rows=filtered
     )
     ids: dict[str, SourceIds] = {}
     if count_ids:

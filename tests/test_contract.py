@@ -541,6 +541,58 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         load_tables(_settings({"order_items": source}), base_dir=tmp_path)
 
 
+def _duckdb_shop(path: Path, lines: pd.DataFrame) -> None:
+    """A database the way a shop keeps one: lines in a schema, a view over them."""
+    import duckdb
+
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("CREATE SCHEMA sales")
+        connection.register("frame", lines)
+        connection.execute("CREATE TABLE sales.lines AS SELECT * FROM frame")
+        connection.execute("CREATE VIEW paid_lines AS SELECT * FROM sales.lines")
+
+
+def test_a_duckdb_database_table_or_view_loads_like_the_same_file(tmp_path: Path) -> None:
+    _write(LINES, tmp_path / "lines.parquet")
+    _duckdb_shop(tmp_path / "shop.duckdb", LINES)
+    from_file, file_report = load_tables(
+        _settings({"order_items": {"path": "lines.parquet", "columns": LINE_MAPPING}}), tmp_path
+    )
+    before = (tmp_path / "shop.duckdb").read_bytes()
+    for table in ("sales.lines", "lines", "paid_lines"):
+        source = {"path": "shop.duckdb", "table": table, "columns": LINE_MAPPING}
+        source["exclude"] = CANCELLATION
+        tables, report = load_tables(_settings({"order_items": source}), tmp_path)
+        expected = from_file.orders[from_file.orders["order_id"] != "C1003"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(tables.orders, expected)
+        assert report.tables["order_items"].rejected == {"cancellation": 1}
+        assert report.tables["order_items"].source.endswith(f"shop.duckdb table {table}")
+        _assert_nothing_lost(report)
+    # opened read-only: the shop's own database is never written
+    assert (tmp_path / "shop.duckdb").read_bytes() == before
+    assert not list(tmp_path.glob("shop.duckdb.wal"))
+
+
+def test_a_duckdb_source_names_what_is_wrong(tmp_path: Path) -> None:
+    _duckdb_shop(tmp_path / "shop.duckdb", LINES)
+    source = {"path": "shop.duckdb", "columns": LINE_MAPPING}  # default table: order_items
+    with pytest.raises(ContractError, match=r"no table or view 'order_items'.*'sales\.lines'"):
+        load_tables(_settings({"order_items": source}), tmp_path)
+    source["table"] = "sales.nope"
+    with pytest.raises(ContractError, match=r"no table or view 'sales\.nope'"):
+        load_tables(_settings({"order_items": source}), tmp_path)
+    (tmp_path / "text.duckdb").write_text("not a database")
+    source = {"path": "text.duckdb", "table": "lines", "columns": LINE_MAPPING}
+    with pytest.raises(ContractError, match=r"text\.duckdb: cannot open as a DuckDB database"):
+        load_tables(_settings({"order_items": source}), tmp_path)
+    typo = {**LINE_MAPPING, "order_id": "Invoyce"}
+    source = {"path": "shop.duckdb", "table": "paid_lines", "columns": typo}
+    with pytest.raises(ContractError, match=r"shop\.duckdb table paid_lines: column 'Invoyce'"):
+        load_tables(_settings({"order_items": source}), tmp_path)
+    with pytest.raises(ValidationError, match="names a table of a DuckDB file"):
+        DataSettings.model_validate({"tables": {"orders": {"path": "o.csv", "table": "x"}}})
+
+
 # ----------------------------------------------------------------------------- settings
 
 
@@ -581,6 +633,8 @@ def test_format_is_inferred_from_the_suffix() -> None:
     )
     assert settings.tables["orders"].format == "csv"
     assert settings.tables["order_items"].format == "parquet"
+    shop = DataSettings.model_validate({"tables": {"orders": {"path": "shop.DuckDB"}}})
+    assert shop.tables["orders"].format == "duckdb"
 
 
 # ----------------------------------------------------------------------------- real data
