@@ -4,7 +4,7 @@ A policy change on a date (a new coupon, a new sign-up flow) has no control grou
 questions decide whether the monthly rate after it moved for real: is the move larger than
 the month-to-month changes of the previous 12 months, and does a regression with trend and
 month-of-year seasonality give the "after" months a step whose 95% interval excludes 0
-(Newey-West standard errors, t distribution)? docs/measurement.md defines the metrics.
+(the larger of the Newey-West and the conventional standard error, t distribution)? docs/measurement.md defines the metrics.
 """
 
 from __future__ import annotations
@@ -72,17 +72,37 @@ def monthly_metric(tables: ShopTables, metric: str, data_end: pd.Timestamp) -> p
     return out.reset_index()
 
 
-def seasonal_design(months: pd.PeriodIndex, n_other: int) -> tuple[np.ndarray, str]:
-    """Month-of-year dummies when the series can afford them, else two yearly harmonics."""
+def seasonal_designs(months: pd.PeriodIndex, n_other: int) -> list[tuple[np.ndarray, str]]:
+    """The seasonal terms to try, richest first: month-of-year dummies when the series can
+    afford them, then two yearly harmonics."""
     month = np.asarray(months.month)
-    if len(months) - n_other - 11 >= 8 and len(set(month)) == 12:
-        dummies = (month[:, None] == np.arange(2, 13)[None, :]).astype(float)
-        return dummies, "month-of-year dummies"
     angle = 2 * np.pi * month / 12
     harmonics = np.column_stack(
         [np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)]
     )
-    return harmonics, "two yearly harmonics (too few months for 11 month dummies)"
+    options = [(harmonics, "two yearly harmonics (too few months for 11 month dummies)")]
+    if len(months) - n_other - 11 >= 8 and len(set(month)) == 12:
+        dummies = (month[:, None] == np.arange(2, 13)[None, :]).astype(float)
+        options.insert(0, (dummies, "month-of-year dummies"))
+    return options
+
+
+def step_design(months: pd.PeriodIndex, when: pd.Timestamp) -> tuple[np.ndarray, str]:
+    """Columns: intercept, trend, seasonal terms, and the step at `when` (last).
+
+    The richest seasonal terms that leave the step identifiable: with exactly a year after
+    the date and month dummies, a step is the same as a trend (each month's after-value is
+    its before-value plus twelve months of slope), so the fit could say anything."""
+    t = np.arange(len(months), dtype=float)
+    step = (months.to_timestamp() >= when).astype(float)
+    for seasonal, kind in seasonal_designs(months, 3):
+        design = np.column_stack([np.ones_like(t), t - t.mean(), seasonal, step])
+        if np.linalg.matrix_rank(design) == design.shape[1]:
+            return design, kind
+    raise MeasurementError(
+        f"a step at {when.date()} cannot be told apart from trend and season in these "
+        f"{len(months)} months; measure again when more months have passed"
+    )
 
 
 @dataclass
@@ -171,11 +191,7 @@ def judge_change(series: pd.DataFrame, change_date: date, metric: str) -> Change
     centre = float(changes.mean())
     band_p = float(2 * stats.t.sf(abs(first_change - centre) / spread, m - 1)) if spread else 1.0
 
-    t = np.arange(len(used), dtype=float)
-    months = pd.PeriodIndex(used["month"])
-    step = (months.to_timestamp() >= when).astype(float)
-    seasonal, kind = seasonal_design(months, 3)
-    design = np.column_stack([np.ones_like(t), t - t.mean(), seasonal, step])
+    design, kind = step_design(pd.PeriodIndex(used["month"]), when)
     fit = ols_hac(used["rate"].to_numpy(dtype=float), design)
     effect = fit.difference(design.shape[1] - 1)
     within = not effect.significant
