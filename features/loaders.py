@@ -234,8 +234,7 @@ def read_duckdb_table(path: Path, table: str) -> pd.DataFrame:
         ).fetchall()
         if len(found) != 1:
             listed = connection.execute(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-                "ORDER BY 1"
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables ORDER BY 1"
             ).fetchall()
             tables = [row[0] for row in listed]
             why = "no table or view" if not found else "more than one schema has a table"

@@ -25,6 +25,7 @@ from models.segments import (
     PRIMARY_COLUMN,
     SEGMENT_NAMES,
     CampaignPlan,
+    export_cutoff,
     segment_notes,
     write_export,
 )
@@ -161,9 +162,10 @@ def _export(
         markdown += "\nHorizons: " + ", ".join(f"{t} {d} days" for t, d in horizons.items())
         markdown += "\n"
     cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
-    remove_stale_staging(config.resolve(config.paths.exports))
-    return write_export(
-        config.resolve(config.paths.exports),
+    exports = config.resolve(config.paths.exports)
+    remove_stale_staging(exports)
+    folder = write_export(
+        exports,
         snapshot,
         scored.scores,
         scored.segments,
@@ -172,6 +174,14 @@ def _export(
         summary_markdown=markdown,
         campaigns=CampaignPlan(cutoff, config.segments, offers),
     )
+    latest = exports / "latest"
+    if latest.resolve() != folder.resolve():
+        print(
+            f"exports/latest stays on {latest.resolve().name} (cutoff "
+            f"{export_cutoff(latest):%Y-%m-%d}): this export's cutoff {cutoff:%Y-%m-%d} is "
+            f"earlier; it is in {folder}"
+        )
+    return folder
 
 
 # What write_export stages beside the exports, named after the writing process's id.

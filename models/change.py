@@ -4,7 +4,8 @@ A policy change on a date (a new coupon, a new sign-up flow) has no control grou
 questions decide whether the monthly rate after it moved for real: is the move larger than
 the month-to-month changes of the previous 12 months, and does a regression with trend and
 month-of-year seasonality give the "after" months a step whose 95% interval excludes 0
-(the larger of the Newey-West and the conventional standard error, t distribution)? docs/measurement.md defines the metrics.
+(the larger of the Newey-West and the conventional standard error, t distribution)?
+docs/measurement.md defines the metrics.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ other segment. Rules, thresholds and recommended actions are configuration (`seg
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from features.targets import TARGETS, ranking_target
 from features.tiers import TierSettings
+from models.jsontext import strict_json
 from models.population import FrameAggregates, Population, Statistic, Stats
 from models.uplift import UPLIFT_COLUMN
 
@@ -854,7 +854,7 @@ def write_export(
     previous export and its `latest` pointer stay as they were.
     """
     exports_dir.mkdir(parents=True, exist_ok=True)
-    final = exports_dir / stamp.strftime("%Y%m%dT%H%M%S")
+    final = _unused_folder(exports_dir, stamp.strftime("%Y%m%dT%H%M%S"))
     staging = exports_dir / f".staging-{final.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -865,17 +865,44 @@ def write_export(
         members.to_csv(staging / f"segment_{name}.csv", index=False, encoding="utf-8-sig")
         members.to_parquet(staging / f"segment_{name}.parquet", index=False)
     if summary is not None:
-        text = json.dumps(summary, indent=2, ensure_ascii=False, default=str)
+        text = strict_json(summary, indent=2, ensure_ascii=False)
         (staging / "summary.json").write_text(text, encoding="utf-8")
     if summary_markdown is not None:
         (staging / "summary.md").write_text(summary_markdown, encoding="utf-8")
     if campaigns is not None:
         write_campaigns(segments, campaigns, staging / "campaigns")
-    if final.exists():
-        shutil.rmtree(final)
     os.replace(staging, final)
-    _point_latest(exports_dir, final)
+    if not _older_than_latest(exports_dir, snapshot):
+        _point_latest(exports_dir, final)
     return final
+
+
+def _unused_folder(exports_dir: Path, name: str) -> Path:
+    """`name`, or `name-2`, `name-3`, ... when an export of the same second exists: never
+    delete a finished export (`latest` may point at it) to make room."""
+    candidate, n = exports_dir / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = exports_dir / f"{name}-{n}"
+    return candidate
+
+
+def export_cutoff(folder: Path) -> pd.Timestamp | None:
+    """The cutoff an export scored at (None when it cannot be read)."""
+    try:
+        cutoffs = pd.read_parquet(folder / "features.parquet", columns=["cutoff"])["cutoff"]
+    except (OSError, ValueError, KeyError, ImportError):
+        return None
+    return pd.Timestamp(cutoffs.max()) if len(cutoffs) else None
+
+
+def _older_than_latest(exports_dir: Path, snapshot: pd.DataFrame) -> bool:
+    """Whether this export scored an earlier cutoff than the one `latest` holds: a backfill
+    of a past date must not replace the current lists that marketing and the service read."""
+    current = export_cutoff(exports_dir / "latest")
+    if current is None or "cutoff" not in snapshot or snapshot.empty:
+        return False
+    return pd.Timestamp(snapshot["cutoff"].max()) < current
 
 
 PRIMARY_COLUMN = "primary_segment"

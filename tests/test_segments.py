@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from models.segments import (
     SegmentSettings,
     WhatIfSettings,
     build_segments,
+    export_cutoff,
     next_purchase_window,
     render_action,
     reseller_mask,
@@ -278,6 +280,41 @@ def test_export_moves_latest_only_when_complete(tmp_path: Path, monkeypatch) -> 
     assert latest.resolve() == second.resolve()
     assert pd.read_parquet(latest / "scores.parquet")["expected_value"].eq(3.0).all()
     assert first.exists(), "older exports stay for comparison"
+
+
+def test_an_export_of_the_same_second_never_removes_the_one_latest_shows(tmp_path: Path) -> None:
+    first = _export(tmp_path, "2026-01-01T00:00:00", 1.0)
+    second = _export(tmp_path, "2026-01-01T00:00:00", 2.0)
+    assert second.name == "20260101T000000-2" and first.exists()
+    assert (tmp_path / "latest").resolve() == second.resolve()
+    assert pd.read_parquet(first / "scores.parquet")["expected_value"].eq(1.0).all()
+
+
+def test_a_backfill_of_an_earlier_cutoff_leaves_latest_on_the_current_lists(
+    tmp_path: Path,
+) -> None:
+    current = _export(tmp_path, "2026-01-01T00:00:00", 1.0)
+    snapshot, scores = _crafted()
+    earlier = snapshot.assign(cutoff=pd.Timestamp(CUTOFF) - pd.Timedelta(days=30))
+    backfill = write_export(tmp_path, earlier, scores, {}, datetime(2026, 1, 2))
+    assert backfill.exists() and (tmp_path / "latest").resolve() == current.resolve()
+    assert export_cutoff(tmp_path / "latest") == pd.Timestamp(CUTOFF)
+    # the same cutoff again (a rescore after a fix) moves it
+    again = write_export(tmp_path, snapshot, scores, {}, datetime(2026, 1, 3))
+    assert (tmp_path / "latest").resolve() == again.resolve()
+
+
+def test_summary_json_is_strict_json_without_nan(tmp_path: Path) -> None:
+    """A what-if row without a measured interval carries NaN in Python; JavaScript, jq and
+    most JSON readers reject a bare NaN, so the file must say null."""
+    snapshot, scores = _crafted()
+    summary = {"whatif": [{"ci_low_pp": float("nan"), "gain": np.float64(np.inf)}]}
+    summary["at"] = pd.Timestamp("2026-01-01")
+    folder = write_export(tmp_path, snapshot, scores, {}, datetime(2026, 1, 1), summary=summary)
+    text = (folder / "summary.json").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    assert parsed == {"whatif": [{"ci_low_pp": None, "gain": None}], "at": "2026-01-01T00:00:00"}
 
 
 def _population(n: int, base_rate: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
