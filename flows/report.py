@@ -37,9 +37,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
         scored.segments, snapshot, config.segments, export.measured_uplift(tables, config)
     )
     skipped = {
-        target: f"not in the live release {live.label}"
-        for target in TARGETS
-        if target not in live.targets
+        target: f"not in the live {live.label}" for target in TARGETS if target not in live.targets
     }
     measured = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
     cohorts = cohort_table(cohort_customers(tables, data.data_end(tables, config), config.tiers))
@@ -68,6 +66,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
             drift=measured,
             cohorts=cohorts,
             psi_alert=config.drift.psi_alert,
+            not_alerting=config.drift.not_alerting,
             whatif=whatif,
         )
         path = write_report(inputs, config.resolve(config.paths.reports))

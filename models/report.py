@@ -102,6 +102,7 @@ class ReportInputs:
     # per first-order month: repeat rate, LTV and tier movement (models.cohorts.cohort_table)
     cohorts: pd.DataFrame | None = None
     psi_alert: float = 0.25
+    not_alerting: list[str] = field(default_factory=list)  # drift.not_alerting: age features
     # the campaign what-if per segment with each row's uplift source (models.whatif)
     whatif: pd.DataFrame | None = None
 
@@ -210,7 +211,9 @@ def _profiles(inputs: ReportInputs) -> pd.DataFrame:
         row = {}
         for column in PROFILE_COLUMNS:
             if column in members and members[column].notna().any():
-                row[column] = members[column].median()
+                # a tier is a rank: its median is one of the tiers, never "3.50"
+                how = "lower" if column == "tier" else "linear"
+                row[column] = members[column].quantile(0.5, interpolation=how)
         for column in PROFILE_FEATURES:
             if column in features and features[column].notna().any():
                 row[column] = features[column].median()
@@ -435,6 +438,12 @@ def _first_purchase_section(inputs: ReportInputs, directory: Path) -> list[str]:
     its score ranks (or why there is no model)."""
     spec = ranking_target("high_price_browsers")
     population = spec.in_population(inputs.snapshot, inputs.tiers)
+    if not population.any():
+        return [
+            f"<p>No known member has never ordered ({html.escape(spec.population_text)}): "
+            "an orders-only log knows customers only through their orders, so the "
+            f"{html.escape(spec.name)} model has no one to score.</p>"
+        ]
     parts = [
         f"<p>{population.sum():,} known members have never ordered "
         f"({html.escape(spec.population_text)}). The {html.escape(spec.name)} model scores "
@@ -604,6 +613,13 @@ def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
     # a window longer than the log's history at the reference: the shift is the log's youth
     cut = table.index.isin(drift.cut_short)
     table.loc[cut, "reading"] = table.loc[cut, "reading"] + " (window cut short then)"
+    ages = table.index.isin(inputs.not_alerting)
+    table.loc[ages, "reading"] = table.loc[ages, "reading"] + " (grows with time; never alerts)"
+    # the score flow's rule, so the report and `dangol score` agree on what raised the alert
+    table["alerts"] = [
+        "yes" if psi > inputs.psi_alert and drift.alerting(column, inputs.not_alerting) else ""
+        for column, psi in zip(table.index, table["psi"], strict=True)
+    ]
     path = directory / "drift_psi.png"
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(table) + 1.5))
@@ -618,8 +634,11 @@ def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
     return [
         f"<p>Population stability index of today's snapshot against the release's last fitted "
         f"cutoff, {drift.reference_cutoff.date()} (&lt; 0.1 stable, 0.1-0.25 moderate, &gt; "
-        '0.25 major shift). A feature marked "window cut short then" looks further back '
-        "than the data went at that cutoff: it is measured, but does not raise the alert.</p>",
+        f"0.25 major shift); `dangol score` alerts above {inputs.psi_alert:g} (the "
+        '"alerts" column). A feature marked "window cut short then" looks further back '
+        "than the data went at that cutoff, and one that grows with time (tenure, days since "
+        "the first order) shifts as the shop ages: both are measured, but do not raise the "
+        "alert.</p>",
         _html_table(table, inputs.currency),
         _img(path, "PSI per score and feature"),
     ]

@@ -204,7 +204,9 @@ def render_action(
         column = _col(features, feature)
         finite = column[np.isfinite(column)]
         value = round_offer(float(np.quantile(finite, quantile))) if finite.size else np.nan
-        values[name] = format_money(value, currency, language) if np.isfinite(value) else "n/a"
+        # no member to take it from (an empty list): the action stays a template to fill
+        fallback = f"[{name.replace('_', ' ')}]"
+        values[name] = format_money(value, currency, language) if np.isfinite(value) else fallback
     return template.format(**values)
 
 

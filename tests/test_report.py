@@ -344,6 +344,71 @@ def test_value_section_warns_when_the_scored_days_fall_in_a_season_never_trained
     assert page("2012-02-01") == ""  # a time of year the training windows covered
 
 
+def _bare_inputs(snapshot: pd.DataFrame, **extra):
+    from models.report import ReportInputs
+    from models.segments import SegmentSettings
+
+    return ReportInputs(
+        runs=[],
+        models={},
+        snapshot=snapshot,
+        segments=extra.pop("segments", {}),
+        migration=pd.DataFrame(),
+        settings=SegmentSettings(),
+        currency="GBP",
+        **extra,
+    )
+
+
+def test_drift_table_marks_what_alerts_as_the_score_flow_does(tmp_path: Path) -> None:
+    """`dangol score` said "no drift above 0.25" while the page called the shop's ageing a
+    major shift: the page now shows the flow's own alert rule per row."""
+    from flows.drift import DriftReport
+    from models.report import _drift_section
+
+    features = pd.DataFrame(
+        {"column": ["days_since_first_order", "orders_90d", "spend_365d"], "psi": [0.43, 0.3, 0.4]}
+    )
+    drift = DriftReport(pd.Timestamp("2025-06-01"), features, {"repurchase": 0.05}, ["spend_365d"])
+    inputs = _bare_inputs(
+        pd.DataFrame(),
+        drift=drift,
+        psi_alert=0.25,
+        not_alerting=["days_since_first_order"],
+    )
+    page = "".join(_drift_section(inputs, tmp_path))
+    cells = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row) for row in page.split("<tr>")[2:]]
+    rows = {row[0]: row for row in cells}
+    alerting = {column for column, row in rows.items() if row[-1] == "yes"}
+    assert set(rows) == {"repurchase score", "days_since_first_order", "orders_90d", "spend_365d"}
+    assert alerting == {"orders_90d"}
+    assert "never alerts" in rows["days_since_first_order"][2]
+    assert "window cut short then" in rows["spend_365d"][2]
+
+
+def test_segment_profile_shows_a_tier_that_exists() -> None:
+    from models.report import _profiles
+
+    members = pd.DataFrame({"customer_id": ["a", "b"], "tier": [3, 4], "expected_value": [1, 2]})
+    snapshot = pd.DataFrame({"customer_id": ["a", "b"], "orders_lifetime": [2.0, 5.0]})
+    table = _profiles(_bare_inputs(snapshot, segments={"active": members}))
+    assert table.loc["active", "tier"] == 3
+    assert table.loc["active", "orders_lifetime"] == 3.5
+
+
+def test_an_orders_only_log_says_there_is_no_one_for_the_first_purchase_model(
+    tmp_path: Path,
+) -> None:
+    from models.report import _first_purchase_section
+
+    snapshot = pd.DataFrame(
+        {"customer_id": ["a"], "cutoff": [pd.Timestamp("2025-01-01")], "orders_lifetime": [2.0]}
+    )
+    page = "".join(_first_purchase_section(_bare_inputs(snapshot), tmp_path))
+    assert page.startswith("<p>No known member has never ordered")
+    assert "0 known members" not in page
+
+
 def test_waterfall_labels_are_words(project) -> None:
     """Every bar of a waterfall is the customer's fact in words: no "nan =", no raw
     "25286400 = spend_lifetime"."""

@@ -461,7 +461,7 @@ def test_actions_carry_numbers_from_the_members_in_the_shop_currency() -> None:
     # the upper quartile of the members' order values (141,250), rounded like an offer
     assert text.startswith("₩140,000+ purchase discount")
     assert render_action("{order_value}+ off", members * 0.01, "GBP") == "£1,400+ off"
-    assert render_action("{order_value}+ off", members.iloc[:0], "GBP") == "n/a+ off"
+    assert render_action("{order_value}+ off", members.iloc[:0], "GBP") == "[order value]+ off"
     with pytest.raises(ValueError, match="unknown placeholder"):
         SegmentSettings.model_validate({"active": {"action": "{discount} off"}})
 
