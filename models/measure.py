@@ -269,6 +269,12 @@ def verdict(result: CampaignResult) -> str:
     )
 
 
+def _constant_group(outcome: np.ndarray, is_treated: np.ndarray) -> bool:
+    """Whether a group's raw outcome does not vary (all bought, none did, all spent 0): its
+    CUPED-adjusted spread is then only the adjustment's jitter, not the outcome's noise."""
+    return any(np.ptp(outcome[group]) == 0 for group in (is_treated, ~is_treated))
+
+
 def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
     """The statistics of a treated/holdout outcome frame (buyer, revenue, pre_spend)."""
     is_t = (outcomes["group"] == TREATED).to_numpy()
@@ -284,9 +290,11 @@ def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
     return {
         "conversion": conversion.scaled(100),
         "conversion_cuped": welch_ttest(
-            conv_cuped.adjusted[is_t], conv_cuped.adjusted[~is_t]
+            conv_cuped.adjusted[is_t], conv_cuped.adjusted[~is_t], _constant_group(buyer, is_t)
         ).scaled(100),
-        "revenue": welch_ttest(rev_cuped.adjusted[is_t], rev_cuped.adjusted[~is_t]),
+        "revenue": welch_ttest(
+            rev_cuped.adjusted[is_t], rev_cuped.adjusted[~is_t], _constant_group(revenue, is_t)
+        ),
         "revenue_raw": welch_ttest(revenue[is_t], revenue[~is_t]),
         "variance_reduction": {
             "conversion": conv_cuped.variance_reduction,

@@ -68,17 +68,28 @@ def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
     return Difference(diff, float(low), float(high), p_value, se)
 
 
-def welch_ttest(a: np.ndarray, b: np.ndarray) -> Difference:
-    """mean(a) − mean(b) with Welch's unequal-variance t-test and its 95% interval."""
+def welch_ttest(a: np.ndarray, b: np.ndarray, pooled_floor: bool = False) -> Difference:
+    """mean(a) − mean(b) with Welch's unequal-variance t-test and its 95% interval.
+
+    `pooled_floor`: the standard error is at least the one from the two groups' pooled
+    variance (df n_a + n_b − 2 then). For CUPED-adjusted outcomes of a group whose raw
+    outcome is constant (all bought, none did): its within-group variance is only the
+    adjustment's jitter, and Welch alone gave +95.7 pp (95.2 to 96.3) for 100 treated
+    buyers against 2 holdout non-buyers, where the raw interval was 34 to 100.
+    """
     a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
     if a.size < 2 or b.size < 2:
         raise ValueError(f"both groups need at least 2 values, got {a.size} and {b.size}")
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     diff = float(a.mean() - b.mean())
     se = float(np.sqrt(va + vb))
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 0.0
+    if pooled_floor:
+        pooled = np.concatenate([a, b]).var(ddof=1) * (1 / a.size + 1 / b.size)
+        if np.sqrt(pooled) > se:
+            se, df = float(np.sqrt(pooled)), float(a.size + b.size - 2)
     if se == 0:
         return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, 0.0)
-    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     q = float(stats.t.ppf(0.975, df))
     p_value = float(2 * stats.t.sf(abs(diff) / se, df))
     return Difference(diff, diff - q * se, diff + q * se, p_value, se)

@@ -70,6 +70,27 @@ def test_simulated_ab_effect_is_recovered_inside_its_ci() -> None:
     assert abs(np.mean(estimates) - 5.0) < 0.7  # unbiased (sd of the mean ~0.25)
 
 
+def test_cuped_interval_is_not_jitter_when_a_group_is_all_buyers_or_none() -> None:
+    """100 treated who all bought against 2 held-out who did not: the raw interval is wide
+    (34 to 100 pp); the CUPED one must not shrink to the adjustment's jitter (it was 95.2
+    to 96.3)."""
+    rng = np.random.default_rng(0)
+    bought = np.r_[np.ones(100), np.zeros(2)]
+    frame = pd.DataFrame(
+        {
+            "group": ["treated"] * 100 + ["holdout"] * 2,
+            "buyer": bought,
+            "revenue": rng.gamma(2, 50, 102) * bought,
+            "pre_spend": rng.gamma(2, 50, 102),
+        }
+    )
+    stats = compare_groups(frame)
+    raw, adjusted = stats["conversion"], stats["conversion_cuped"]
+    assert raw.ci_high - raw.ci_low > 50
+    assert adjusted.ci_high - adjusted.ci_low > 0.5 * (raw.ci_high - raw.ci_low)
+    assert stats["revenue"].ci_low < 0 < stats["revenue"].ci_high  # two zeros prove little
+
+
 def test_aa_splits_give_about_five_percent_false_positives() -> None:
     population = _ab_frame(2, n=3_000, effect=0.0)
     ids = [f"C{i:07d}" for i in range(len(population))]
