@@ -801,7 +801,13 @@ def segment_notes(
         if feature is not None and feature not in snapshot:
             notes[name] = f"needs {table_of(feature)}, which this data has not"
         elif name in RULE_NEEDS_SCORE and not np.isfinite(_ranking_score(scores, name)).any():
-            notes[name] = f"no model for target {target.name}"
+            if target.in_population(snapshot, tiers).any():
+                notes[name] = f"no model for target {target.name}"
+            else:  # a model scores no one when nobody is whom it scores
+                notes[name] = (
+                    f"nobody to score at this cutoff: no {target.population_text} "
+                    f"(the {target.name} model's population)"
+                )
         elif name in VIP_SEGMENTS and not _is_vip(snapshot, tiers).any():
             notes[name] = f"no customer is in a VIP tier ({tiers.vip_tiers}) at the cutoff"
         else:

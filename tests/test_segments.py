@@ -512,9 +512,17 @@ def test_notes_say_why_a_segment_is_empty_or_capped() -> None:
     notes = segment_notes(snapshot, no_vip_model, segments, settings)
     assert segments["rising_vip"].empty
     assert notes["rising_vip"].startswith("no model for target ")
-    assert notes["high_price_browsers"] == "no model for target " + next(
+    # everyone here has ordered: the browsers' model (first orders) has no one to score
+    browsers_target = next(
         name for name in TARGETS if TARGETS[name].segments == ("high_price_browsers",)
     )
+    assert notes["high_price_browsers"].startswith("nobody to score at this cutoff")
+    assert notes["high_price_browsers"].endswith(f"(the {browsers_target} model's population)")
+    # a date before anyone had ordered: the model exists but has no one to score
+    nobody = snapshot.assign(orders_lifetime=0.0)
+    no_buyers = scores.assign(**{TARGETS[n].score_column: np.nan for n in TARGETS})
+    early = segment_notes(nobody, no_buyers, build_segments(nobody, no_buyers, settings), settings)
+    assert early["repurchase_prospects"].startswith("nobody to score at this cutoff: no ")
     capped = segment_notes(
         snapshot,
         scores,
