@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from models.segments import (
     CampaignPlan,
     export_cutoff,
     segment_notes,
+    unmeasurable_campaigns,
+    with_primary,
     write_export,
 )
 from models.train import TargetModel
@@ -135,6 +138,11 @@ def _export(
     """The export folder of a scoring pass: lists, campaigns, summary (atomic)."""
     versions = live.versions() if live is not None else {}
     notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
+    cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
+    campaign_plan = CampaignPlan(cutoff, config.segments)
+    lists = with_primary(scored.segments, scored.scores)
+    for name, why in unmeasurable_campaigns(lists, campaign_plan).items():
+        notes[name] = "; ".join(filter(None, [notes.get(name), why]))
     primary = scored.scores.set_index("customer_id")[PRIMARY_COLUMN]
     summary, markdown = segment_summary(
         scored.segments,
@@ -161,7 +169,6 @@ def _export(
             summary["release"]["uplift"] = live.uplift.get("reason", "")
         markdown += "\nHorizons: " + ", ".join(f"{t} {d} days" for t, d in horizons.items())
         markdown += "\n"
-    cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
     exports = config.resolve(config.paths.exports)
     remove_stale_staging(exports)
     folder = write_export(
@@ -172,7 +179,7 @@ def _export(
         stamp,
         summary=summary,
         summary_markdown=markdown,
-        campaigns=CampaignPlan(cutoff, config.segments, offers),
+        campaigns=replace(campaign_plan, offers=offers),
     )
     latest = exports / "latest"
     if latest.resolve() != folder.resolve():

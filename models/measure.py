@@ -22,6 +22,9 @@ from models.stats import Difference, cuped, two_proportion_ztest, welch_ttest
 
 PRE_DAYS = 180  # CUPED covariate: spend over this many days before the window opens
 
+# the fewest customers per group a campaign can be measured with
+MIN_GROUP = 2
+
 
 class MeasurementError(ContractError):
     """The data cannot answer the measurement asked for (unknown campaign, window still open,
@@ -118,7 +121,7 @@ def campaign_outcomes(
     frame["window_start"], frame["window_end"] = start.to_numpy(), end.to_numpy()
     groups = frame["group"].value_counts()
     for group in (TREATED, HOLDOUT):
-        if groups.get(group, 0) < 2:
+        if groups.get(group, 0) < MIN_GROUP:
             raise MeasurementError(
                 f"campaign {campaign_id!r}: the {group} group has {groups.get(group, 0)} "
                 f"customers; a comparison needs both treated and holdout customers"

@@ -963,6 +963,45 @@ class CampaignPlan:
         return f"{segment}-{self.cutoff:%Y%m%d}"
 
 
+def campaign_lists(
+    segments: dict[str, pd.DataFrame], plan: CampaignPlan
+) -> dict[str, pd.DataFrame]:
+    """Each campaign's list: the segment's members whose primary segment it is (resellers
+    and empty lists have none; nor does any segment without a holdout share)."""
+    if plan.settings.holdout.share <= 0:
+        return {}
+    lists = {}
+    for name, members in segments.items():
+        if PRIMARY_COLUMN in members:
+            # one campaign per customer: the list of their primary segment
+            members = members[members[PRIMARY_COLUMN].eq(name).fillna(False).to_numpy(bool)]
+        if name != RESELLERS and not members.empty:
+            lists[name] = members
+    return lists
+
+
+def unmeasurable_campaigns(segments: dict[str, pd.DataFrame], plan: CampaignPlan) -> dict[str, str]:
+    """Per segment whose campaign will split into fewer than `MIN_GROUP` treated or held-out
+    customers: a note saying `dangol measure` will not be able to judge it."""
+    from features.schema import HOLDOUT
+    from models.holdout import assign_groups
+    from models.measure import MIN_GROUP
+
+    notes = {}
+    for name, members in campaign_lists(segments, plan).items():
+        groups = assign_groups(
+            members["customer_id"].astype(str), plan.campaign_id(name), plan.settings.holdout.share
+        )
+        held = int((groups == HOLDOUT).sum())
+        treated = len(groups) - held
+        if min(held, treated) < MIN_GROUP:
+            notes[name] = (
+                f"its campaign splits into {treated} treated and {held} held out: too few to "
+                f"measure (at least {MIN_GROUP} in each)"
+            )
+    return notes
+
+
 def write_campaigns(
     segments: dict[str, pd.DataFrame], plan: CampaignPlan, out_dir: Path
 ) -> pd.DataFrame:
@@ -973,12 +1012,7 @@ def write_campaigns(
 
     holdout, whatif = plan.settings.holdout, plan.settings.whatif
     rows = []
-    for name, members in segments.items():
-        if PRIMARY_COLUMN in members:
-            # one campaign per customer: the list of their primary segment
-            members = members[members[PRIMARY_COLUMN].eq(name).fillna(False).to_numpy(bool)]
-        if name == RESELLERS or holdout.share <= 0 or members.empty:
-            continue
+    for name, members in campaign_lists(segments, plan).items():
         campaign_id = plan.campaign_id(name)
         export_with_holdout(members, campaign_id, holdout.share, plan.cutoff, out_dir)
         rows.append(

@@ -69,3 +69,27 @@ def test_export_writes_treated_list_and_contract_contacts(tmp_path: Path) -> Non
         "CMP-7_contacts.csv",
         "CMP-7_treated.csv",
     ]  # no temporary files left
+
+
+def test_a_campaign_too_small_to_measure_says_so_before_it_is_sent() -> None:
+    """A list of a handful splits into 0 or 1 held-out customers at 10%: `dangol measure`
+    could never judge it, so the export's note says so; a big list has no such note."""
+    from models.measure import MIN_GROUP
+    from models.segments import CampaignPlan, SegmentSettings, unmeasurable_campaigns
+
+    def members(n: int) -> pd.DataFrame:
+        return pd.DataFrame({"customer_id": [f"C{i:05d}" for i in range(n)]})
+
+    plan = CampaignPlan(pd.Timestamp("2026-01-01"), SegmentSettings())
+    notes = unmeasurable_campaigns({"active": members(3), "vip_steady": members(400)}, plan)
+    held = assign_groups(members(3)["customer_id"], plan.campaign_id("active"), 0.1) == "holdout"
+    assert int(held.sum()) < MIN_GROUP
+    assert set(notes) == {"active"}
+    assert notes["active"] == (
+        f"its campaign splits into {3 - held.sum()} treated and {held.sum()} held out: too few "
+        f"to measure (at least {MIN_GROUP} in each)"
+    )
+    no_holdout = SegmentSettings.model_validate({"holdout": {"share": 0.0}})
+    assert (
+        unmeasurable_campaigns({"active": members(3)}, CampaignPlan(plan.cutoff, no_holdout)) == {}
+    )
