@@ -127,7 +127,9 @@ def cmd_tiers(args: argparse.Namespace) -> None:
     if out is not None:
         long = counts.stack().rename("count").to_frame()
         long["share"] = shares.stack().reindex(long.index)
-        write_atomic_table(long.reset_index(), out)
+        long = long.reset_index()
+        long["from_tier"] = long["from_tier"].astype(str)  # tiers and "new": one type (Parquet)
+        write_atomic_table(long, out)
         print(f"-> {out}")
 
 
