@@ -67,15 +67,20 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
     from flows import data
 
     if args.training:
+        first, end = data.first_event(tables), data.data_end(tables, config)
         cutoffs = labelled_cutoffs(
-            data.first_event(tables),
-            data.data_end(tables, config),
+            first,
+            end,
             config.training.cutoff_every_days,
             config.labels.horizon_days,
             config.training.min_history_days,
         )
         if not cutoffs:
-            raise SystemExit("dangol features: the data is too short for any labelled cutoff")
+            raise data.CutoffOutOfRangeError(
+                f"the data ({first.date()} to {end.date()}) is too short for any labelled "
+                f"cutoff: training.min_history_days ({config.training.min_history_days}) and "
+                f"labels.horizon_days ({config.labels.horizon_days}) do not fit in it"
+            )
         return data.training_frame(tables, config, cutoffs)
     cutoffs = [pd.Timestamp(c) for c in args.cutoffs]
     end = data.data_end(tables, config)

@@ -186,3 +186,14 @@ def test_every_stacked_cutoff_is_checked_like_cutoff(tmp_path: Path, capsys) -> 
         main([*stacked, ","])
     assert parsed.value.code == 2
     assert "argument --cutoffs: no date in ','" in capsys.readouterr().err
+
+
+def test_a_shop_too_short_for_training_cutoffs_is_one_message(tmp_path: Path, capsys) -> None:
+    config = _config(tmp_path)
+    config.write_text(config.read_text().replace("min_history_days: 30", "min_history_days: 3000"))
+    out = tmp_path / "train.parquet"
+    assert main(["features", "--config", str(config), "--training", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "dangol features: error: the data (" in err
+    assert "is too short for any labelled cutoff: training.min_history_days (3000)" in err
+    assert not out.exists()
