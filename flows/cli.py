@@ -48,7 +48,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def _dates(text: str) -> list[date]:
-    return [_date(part.strip()) for part in text.split(",") if part.strip()]
+    dates = [_date(part.strip()) for part in text.split(",") if part.strip()]
+    if not dates:
+        raise argparse.ArgumentTypeError(f"no date in {text!r}: give YYYY-MM-DD[,YYYY-MM-DD...]")
+    return dates
+
+
+def _stderr(line: str) -> None:
+    """Loader progress goes to stderr: `dangol tiers ... > file` keeps only the table."""
+    print(line, file=sys.stderr)
 
 
 def _stacked_frame(args: argparse.Namespace, config, tables):
@@ -59,34 +67,42 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
     from flows import data
 
     if args.training:
+        first, end = data.first_event(tables), data.data_end(tables, config)
         cutoffs = labelled_cutoffs(
-            data.first_event(tables),
-            data.data_end(tables, config),
+            first,
+            end,
             config.training.cutoff_every_days,
             config.labels.horizon_days,
             config.training.min_history_days,
         )
         if not cutoffs:
-            raise SystemExit("dangol features: the data is too short for any labelled cutoff")
+            raise data.CutoffOutOfRangeError(
+                f"the data ({first.date()} to {end.date()}) is too short for any labelled "
+                f"cutoff: training.min_history_days ({config.training.min_history_days}) and "
+                f"labels.horizon_days ({config.labels.horizon_days}) do not fit in it"
+            )
         return data.training_frame(tables, config, cutoffs)
     cutoffs = [pd.Timestamp(c) for c in args.cutoffs]
-    return data.build_features(tables, config, cutoffs)
+    end = data.data_end(tables, config)
+    for cutoff in cutoffs:  # the rule of --cutoff, for each of them
+        data.refuse_after_end(cutoff, end, "cutoff")
+    frame = data.build_features(tables, config, cutoffs)
+    data.refuse_unknown_cutoffs(frame, cutoffs, tables)
+    return frame
 
 
 def cmd_features(args: argparse.Namespace) -> None:
     from flows import data, export
+    from models.holdout import TABLE_FORMATS, check_output_path, write_atomic_table
 
+    out = check_output_path(Path(args.out), TABLE_FORMATS)
     config = _config(args)
-    tables, _report = data.load_shop(config)
+    tables, _report = data.load_shop(config, progress=_stderr)
     if args.cutoffs or args.training:
         snapshot = _stacked_frame(args, config, tables)
     else:
         snapshot = export.latest_snapshot(tables, config, args.cutoff)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    snapshot.to_parquet(temporary, index=False)
-    os.replace(temporary, out)
+    write_atomic_table(snapshot, out)
     cutoffs = snapshot["cutoff"].nunique()
     print(f"{len(snapshot):,} rows ({cutoffs} cutoffs) x {snapshot.shape[1] - 2} columns -> {out}")
 
@@ -94,9 +110,16 @@ def cmd_features(args: argparse.Namespace) -> None:
 def cmd_tiers(args: argparse.Namespace) -> None:
     from features.tiers import migration_matrix
     from flows import data
+    from flows.usage import UsageError
+    from models.holdout import TABLE_FORMATS, check_output_path, write_atomic_table
 
+    if args.end <= args.start:
+        raise UsageError(f"--to {args.end} must be after --from {args.start}")
+    out = None if args.out is None else check_output_path(Path(args.out), TABLE_FORMATS)
     config = _config(args)
-    tables, _report = data.load_shop(config)
+    tables, _report = data.load_shop(config, progress=_stderr)
+    data.check_date_in_data(tables, config, args.start, "--from")
+    data.check_date_in_data(tables, config, args.end, "--to")
     counts, shares = migration_matrix(
         tables.orders, args.start, args.end, config.tiers, tables.customers
     )
@@ -106,14 +129,12 @@ def cmd_tiers(args: argparse.Namespace) -> None:
     print(counts.to_string())
     print("shares of each row:")
     print(shares.round(3).to_string())
-    if args.out:
+    if out is not None:
         long = counts.stack().rename("count").to_frame()
         long["share"] = shares.stack().reindex(long.index)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = out.with_name(f".{out.name}.tmp")
-        long.reset_index().to_csv(temporary, index=False)
-        os.replace(temporary, out)
+        long = long.reset_index()
+        long["from_tier"] = long["from_tier"].astype(str)  # tiers and "new": one type (Parquet)
+        write_atomic_table(long, out)
         print(f"-> {out}")
 
 
@@ -468,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     feats = add("features", cmd_features, "Write a point-in-time feature snapshot.")
     feats.add_argument("--cutoff", type=_date, default=None, help="YYYY-MM-DD (default: data end)")
-    feats.add_argument("--out", required=True, help="output Parquet file")
+    feats.add_argument("--out", required=True, help="output file: .parquet or .csv")
     feats.add_argument(
         "--cutoffs", type=_dates, default=None, help="comma-separated YYYY-MM-DD: stack these"
     )
@@ -482,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     tier = add("tiers", cmd_tiers, "Tier-migration matrix between two dates (counts, shares).")
     tier.add_argument("--from", dest="start", type=_date, required=True, help="YYYY-MM-DD")
     tier.add_argument("--to", dest="end", type=_date, required=True, help="YYYY-MM-DD")
-    tier.add_argument("--out", default=None, help="optional CSV: from_tier, to_tier, count, share")
+    tier.add_argument(
+        "--out", default=None, help="optional .csv or .parquet: from_tier, to_tier, count, share"
+    )
 
     add(
         "check",
@@ -543,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     from flows.data import CutoffOutOfRangeError
     from flows.prefect_server import ServerStartError
     from flows.runtime import hide_expected_failures
+    from flows.usage import UsageError
+    from models.holdout import OutputPathError
     from models.registry import NoChampionError
     from models.release import ReleaseMismatchError, TrainingLockedError
     from models.train import InsufficientDataError
@@ -556,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         SparkUnavailableError,
         ServerStartError,
         CutoffOutOfRangeError,
+        OutputPathError,
+        UsageError,
     )
     hide_expected_failures(expected)  # one message below, not Prefect's tracebacks too
     try:

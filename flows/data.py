@@ -59,7 +59,47 @@ def load_shop(config: DangolConfig, progress: Progress = print) -> tuple[ShopTab
 
 
 class CutoffOutOfRangeError(ValueError):
-    """A scoring date the data cannot describe: after its end, or before anyone is known."""
+    """A date the data cannot describe: after its end, or before anyone is known."""
+
+
+def refuse_after_end(when: datetime, end: pd.Timestamp, what: str, why: str = "") -> None:
+    """Refuse a date after the data's end: nothing after it is known, so every customer
+    would look silent since then (`why` adds what that would mean for the command)."""
+    if pd.Timestamp(when) > end:
+        raise CutoffOutOfRangeError(
+            f"{what} {pd.Timestamp(when).date()} is after the end of the data ({end.date()}): "
+            f"nothing after that is known{why}"
+        )
+
+
+def refuse_unknown_cutoffs(
+    snapshot: pd.DataFrame, cutoffs: Sequence[datetime], tables: ShopTables
+) -> None:
+    """Refuse a feature snapshot with no row at one of its cutoffs: no customer is known
+    before it, so there is nothing to score or learn there."""
+    present = set(pd.to_datetime(snapshot["cutoff"]).dt.normalize()) if len(snapshot) else set()
+    for when in cutoffs:
+        if pd.Timestamp(when).normalize() not in present:
+            raise CutoffOutOfRangeError(
+                f"cutoff {pd.Timestamp(when).date()}: no customer is known before it (the "
+                f"first order is on {first_event(tables).date()})"
+            )
+
+
+def check_date_in_data(
+    tables: ShopTables, config: DangolConfig, when: datetime, what: str
+) -> pd.Timestamp:
+    """The date, refused with the data's range when it lies after the data's end or before
+    the day of its first order (every number there would be empty or made of silence)."""
+    end, first = data_end(tables, config), first_event(tables).normalize()
+    span = f"; the data covers {first.date()} to {end.date()}"
+    refuse_after_end(when, end, what, span)
+    if pd.Timestamp(when) < first:
+        raise CutoffOutOfRangeError(
+            f"{what} {pd.Timestamp(when).date()} is before the first order ({first.date()}): "
+            f"nothing before that is known{span}"
+        )
+    return pd.Timestamp(when)
 
 
 def data_end(tables: ShopTables, config: DangolConfig) -> pd.Timestamp:

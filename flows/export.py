@@ -19,7 +19,7 @@ import pandas as pd
 from features.engine import spark_for, write_scored_partitions
 from features.schema import ShopTables
 from flows.config import DangolConfig
-from flows.data import CutoffOutOfRangeError, build_features, data_end
+from flows.data import build_features, data_end, refuse_after_end, refuse_unknown_cutoffs
 from models import registry, release
 from models.scoring import Scored, score_and_explain
 from models.segments import (
@@ -53,18 +53,10 @@ def latest_snapshot(
     data stopped, and the lists would read as current."""
     end = data_end(tables, config)
     when = pd.Timestamp(cutoff) if cutoff is not None else end
-    if when > end:
-        raise CutoffOutOfRangeError(
-            f"cutoff {when.date()} is after the end of the data ({end.date()}): nothing after "
-            "that is known, so every customer would look silent since then; score at "
-            f"{end.date()} or earlier"
-        )
+    why = f", so every customer would look silent since then; score at {end.date()} or earlier"
+    refuse_after_end(when, end, "cutoff", why)
     snapshot = build_features(tables, config, [when])
-    if snapshot.empty:
-        raise CutoffOutOfRangeError(
-            f"cutoff {when.date()}: no customer is known before it (the first order is on "
-            f"{pd.Timestamp(tables.orders['ordered_at'].min()).date()})"
-        )
+    refuse_unknown_cutoffs(snapshot, [when], tables)
     return snapshot
 
 

@@ -8,8 +8,6 @@ of being shown with half their future missing. docs/measurement.md defines every
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -167,16 +165,12 @@ def compare_cohorts(customers: pd.DataFrame, change_date: date) -> pd.DataFrame:
 
 
 def _save(fig, path: Path) -> Path:
-    """Save a figure atomically (temp file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Save a figure as PNG atomically (`models.holdout.write_atomic`)."""
+    from models.holdout import write_atomic
+
+    return write_atomic(
+        path, lambda staging: fig.savefig(staging, format="png", dpi=110, bbox_inches="tight")
+    )
 
 
 def plot_cohorts(table: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:

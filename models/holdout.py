@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,8 @@ import pandas as pd
 from features.schema import CONTACTS, HOLDOUT, TREATED
 
 _SCALE = float(2**64)
+# the formats of tables the commands write (`--out x.csv` / `--out x.parquet`)
+TABLE_FORMATS = (".csv", ".parquet")
 
 
 def unit_hash(campaign_id: str, customer_ids: Iterable[str]) -> np.ndarray:
@@ -76,23 +78,58 @@ def contacts_frame(
     return frame
 
 
-def write_atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a CSV under a temporary name in the same folder, then rename it into place.
+class OutputPathError(ValueError):
+    """An output path that cannot be written: a folder, under a file, or of another format."""
+
+
+def check_output_path(path: Path, formats: tuple[str, ...] = ()) -> Path:
+    """The path, refused by name if it is a folder, lies under a file, or (with `formats`,
+    e.g. (".csv", ".parquet")) does not end in one of them. Checked before a command does
+    its work, so a bad --out costs no time and leaves nothing behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{path} is a folder; give a file name in it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"{path}: {parent} is a file, not a folder")
+            break
+    if formats and path.suffix.lower() not in formats:
+        raise OutputPathError(f"{path}: name the file with {' or '.join(formats)} (the format)")
+    return path
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(staging)` on a staging file in the same folder, then rename it into place.
 
     Readers see the old file or the new one, never half a file, and a failure leaves no
-    temporary file behind.
+    staging file behind. The staging file is created by `write` itself (not by mkstemp,
+    whose 0600 would stick), so the file gets the mode any new file gets under the umask:
+    these files are handed to people and other services.
     """
-    path = Path(path)
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    staging = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        write(staging)
+        os.replace(staging, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        staging.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a CSV atomically (`write_atomic`)."""
+    return write_atomic(path, lambda staging: frame.to_csv(staging, index=False))
+
+
+def write_atomic_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a table atomically as CSV or Parquet, as the file name's suffix says."""
+    suffix = check_output_path(path, TABLE_FORMATS).suffix.lower()
+    if suffix == ".parquet":
+        return write_atomic(path, lambda staging: frame.to_parquet(staging, index=False))
+    return write_atomic_csv(frame, path)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -14,8 +13,8 @@ import pandas as pd
 
 
 def json_ready(value: Any) -> Any:
-    """`value` with NaN/inf as None, numpy and pandas scalars as Python ones, dates as ISO
-    text and anything else unknown as its str (what `default=str` did)."""
+    """`value` with NaN/inf as None, numpy scalars as Python ones and anything else (dates
+    included) as its str, as `default=str` wrote them before."""
     if isinstance(value, Mapping):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, np.ndarray, pd.Series)):
@@ -28,8 +27,6 @@ def json_ready(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if value is pd.NaT or value is pd.NA:
         return None
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
     return str(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from features.synthetic import write_shop
 from flows.cli import main
@@ -80,3 +81,119 @@ def test_scoring_before_any_training_names_the_command_to_run(tmp_path: Path) ->
     with pytest.raises(NoChampionError) as error:
         export.live_release(load_config(config))
     assert f"run `dangol train --config {config.resolve()}` first" in str(error.value)
+
+
+BAD_OUT = [
+    ("folder", "is a folder; give a file name in it"),
+    ("plain.csv/x.csv", "plain.csv is a file, not a folder"),
+    ("table.txt", "name the file with .csv or .parquet"),
+]
+
+
+@pytest.mark.parametrize(("out", "says"), BAD_OUT)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tiers", "--from", "2025-06-01", "--to", "2025-12-01"],
+        ["features", "--cutoff", "2025-06-01"],
+        ["features", "--cutoffs", "2025-06-01,2025-09-01"],
+        ["cohorts"],
+    ],
+)
+def test_a_bad_out_path_is_one_message_and_leaves_nothing(
+    tmp_path: Path, capsys, command: list[str], out: str, says: str
+) -> None:
+    config = str(_config(tmp_path))
+    where = tmp_path / "out"
+    (where / "folder").mkdir(parents=True)
+    (where / "plain.csv").write_text("not a folder\n")
+    assert main([*command, "--config", config, "--out", str(where / out)]) == 2
+    err = capsys.readouterr().err
+    assert f"dangol {command[0]}: error: " in err and says in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in where.iterdir()) == ["folder", "plain.csv"]
+    assert list((where / "folder").iterdir()) == []
+
+
+def test_the_file_format_follows_the_extension(tmp_path: Path, capsys) -> None:
+    config = str(_config(tmp_path))
+    snapshot = tmp_path / "snap.csv"
+    assert (
+        main(["features", "--config", config, "--cutoff", "2025-06-01", "--out", str(snapshot)])
+        == 0
+    )
+    frame = pd.read_csv(snapshot)  # CSV, not Parquet under a .csv name
+    assert len(frame) > 0 and {"customer_id", "cutoff"} <= set(frame.columns)
+    matrix = tmp_path / "migration.parquet"
+    tiers = ["tiers", "--config", config, "--from", "2025-06-01", "--to", "2025-12-01"]
+    assert main([*tiers, "--out", str(matrix)]) == 0
+    long = pd.read_parquet(matrix)
+    assert list(long.columns) == ["from_tier", "to_tier", "count", "share"]
+    assert "new" in set(long["from_tier"])
+    cohorts = tmp_path / "cohorts.parquet"
+    assert main(["cohorts", "--config", config, "--out", str(cohorts)]) == 0
+    assert pd.read_parquet(cohorts)["cohort"].iloc[0].startswith("20")
+
+
+def test_tiers_print_only_the_table_on_stdout(tmp_path: Path, capsys) -> None:
+    """`dangol tiers ... > file` keeps the table; the loader's lines go to stderr."""
+    config = str(_config(tmp_path))
+    assert main(["tiers", "--config", config, "--from", "2025-06-01", "--to", "2025-12-01"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("tier migration 2025-06-01 -> 2025-12-01")
+    assert "kept" not in captured.out and "kept" in captured.err
+    out = tmp_path / "snap.parquet"
+    assert main(["features", "--config", config, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [captured.out.splitlines()[-1]]
+    assert captured.out.strip().endswith(str(out)) and "kept" in captured.err
+
+
+TIER_DATES = [
+    ("2025-12-01", "2025-06-01", "--to 2025-06-01 must be after --from 2025-12-01"),
+    ("2025-06-01", "2025-06-01", "--to 2025-06-01 must be after --from 2025-06-01"),
+    ("2025-06-01", "2030-01-01", "--to 2030-01-01 is after the end of the data (2026-02-05)"),
+    ("2020-01-01", "2021-01-01", "--from 2020-01-01 is before the first order"),
+]
+
+
+@pytest.mark.parametrize(("start", "end", "says"), TIER_DATES)
+def test_tier_dates_the_data_cannot_describe_are_refused(
+    tmp_path: Path, capsys, start: str, end: str, says: str
+) -> None:
+    """Not a traceback, and not every tier 'moving' to the lowest after the data's end or
+    NaN shares before its start."""
+    config = str(_config(tmp_path))
+    out = tmp_path / "m.csv"
+    assert main(["tiers", "--config", config, "--from", start, "--to", end, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"dangol tiers: error: {says}" in err and "Traceback" not in err
+    if "the data" in says:
+        assert "the data covers" in err and "to 2026-02-05" in err
+    assert not out.exists()
+
+
+def test_every_stacked_cutoff_is_checked_like_cutoff(tmp_path: Path, capsys) -> None:
+    config = str(_config(tmp_path))
+    out = tmp_path / "f.parquet"
+    stacked = ["features", "--config", config, "--out", str(out), "--cutoffs"]
+    assert main([*stacked, "2025-06-01,2030-01-01"]) == 2
+    assert "cutoff 2030-01-01 is after the end of the data (2026-02-05)" in capsys.readouterr().err
+    assert main([*stacked, "2025-06-01,2001-01-01"]) == 2
+    assert "cutoff 2001-01-01: no customer is known before it" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit) as parsed:  # argparse: usage and one error line
+        main([*stacked, ","])
+    assert parsed.value.code == 2
+    assert "argument --cutoffs: no date in ','" in capsys.readouterr().err
+
+
+def test_a_shop_too_short_for_training_cutoffs_is_one_message(tmp_path: Path, capsys) -> None:
+    config = _config(tmp_path)
+    config.write_text(config.read_text().replace("min_history_days: 30", "min_history_days: 3000"))
+    out = tmp_path / "train.parquet"
+    assert main(["features", "--config", str(config), "--training", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "dangol features: error: the data (" in err
+    assert "is too short for any labelled cutoff: training.min_history_days (3000)" in err
+    assert not out.exists()

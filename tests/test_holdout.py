@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,15 @@ import pytest
 
 from features.contract import validate_table
 from features.schema import CONTACTS
-from models.holdout import assign_groups, export_with_holdout, unit_hash
+from models.holdout import (
+    OutputPathError,
+    assign_groups,
+    export_with_holdout,
+    unit_hash,
+    write_atomic,
+    write_atomic_csv,
+    write_atomic_table,
+)
 
 IDS = [f"C{i:07d}" for i in range(1, 20_001)]
 
@@ -93,3 +103,47 @@ def test_a_campaign_too_small_to_measure_says_so_before_it_is_sent() -> None:
     assert (
         unmeasurable_campaigns({"active": members(3)}, CampaignPlan(plan.cutoff, no_holdout)) == {}
     )
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_exported_files_get_the_umask_mode_not_0600(tmp_path: Path, umask: int, mode: int) -> None:
+    """The lists go to marketing and other services: a staging file made by mkstemp would
+    keep its 0600 after the rename."""
+    members = pd.DataFrame({"customer_id": [f"C{i}" for i in range(50)], "score": 0.5})
+    previous = os.umask(umask)
+    try:
+        written = export_with_holdout(
+            members, "CMP-mode", 0.2, pd.Timestamp("2025-06-01"), tmp_path / "out"
+        )
+        campaigns = write_atomic_csv(members, tmp_path / "out" / "campaigns.csv")
+    finally:
+        os.umask(previous)
+    for path in (written.treated_path, written.contacts_path, campaigns):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "CMP-mode_contacts.csv",
+        "CMP-mode_treated.csv",
+        "campaigns.csv",
+    ]
+
+
+def test_a_bad_output_path_is_named_and_leaves_nothing(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1, 2]})
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "plain.csv").write_text("x\n")
+    with pytest.raises(OutputPathError, match="is a folder"):
+        write_atomic_csv(frame, tmp_path / "folder")
+    with pytest.raises(OutputPathError, match="plain.csv is a file, not a folder"):
+        write_atomic_csv(frame, tmp_path / "plain.csv" / "x.csv")
+    with pytest.raises(OutputPathError, match=r"\.csv or \.parquet"):
+        write_atomic_table(frame, tmp_path / "table.txt")
+    # a writer that fails half-way leaves neither the file nor its staging copy
+
+    def fail(staging: Path) -> None:
+        staging.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(tmp_path / "half.csv", fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "plain.csv"]
+    assert list((tmp_path / "folder").iterdir()) == []

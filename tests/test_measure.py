@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +226,87 @@ def test_cli_change_and_cohorts(
         "cohorts_repeat.png",
         "cohorts_tiers.png",
     ]
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--margin", "nan"], "argument --margin: a gross margin is a share of revenue in (0, 1]"),
+        (["--margin", "-1"], "argument --margin: a gross margin"),
+        (["--margin", "0"], "argument --margin: a gross margin"),
+        (["--margin", "1.5"], "argument --margin: a gross margin"),
+        (["--pre-days", "-30"], "argument --pre-days: must be a positive number of days"),
+        (["--pre-days", "0"], "argument --pre-days: must be a positive number of days"),
+    ],
+)
+def test_cli_refuses_margins_and_pre_periods_that_mean_nothing(
+    config_path: Path, capsys: pytest.CaptureFixture, option: list[str], says: str
+) -> None:
+    """A NaN margin made the ROI NaN (and the JSON invalid); a negative pre-period turned
+    CUPED off without a word."""
+    with pytest.raises(SystemExit) as parsed:
+        main(["measure", "--config", str(config_path), "--campaign", "K2510", *option])
+    assert parsed.value.code == 2
+    assert f"dangol measure: error: {says}" in capsys.readouterr().err
+
+
+def test_cli_refuses_metric_with_campaign(config_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["measure", "--config", str(config_path), "--campaign", "K2510"]
+    assert main([*args, "--metric", "repurchase_rate"]) == 2
+    err = capsys.readouterr().err
+    assert "dangol measure: error: --metric goes with --change-date" in err
+    assert main([*args, "--margin", "0.4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["margin"] == 0.4
+
+
+def test_json_output_is_strict(capsys: pytest.CaptureFixture) -> None:
+    """Non-finite numbers become null: bare NaN is not JSON."""
+    from flows.cli_measure import _emit
+
+    payload = {"roi": float("nan"), "ci": [np.float32("inf"), np.float64(0.5)], "n": np.int64(3)}
+    _emit({"nested": payload, "when": pd.Timestamp("2025-01-01")}, [], as_json=True)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-JSON constant {constant}")
+
+    parsed = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert parsed["nested"] == {"roi": None, "ci": [None, 0.5], "n": 3}
+    assert parsed["when"] == "2025-01-01 00:00:00"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("2030-01-01", "--change-date 2030-01-01 is after the end of the data (2026-01-01)"),
+        ("2023-01-01", "--change-date 2023-01-01 is before the first order (2024-01-01)"),
+        ("2025-12-01", "--change-date 2025-12-01: no metric can be compared"),
+    ],
+)
+def test_cli_cohorts_refuse_a_change_date_the_data_cannot_judge(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture, change: str, says: str
+) -> None:
+    """Not an all-NaN comparison with exit 0."""
+    out = tmp_path / "cohorts.csv"
+    args = ["cohorts", "--config", str(config_path), "--out", str(out), "--change-date", change]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"dangol cohorts: error: {says}" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_cohort_files_get_the_umask_mode(config_path: Path, tmp_path: Path) -> None:
+    """CSV and charts are handed to people: 0644 under umask 022, not mkstemp's 0600."""
+    out = tmp_path / "cohorts.csv"
+    previous = os.umask(0o022)
+    try:
+        assert main(["cohorts", "--config", str(config_path), "--out", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    written = sorted(tmp_path.iterdir())
+    assert [p.name for p in written] == [
+        "cohorts.csv",
+        "cohorts_ltv.png",
+        "cohorts_repeat.png",
+        "cohorts_tiers.png",
+    ]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in written)

@@ -314,7 +314,7 @@ def test_summary_json_is_strict_json_without_nan(tmp_path: Path) -> None:
     text = (folder / "summary.json").read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text
     parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name}"))
-    assert parsed == {"whatif": [{"ci_low_pp": None, "gain": None}], "at": "2026-01-01T00:00:00"}
+    assert parsed == {"whatif": [{"ci_low_pp": None, "gain": None}], "at": "2026-01-01 00:00:00"}
 
 
 def _population(n: int, base_rate: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
