@@ -143,8 +143,8 @@ class DataSettings(BaseModel):
     currency: str = Field("KRW", pattern=r"^[A-Z]{3}$")
     max_reject_share: float = Field(0.5, gt=0.0, le=1.0)
     end: datetime | None = None  # events at/after it are rejected; default: now
-    # A campaign's attribution window when the campaigns table does not give one: this many
-    # days from each customer's contacted_at (DESIGN §3.8, docs/measurement.md).
+    # Every campaign's attribution window when there is no campaigns table: this many days
+    # from each customer's contacted_at (DESIGN §3.8, docs/measurement.md).
     attribution_days: int = Field(30, gt=0)
     tables: dict[TableName, TableSource]
 

@@ -149,6 +149,8 @@ def cmd_check(args: argparse.Namespace):
     print(f"dangol check {args.config}")
     for line in report.summary_lines():  # rows kept per table and each rejection, by reason
         print(f"  {line}")
+    if warning := data.quiet_end_warning(tables, config):
+        print(f"  {warning}")
     for line in readiness.lines():
         print(line)
     if not readiness.ready:

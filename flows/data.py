@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from features import engine
@@ -55,7 +56,33 @@ def load_shop(config: DangolConfig, progress: Progress = print) -> tuple[ShopTab
     tables, report = load_tables(config.data, base_dir=config.base_dir)
     for line in report.summary_lines():
         progress(line)
+    warning = quiet_end_warning(tables, config)
+    if warning:
+        progress(warning)
     return tables, report
+
+
+def quiet_end_warning(tables: ShopTables, config: DangolConfig) -> str | None:
+    """A warning when the configured data end lies further after the last order than the
+    shop was ever quiet before: most likely the export stops earlier than `data.end` says,
+    and every label, window and campaign after the last order would read as silence."""
+    if config.data.end is None or len(tables.orders) < 2:
+        return None
+    times = np.sort(tables.orders["ordered_at"].to_numpy("datetime64[ns]"))
+    end = np.datetime64(config.data.end_timestamp())
+    quiet_at_end = end - times[-1]
+    longest_before = np.diff(times).max()
+    if quiet_at_end <= max(longest_before, np.timedelta64(1, "D")):
+        return None
+    days = quiet_at_end / np.timedelta64(1, "D")
+    before = longest_before / np.timedelta64(1, "D")
+    return (
+        f"warning: no order in the {days:.0f} days before data.end "
+        f"({pd.Timestamp(end).date()}); the last order is {pd.Timestamp(times[-1])} and the "
+        f"shop was never quiet for more than {before:.1f} days before. If the export stops "
+        "there, set data.end to the day after it: labels and campaign windows after the "
+        "last order would count as customers not buying"
+    )
 
 
 class CutoffOutOfRangeError(ValueError):

@@ -67,6 +67,14 @@ def campaign_window(tables: ShopTables, campaign_id: str, attribution_days: int)
             "group, contacted_at) to measure campaigns"
         )
     known = contacts["campaign_id"].dropna().unique().tolist()
+    planned = tables.campaigns is not None and campaign_id in set(tables.campaigns["campaign_id"])
+    if campaign_id not in known and planned:
+        raise MeasurementError(
+            f"campaign {campaign_id!r} is in the campaigns table, but none of its contacts "
+            "was loaded: contacts at or after the data end are rejected (as far as this data "
+            "goes it has not been sent yet), and so are contacts of unknown customers; "
+            "`dangol check` lists the rejected rows"
+        )
     if campaign_id not in known:
         listed = ", ".join(sorted(map(str, known))[:20]) or "none"
         raise MeasurementError(

@@ -197,3 +197,24 @@ def test_a_shop_too_short_for_training_cutoffs_is_one_message(tmp_path: Path, ca
     assert "dangol features: error: the data (" in err
     assert "is too short for any labelled cutoff: training.min_history_days (3000)" in err
     assert not out.exists()
+
+
+def test_a_data_end_long_after_the_last_order_is_warned_about(tmp_path: Path) -> None:
+    """data.end says the log is complete up to it; months without a single order before it
+    (longer than the shop was ever quiet) mean the export most likely stops earlier, and
+    every label after the last order would read as customers not buying."""
+    from flows import data
+    from flows.config import load_config
+
+    config = load_config(_config(tmp_path))
+    tables, _ = data.load_shop(config, progress=lambda _line: None)
+    last = tables.orders["ordered_at"].max()
+    assert data.quiet_end_warning(tables, config) is None  # 3 days quiet; 14 seen before
+    late = config.model_copy(
+        update={"data": config.data.model_copy(update={"end": last + pd.Timedelta(days=400)})}
+    )
+    warning = data.quiet_end_warning(tables, late)
+    assert warning is not None and warning.startswith("warning: no order in the 400 days")
+    lines: list[str] = []
+    data.load_shop(late, progress=lines.append)
+    assert lines[-1] == warning

@@ -158,6 +158,14 @@ def test_clear_errors(shop: ShopTables) -> None:
     tables = ShopTables(orders=shop.orders, contacts=only_treated, campaigns=shop.campaigns)
     with pytest.raises(MeasurementError, match="holdout group has 0 customers"):
         measure_campaign(tables, "K2510", END)
+    # planned in the campaigns table, but every contact was rejected (sent at the data end)
+    unsent = ShopTables(
+        orders=shop.orders,
+        contacts=shop.contacts[shop.contacts.campaign_id != "K2510"],
+        campaigns=shop.campaigns,
+    )
+    with pytest.raises(MeasurementError, match="'K2510' is in the campaigns table, but none"):
+        measure_campaign(unsent, "K2510", END)
     with pytest.raises(MeasurementError, match="no contacts table"):
         measure_campaign(ShopTables(orders=shop.orders), "K2510", END)
 
