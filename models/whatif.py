@@ -136,6 +136,8 @@ def whatif_table(
     )
     rows = []
     for name, members in segments.items():
+        if members.empty:  # nobody to contact: no rows of zeros (its note says why)
+            continue
         column = probability_column[name]
         probability = (
             members[column].to_numpy("float64", na_value=np.nan)

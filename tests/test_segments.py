@@ -239,6 +239,11 @@ def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame])
         or not summary["segments"][RESELLERS]["whatif"]
     )
     assert "₩" in markdown and "+7 pp" in markdown
+    # an empty list has nobody to contact: no what-if rows of zeros
+    empty = {**segments, "vip_at_risk": segments["vip_at_risk"].iloc[:0]}
+    summary, _ = segment_summary(empty, snapshot, ABSOLUTE, "KRW")
+    assert summary["segments"]["vip_at_risk"]["members"] == 0
+    assert summary["segments"]["vip_at_risk"]["whatif"] == []
 
 
 def _export(root: Path, stamp: str, marker: float) -> Path:
