@@ -11,8 +11,6 @@ what is planted and how strongly.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.files import write_atomic
 from features.schema import SCHEMAS, ShopTables
 
 Progress = Callable[[str], None]
@@ -937,15 +936,9 @@ def write_shop(tables: ShopTables, out_dir: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for name, frame in tables.present().items():
         final = out_dir / f"{name}.parquet"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths[name] = final
+        paths[name] = write_atomic(
+            final, lambda staging, f=frame: f.to_parquet(staging, index=False)
+        )
     return paths
 
 

@@ -92,8 +92,9 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
 
 
 def cmd_features(args: argparse.Namespace) -> None:
+    from features.files import TABLE_FORMATS, check_output_path
     from flows import data, export
-    from models.holdout import TABLE_FORMATS, check_output_path, write_atomic_table
+    from models.holdout import write_atomic_table
 
     out = check_output_path(Path(args.out), TABLE_FORMATS)
     config = _config(args)
@@ -108,10 +109,11 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_tiers(args: argparse.Namespace) -> None:
+    from features.files import TABLE_FORMATS, check_output_path
     from features.tiers import migration_matrix
     from flows import data
     from flows.usage import UsageError
-    from models.holdout import TABLE_FORMATS, check_output_path, write_atomic_table
+    from models.holdout import write_atomic_table
 
     if args.end <= args.start:
         raise UsageError(f"--to {args.end} must be after --from {args.start}")
@@ -563,13 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from features.contract import ContractError
+    from features.files import OutputPathError
     from features.spark import SparkUnavailableError
     from flows.config import ConfigError
     from flows.data import CutoffOutOfRangeError
     from flows.prefect_server import ServerStartError
     from flows.runtime import hide_expected_failures
     from flows.usage import UsageError
-    from models.holdout import OutputPathError
     from models.registry import NoChampionError
     from models.release import ReleaseMismatchError, TrainingLockedError
     from models.train import InsufficientDataError

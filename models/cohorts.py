@@ -165,8 +165,8 @@ def compare_cohorts(customers: pd.DataFrame, change_date: date) -> pd.DataFrame:
 
 
 def _save(fig, path: Path) -> Path:
-    """Save a figure as PNG atomically (`models.holdout.write_atomic`)."""
-    from models.holdout import write_atomic
+    """Save a figure as PNG atomically (`features.files.write_atomic`)."""
+    from features.files import write_atomic
 
     return write_atomic(
         path, lambda staging: fig.savefig(staging, format="png", dpi=110, bbox_inches="tight")

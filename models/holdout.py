@@ -12,9 +12,7 @@ raw-data contract's format (`features.schema.CONTACTS`), ready to be loaded as t
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.files import TABLE_FORMATS, check_output_path, write_atomic
 from features.schema import CONTACTS, HOLDOUT, TREATED
 
 _SCALE = float(2**64)
-# the formats of tables the commands write (`--out x.csv` / `--out x.parquet`)
-TABLE_FORMATS = (".csv", ".parquet")
 
 
 def unit_hash(campaign_id: str, customer_ids: Iterable[str]) -> np.ndarray:
@@ -76,47 +73,6 @@ def contacts_frame(
     if coupon_id is not None:
         frame["coupon_id"] = pd.array([coupon_id] * len(ids), dtype="string")
     return frame
-
-
-class OutputPathError(ValueError):
-    """An output path that cannot be written: a folder, under a file, or of another format."""
-
-
-def check_output_path(path: Path, formats: tuple[str, ...] = ()) -> Path:
-    """The path, refused by name if it is a folder, lies under a file, or (with `formats`,
-    e.g. (".csv", ".parquet")) does not end in one of them. Checked before a command does
-    its work, so a bad --out costs no time and leaves nothing behind."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"{path} is a folder; give a file name in it")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputPathError(f"{path}: {parent} is a file, not a folder")
-            break
-    if formats and path.suffix.lower() not in formats:
-        raise OutputPathError(f"{path}: name the file with {' or '.join(formats)} (the format)")
-    return path
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(staging)` on a staging file in the same folder, then rename it into place.
-
-    Readers see the old file or the new one, never half a file, and a failure leaves no
-    staging file behind. The staging file is created by `write` itself (not by mkstemp,
-    whose 0600 would stick), so the file gets the mode any new file gets under the umask:
-    these files are handed to people and other services.
-    """
-    path = check_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        write(staging)
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_atomic_csv(frame: pd.DataFrame, path: Path) -> Path:

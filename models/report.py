@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.files import write_atomic
 from features.targets import (
     TARGETS,
     amount_target,
@@ -772,11 +772,9 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     # the page embeds its images, so their files go once it is rendered
     with tempfile.TemporaryDirectory(prefix=f".{stem}-plots-", dir=out_dir) as plots:
         page = render_report(inputs, Path(plots))
-    final = out_dir / f"{stem}.html"
-    temporary = out_dir / f".{stem}.html.tmp"
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, final)
-    return final
+    return write_atomic(
+        out_dir / f"{stem}.html", lambda staging: staging.write_text(page, encoding="utf-8")
+    )
 
 
 __all__ = ["BASE_VALUE", "ModelRun", "ReportInputs", "tier_migration", "write_report"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.files import write_atomic
 from features.snapshot import FeatureSettings
 from features.tiers import TierSettings
 from models.segments import SegmentSettings
@@ -66,11 +67,8 @@ class ServiceContext(BaseModel):
 
     def write(self, path: Path) -> Path:
         """Atomically write the context as JSON; returns the path."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(self.model_dump_json(indent=2), encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        text = self.model_dump_json(indent=2)
+        return write_atomic(path, lambda staging: staging.write_text(text, encoding="utf-8"))
 
 
 def read_context(path: Path | str | None = None) -> ServiceContext:

@@ -11,13 +11,12 @@ import pandas as pd
 import pytest
 
 from features.contract import validate_table
+from features.files import OutputPathError, write_atomic
 from features.schema import CONTACTS
 from models.holdout import (
-    OutputPathError,
     assign_groups,
     export_with_holdout,
     unit_hash,
-    write_atomic,
     write_atomic_csv,
     write_atomic_table,
 )
