@@ -35,6 +35,8 @@ from pathlib import Path
 
 import httpx
 
+from features.files import write_atomic
+
 RECORD_NAME = "server.json"
 LOCK_NAME = "server.lock"
 LOG_NAME = "server.log"
@@ -264,9 +266,8 @@ def _start(prefect_home: Path) -> ServerRecord:
             start_new_session=True,
         )
     record = ServerRecord(process.pid, port, str(home), time.time())
-    staging = prefect_home / f".{RECORD_NAME}.{os.getpid()}"
-    staging.write_text(json.dumps(asdict(record)), encoding="utf-8")
-    os.replace(staging, prefect_home / RECORD_NAME)
+    text = json.dumps(asdict(record))
+    write_atomic(prefect_home / RECORD_NAME, lambda staging: staging.write_text(text, "utf-8"))
     return record
 
 
