@@ -62,6 +62,10 @@ def _row(
     }
 
 
+# a what-if table's columns: the segment, its size, and what `_row` says (one home: the row)
+WHATIF_COLUMNS = ["segment", "members", *_row(0.0, 0.0, np.zeros(0), np.zeros(0), "")]
+
+
 def _values(order_value: np.ndarray, settings: WhatIfSettings) -> tuple[np.ndarray, np.ndarray]:
     value = np.nan_to_num(np.asarray(order_value, dtype="float64"), nan=0.0)
     return value, np.minimum(settings.coupon_rate * value, settings.coupon_cap)
@@ -157,7 +161,8 @@ def whatif_table(
             found.append(measured_whatif(probability, values, by_segment.loc[name], settings))
         for row in found or segment_whatif(probability, values, settings):
             rows.append({"segment": name, "members": len(members), **row})
-    return pd.DataFrame(rows)
+    # the columns even when every list is empty (a date before anyone bought, a tiny shop)
+    return pd.DataFrame(rows, columns=WHATIF_COLUMNS)
 
 
 def campaign_whatif(

@@ -244,6 +244,10 @@ def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame])
     summary, _ = segment_summary(empty, snapshot, ABSOLUTE, "KRW")
     assert summary["segments"]["vip_at_risk"]["members"] == 0
     assert summary["segments"]["vip_at_risk"]["whatif"] == []
+    # every list empty (a date before anyone bought): still a summary, no crash
+    nothing = {name: members.iloc[:0] for name, members in segments.items()}
+    summary, _ = segment_summary(nothing, snapshot, ABSOLUTE, "KRW")
+    assert all(entry["whatif"] == [] for entry in summary["segments"].values())
 
 
 def _export(root: Path, stamp: str, marker: float) -> Path:
