@@ -94,11 +94,16 @@ def step_design(months: pd.PeriodIndex, when: pd.Timestamp) -> tuple[np.ndarray,
     The richest seasonal terms that leave the step identifiable: with exactly a year after
     the date and month dummies, a step is the same as a trend (each month's after-value is
     its before-value plus twelve months of slope), so the fit could say anything."""
-    t = np.arange(len(months), dtype=float)
+    # calendar months, not rows: the month holding a mid-month date is left out, and the
+    # after months must not slide one month back onto the trend (a pure trend read as a step)
+    t = np.asarray([(month - months[0]).n for month in months], dtype=float)
     step = (months.to_timestamp() >= when).astype(float)
-    for seasonal, kind in seasonal_designs(months, 3):
+    options = seasonal_designs(months, 3)
+    for number, (seasonal, kind) in enumerate(options):
         design = np.column_stack([np.ones_like(t), t - t.mean(), seasonal, step])
         if np.linalg.matrix_rank(design) == design.shape[1]:
+            if number > 0:  # the richer terms were affordable but hid the step
+                kind = "two yearly harmonics (month dummies would make the step a trend)"
             return design, kind
     raise MeasurementError(
         f"a step at {when.date()} cannot be told apart from trend and season in these "
@@ -184,7 +189,11 @@ def judge_change(series: pd.DataFrame, change_date: date, metric: str) -> Change
             f"its observation window of {METRICS[metric][0]} days has closed)"
         )
     used = pd.concat([before, after])
-    changes = np.diff(before["rate"].to_numpy())[-BAND_MONTHS:]
+    # the first change spans two months when the month holding the date is left out: the
+    # band is built from the changes over the same number of months
+    gap = (after["month"].iloc[0] - before["month"].iloc[-1]).n
+    rates = before["rate"].to_numpy()
+    changes = (rates[gap:] - rates[:-gap])[-BAND_MONTHS:]
     m = changes.size
     spread = changes.std(ddof=1) * np.sqrt(1 + 1 / m)
     q = float(stats.t.ppf(0.975, m - 1))

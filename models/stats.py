@@ -122,7 +122,8 @@ def cuped(y: np.ndarray, x: np.ndarray) -> Cuped:
 
 @dataclass(frozen=True)
 class OlsFit:
-    """Least squares with Newey-West (HAC) standard errors and t-based inference."""
+    """Least squares with t-based inference; each standard error the larger of the
+    conventional and the Newey-West (HAC) one (`ols_hac`)."""
 
     coef: np.ndarray
     se: np.ndarray
@@ -144,10 +145,11 @@ def newey_west_lags(n: int) -> int:
 
 
 def ols_hac(y: np.ndarray, design: np.ndarray, lags: int | None = None) -> OlsFit:
-    """OLS of y on the design matrix, HAC covariance with Bartlett weights.
+    """OLS of y on the design matrix; standard errors the larger of the conventional and
+    the HAC (Newey-West, Bartlett weights, small-sample factor n / (n − k)) ones.
 
-    Monthly rates are autocorrelated; Newey-West keeps their standard errors honest. The
-    covariance carries the small-sample factor n / (n − k).
+    Monthly rates are autocorrelated, which Newey-West allows for; in short series it is
+    too small on its own (below).
     """
     y, X = np.asarray(y, dtype="float64"), np.asarray(design, dtype="float64")
     n, k = X.shape

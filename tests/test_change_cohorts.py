@@ -70,8 +70,25 @@ def test_noise_is_rarely_a_change_however_few_months_follow(after: int) -> None:
 def test_a_year_after_the_date_drops_to_harmonics_so_the_step_stays_identifiable() -> None:
     result = judge_change(_noise(23, 0), date(2024, 12, 1), "first_purchase_rate")
     assert result.post_months == 12
-    assert result.seasonality.startswith("two yearly harmonics")
+    assert result.seasonality == (
+        "two yearly harmonics (month dummies would make the step a trend)"
+    )
     assert np.isfinite(result.regression.ci_low) and result.regression.se > 0
+
+
+def test_a_mid_month_date_on_a_pure_trend_is_no_step() -> None:
+    """The month holding a mid-month date is left out; counting rows instead of months slid
+    every later month one month back, and a pure trend read as a +1 pp step."""
+    months = pd.period_range("2021-01", periods=30, freq="M")
+    noise = np.random.default_rng(4).normal(0, 0.0005, 30)
+    rate = 0.2 + 0.01 * np.arange(30) + noise
+    series = pd.DataFrame({"month": months, "customers": 1000, "successes": 0, "rate": rate})
+    for day in (1, 15):
+        result = judge_change(series, date(2022, 10, day), "repurchase_rate")
+        assert result.within_normal_variation, (day, result.verdict)
+        assert abs(result.regression.estimate) < 0.002
+        # the first change (over two months when the date's month is left out) is normal
+        assert result.band_low <= result.first_post_change <= result.band_high
 
 
 def test_ols_standard_error_is_never_below_the_conventional_one() -> None:
