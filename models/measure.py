@@ -282,7 +282,9 @@ def verdict(result: CampaignResult) -> str:
 
 def _constant_group(outcome: np.ndarray, is_treated: np.ndarray) -> bool:
     """Whether a group's raw outcome does not vary (all bought, none did, all spent 0): its
-    CUPED-adjusted spread is then only the adjustment's jitter, not the outcome's noise."""
+    CUPED-adjusted spread is then only the adjustment's jitter, not the outcome's noise,
+    and Welch alone gave +95.7 pp (95.2 to 96.3) for 100 treated buyers against 2 held-out
+    non-buyers, where the raw interval was 34 to 100."""
     return any(np.ptp(outcome[group]) == 0 for group in (is_treated, ~is_treated))
 
 
@@ -300,9 +302,10 @@ def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
     rev_cuped = cuped(revenue, pre)
     return {
         "conversion": conversion.scaled(100),
-        "conversion_cuped": welch_ttest(
-            conv_cuped.adjusted[is_t], conv_cuped.adjusted[~is_t], _constant_group(buyer, is_t)
-        ).scaled(100),
+        # a group that all bought (or none did) has no spread to adjust: the raw interval
+        "conversion_cuped": conversion.scaled(100)
+        if _constant_group(buyer, is_t)
+        else welch_ttest(conv_cuped.adjusted[is_t], conv_cuped.adjusted[~is_t]).scaled(100),
         "revenue": welch_ttest(
             rev_cuped.adjusted[is_t], rev_cuped.adjusted[~is_t], _constant_group(revenue, is_t)
         ),
