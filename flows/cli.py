@@ -289,6 +289,7 @@ def cmd_models(args: argparse.Namespace) -> dict:
 
 def cmd_score(args: argparse.Namespace):
     _, server = _flow_config(args)
+    from flows.export import where_exported
     from flows.runtime import wait_for_flow_server
     from flows.score import score_flow
 
@@ -301,7 +302,7 @@ def cmd_score(args: argparse.Namespace):
     print(f"scored {outcome.customers:,} customers at {outcome.cutoff} with {outcome.release}")
     for line in outcome.segment_lines():
         print(f"  {line}")
-    print(f"export: {outcome.export_dir} (and {outcome.export_dir.parent / 'latest'})")
+    print(f"export: {where_exported(outcome.export_dir)}")
     print(outcome.drift)
     return outcome
 

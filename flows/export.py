@@ -173,14 +173,24 @@ def _export(
         summary_markdown=markdown,
         campaigns=replace(campaign_plan, offers=offers),
     )
-    latest = exports / "latest"
-    if latest.resolve() != folder.resolve():
-        print(
-            f"exports/latest stays on {latest.resolve().name} (cutoff "
-            f"{export_cutoff(latest):%Y-%m-%d}): this export's cutoff {cutoff:%Y-%m-%d} is "
-            f"earlier; it is in {folder}"
-        )
+    if not moved_latest(folder):
+        print(f"export: {where_exported(folder)}")
     return folder
+
+
+def moved_latest(folder: Path) -> bool:
+    return (folder.parent / "latest").resolve() == folder.resolve()
+
+
+def where_exported(folder: Path) -> str:
+    """Where an export went, and whether `latest` moved to it (a backfill of an earlier
+    cutoff leaves `latest` on the later one)."""
+    latest = folder.parent / "latest"
+    if moved_latest(folder):
+        return f"{folder} (and {latest})"
+    held = export_cutoff(latest)
+    at = f" (cutoff {held:%Y-%m-%d})" if held is not None else ""
+    return f"{folder}; {latest} stays on {latest.resolve().name}{at}, a later cutoff"
 
 
 # What write_export stages beside the exports, named after the writing process's id.

@@ -9,8 +9,12 @@ other segment. Rules, thresholds and recommended actions are configuration (`seg
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -862,8 +866,8 @@ def write_export(
     previous export and its `latest` pointer stay as they were.
     """
     exports_dir.mkdir(parents=True, exist_ok=True)
-    final = _unused_folder(exports_dir, stamp.strftime("%Y%m%dT%H%M%S"))
-    staging = exports_dir / f".staging-{final.name}-{os.getpid()}"
+    stamped = stamp.strftime("%Y%m%dT%H%M%S")
+    staging = exports_dir / f".staging-{stamped}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     snapshot.to_parquet(staging / "features.parquet", index=False)
@@ -879,20 +883,36 @@ def write_export(
         (staging / "summary.md").write_text(summary_markdown, encoding="utf-8")
     if campaigns is not None:
         write_campaigns(segments, campaigns, staging / "campaigns")
-    os.replace(staging, final)
-    if not _older_than_latest(exports_dir, snapshot):
-        _point_latest(exports_dir, final)
+    final = _publish(staging, exports_dir, stamped)
+    with _latest_lock(exports_dir):  # compare and repoint as one step among exports
+        if not _older_than_latest(exports_dir, snapshot):
+            _point_latest(exports_dir, final)
     return final
 
 
-def _unused_folder(exports_dir: Path, name: str) -> Path:
-    """`name`, or `name-2`, `name-3`, ... when an export of the same second exists: never
-    delete a finished export (`latest` may point at it) to make room."""
-    candidate, n = exports_dir / name, 1
-    while candidate.exists():
-        n += 1
-        candidate = exports_dir / f"{name}-{n}"
-    return candidate
+def _publish(staging: Path, exports_dir: Path, name: str) -> Path:
+    """Rename the finished staging folder to `name`, or `name-2`, `name-3`, ... when an export
+    of the same second is there. A rename never lands on a finished export (a folder with
+    files refuses it), so two exports at once each get their own, and none is deleted to
+    make room (`latest` may point at it)."""
+    number = 1
+    while True:
+        candidate = exports_dir / (name if number == 1 else f"{name}-{number}")
+        try:
+            os.rename(staging, candidate)
+            return candidate
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            number += 1
+
+
+@contextlib.contextmanager
+def _latest_lock(exports_dir: Path) -> Iterator[None]:
+    """An exclusive lock of the exports folder's `latest` (released when the process dies)."""
+    with open(exports_dir / ".latest.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def export_cutoff(folder: Path) -> pd.Timestamp | None:

@@ -299,6 +299,28 @@ def test_an_export_of_the_same_second_never_removes_the_one_latest_shows(tmp_pat
     assert pd.read_parquet(first / "scores.parquet")["expected_value"].eq(1.0).all()
 
 
+def test_two_exports_finishing_in_the_same_second_each_keep_their_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Another scoring run publishes the same stamp's folder while this one is writing: the
+    rename must neither fail nor land on the other's finished folder."""
+    snapshot, scores = _crafted()
+    other = tmp_path / "20260101T000000"
+    original = pd.DataFrame.to_parquet
+
+    def meanwhile(self, path, *args, **kwargs):
+        if str(path).endswith("scores.parquet") and not other.exists():
+            other.mkdir()
+            (other / "marker").write_text("the other run")
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", meanwhile)
+    mine = write_export(tmp_path, snapshot, scores, {}, datetime(2026, 1, 1))
+    assert mine.name == "20260101T000000-2" and (mine / "scores.parquet").exists()
+    assert (other / "marker").read_text() == "the other run"
+    assert not list(tmp_path.glob(".staging-*"))
+
+
 def test_a_backfill_of_an_earlier_cutoff_leaves_latest_on_the_current_lists(
     tmp_path: Path,
 ) -> None:
@@ -307,6 +329,12 @@ def test_a_backfill_of_an_earlier_cutoff_leaves_latest_on_the_current_lists(
     earlier = snapshot.assign(cutoff=pd.Timestamp(CUTOFF) - pd.Timedelta(days=30))
     backfill = write_export(tmp_path, earlier, scores, {}, datetime(2026, 1, 2))
     assert backfill.exists() and (tmp_path / "latest").resolve() == current.resolve()
+    from flows.export import where_exported
+
+    assert where_exported(backfill).endswith(
+        f"latest stays on {current.name} (cutoff {CUTOFF:%Y-%m-%d}), a later cutoff"
+    )
+    assert where_exported(current).endswith("(and " + str(tmp_path / "latest") + ")")
     assert export_cutoff(tmp_path / "latest") == pd.Timestamp(CUTOFF)
     # the same cutoff again (a rescore after a fix) moves it
     again = write_export(tmp_path, snapshot, scores, {}, datetime(2026, 1, 3))
