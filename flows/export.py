@@ -10,7 +10,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -119,6 +118,23 @@ def score_and_export(
     return folder, {name: len(members) for name, members in scored.segments.items()}
 
 
+def campaign_plan(
+    snapshot: pd.DataFrame, config: DangolConfig, offers: dict[str, str] | None = None
+) -> CampaignPlan:
+    """How the lists of this snapshot become campaigns (ids from its cutoff)."""
+    return CampaignPlan(pd.Timestamp(snapshot["cutoff"].iloc[0]), config.segments, offers)
+
+
+def export_notes(snapshot: pd.DataFrame, scored: Scored, config: DangolConfig) -> dict[str, str]:
+    """Per segment, why its list is empty, capped or its campaign unmeasurable: what the
+    CLI, summary.json/md and the report say (one home for both)."""
+    notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
+    lists = with_primary(scored.segments, scored.scores)
+    for name, why in unmeasurable_campaigns(lists, campaign_plan(snapshot, config)).items():
+        notes[name] = "; ".join(filter(None, [notes.get(name), why]))
+    return notes
+
+
 def _export(
     snapshot: pd.DataFrame,
     scored: Scored,
@@ -129,12 +145,7 @@ def _export(
 ) -> Path:
     """The export folder of a scoring pass: lists, campaigns, summary (atomic)."""
     versions = live.versions() if live is not None else {}
-    notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
-    cutoff = pd.Timestamp(snapshot["cutoff"].iloc[0])
-    campaign_plan = CampaignPlan(cutoff, config.segments)
-    lists = with_primary(scored.segments, scored.scores)
-    for name, why in unmeasurable_campaigns(lists, campaign_plan).items():
-        notes[name] = "; ".join(filter(None, [notes.get(name), why]))
+    notes = export_notes(snapshot, scored, config)
     primary = scored.scores.set_index("customer_id")[PRIMARY_COLUMN]
     summary, markdown = segment_summary(
         scored.segments,
@@ -171,7 +182,7 @@ def _export(
         stamp,
         summary=summary,
         summary_markdown=markdown,
-        campaigns=replace(campaign_plan, offers=offers),
+        campaigns=campaign_plan(snapshot, config, offers),
     )
     if not moved_latest(folder):
         print(f"export: {where_exported(folder)}")

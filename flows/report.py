@@ -14,7 +14,6 @@ from flows.score import reference_cutoff
 from models import release
 from models.cohorts import cohort_customers, cohort_table
 from models.report import ReportInputs, fetch_model_run, tier_migration, write_report
-from models.segments import segment_notes
 from models.whatif import campaign_whatif, segment_actions
 
 
@@ -31,7 +30,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
     # one tier window back, for the migration table: on a shorter log no one yet ("new")
     earlier = data.build_features(tables, config, [then])
     scored = export.score_snapshot(snapshot, models, config)
-    notes = segment_notes(snapshot, scored.scores, scored.segments, config.segments, config.tiers)
+    notes = export.export_notes(snapshot, scored, config)
     actions = segment_actions(scored.segments, snapshot, config.segments, config.data.currency)
     whatif = campaign_whatif(
         scored.segments, snapshot, config.segments, export.measured_uplift(tables, config)
