@@ -218,21 +218,24 @@ def _quoted(identifier: str) -> str:
 
 def read_duckdb_table(path: Path, table: str) -> pd.DataFrame:
     """A table or view of a DuckDB database file, opened read-only (the shop's own database
-    is never written, and a second reader does not block on it)."""
+    is never written). Names match as DuckDB matches them: case-insensitively, optionally
+    schema-qualified and quoted ("sales"."orders"), `main` first when several schemas have
+    the table."""
     import duckdb
 
-    schema, _, name = table.rpartition(".")
+    schema, _, name = (part.strip('"') for part in table.rpartition("."))
     try:
         connection = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
-        raise ContractError(f"{path}: cannot open as a DuckDB database: {exc}") from None
+        raise ContractError(_duckdb_open_error(path, exc)) from None
     with connection:
         found = connection.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_name = ? AND (? = '' OR table_schema = ?)",
+            "WHERE lower(table_name) = lower(?) AND (? = '' OR lower(table_schema) = lower(?)) "
+            "ORDER BY table_schema <> 'main', table_schema",
             [name, schema, schema],
         ).fetchall()
-        if len(found) != 1:
+        if not found or (len(found) > 1 and found[0][0] != "main"):
             listed = connection.execute(
                 "SELECT table_schema || '.' || table_name FROM information_schema.tables ORDER BY 1"
             ).fetchall()
@@ -247,6 +250,17 @@ def read_duckdb_table(path: Path, table: str) -> pd.DataFrame:
         except duckdb.Error as exc:
             raise ContractError(f"{path}: cannot read {table!r}: {exc}") from None
     return frame.reset_index(drop=True)
+
+
+def _duckdb_open_error(path: Path, exc: Exception) -> str:
+    if "lock" in str(exc).lower():
+        # DuckDB lets one process write a database file and no other open it meanwhile
+        return (
+            f"{path}: another process has this DuckDB database open for writing, and DuckDB "
+            "lets no one else read it meanwhile: read it when that process is done, give a "
+            f"copy of the file, or export the tables to Parquet ({exc})"
+        )
+    return f"{path}: cannot open as a DuckDB database: {exc}"
 
 
 def apply_filters(

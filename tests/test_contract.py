@@ -573,6 +573,50 @@ def test_a_duckdb_database_table_or_view_loads_like_the_same_file(tmp_path: Path
     assert not list(tmp_path.glob("shop.duckdb.wal"))
 
 
+def test_duckdb_names_match_as_duckdb_matches_them(tmp_path: Path) -> None:
+    """Case-insensitively, quoted or not, `main` first when two schemas have the table."""
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "shop.duckdb")) as connection:
+        connection.register("frame", LINES)
+        connection.execute("CREATE TABLE Order_Items AS SELECT * FROM frame")
+        connection.execute("CREATE SCHEMA archive")
+        connection.execute("CREATE TABLE archive.order_items AS SELECT * FROM frame LIMIT 1")
+    for table in (None, "ORDER_ITEMS", '"main"."Order_Items"', "archive.order_items"):
+        source = {"path": "shop.duckdb", "columns": LINE_MAPPING}
+        if table is not None:
+            source["table"] = table
+        _, report = load_tables(_settings({"order_items": source}), tmp_path)
+        read = report.tables["order_items"].rows_read
+        assert read == (1 if table == "archive.order_items" else len(LINES)), table
+
+
+def test_a_duckdb_file_another_process_is_writing_is_named_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _duckdb_shop(tmp_path / "shop.duckdb", LINES)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', "
+            "flush=True); time.sleep(60)",
+            str(tmp_path / "shop.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        source = {"path": "shop.duckdb", "table": "paid_lines", "columns": LINE_MAPPING}
+        with pytest.raises(ContractError, match="another process has this DuckDB database open"):
+            load_tables(_settings({"order_items": source}), tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_duckdb_source_names_what_is_wrong(tmp_path: Path) -> None:
     _duckdb_shop(tmp_path / "shop.duckdb", LINES)
     source = {"path": "shop.duckdb", "columns": LINE_MAPPING}  # default table: order_items
