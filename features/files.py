@@ -9,6 +9,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 # the formats of tables the commands write (`--out x.csv` / `--out x.parquet`)
 TABLE_FORMATS = (".csv", ".parquet")
 
@@ -52,3 +54,16 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
         staging.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a CSV atomically (`write_atomic`)."""
+    return write_atomic(path, lambda staging: frame.to_csv(staging, index=False))
+
+
+def write_atomic_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a table atomically as CSV or Parquet, as the file name's suffix says."""
+    suffix = check_output_path(path, TABLE_FORMATS).suffix.lower()
+    if suffix == ".parquet":
+        return write_atomic(path, lambda staging: frame.to_parquet(staging, index=False))
+    return write_atomic_csv(frame, path)

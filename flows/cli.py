@@ -92,9 +92,8 @@ def _stacked_frame(args: argparse.Namespace, config, tables):
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from features.files import TABLE_FORMATS, check_output_path
+    from features.files import TABLE_FORMATS, check_output_path, write_atomic_table
     from flows import data, export
-    from models.holdout import write_atomic_table
 
     out = check_output_path(Path(args.out), TABLE_FORMATS)
     config = _config(args)
@@ -109,11 +108,10 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_tiers(args: argparse.Namespace) -> None:
-    from features.files import TABLE_FORMATS, check_output_path
+    from features.files import TABLE_FORMATS, check_output_path, write_atomic_table
     from features.tiers import migration_matrix
     from flows import data
     from flows.usage import UsageError
-    from models.holdout import write_atomic_table
 
     if args.end <= args.start:
         raise UsageError(f"--to {args.end} must be after --from {args.start}")
@@ -226,7 +224,6 @@ def metrics_table(targets) -> list[str]:
 def cmd_models(args: argparse.Namespace) -> dict:
     """The live release: per target its registered model, version, run, horizon, data window,
     test metrics, and the promotion decision."""
-    import json
 
     from models import registry, release
 
@@ -256,7 +253,9 @@ def cmd_models(args: argparse.Namespace) -> dict:
         },
     }
     if args.json:
-        print(json.dumps(payload, indent=2))
+        from models.jsontext import strict_json
+
+        print(strict_json(payload, indent=2))
         return payload
     window = live.data_window
     print(f"live {live.label} (id {live.id}), horizon {live.horizon_days} days")

@@ -105,7 +105,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
 
 def cmd_cohorts(args: argparse.Namespace) -> None:
     """Repurchase, LTV and tier movement by first-order month; optional before/after."""
-    from features.files import TABLE_FORMATS, check_output_path
+    from features.files import TABLE_FORMATS, check_output_path, write_atomic_table
     from flows.data import check_date_in_data
     from models.cohorts import (
         cohort_customers,
@@ -114,7 +114,6 @@ def cmd_cohorts(args: argparse.Namespace) -> None:
         plot_cohorts,
         table_lines,
     )
-    from models.holdout import write_atomic_table
 
     out = None if args.out is None else check_output_path(Path(args.out), TABLE_FORMATS)
     config, tables, end = _load(args)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.files import TABLE_FORMATS, check_output_path, write_atomic
+from features.files import write_atomic_csv
 from features.schema import CONTACTS, HOLDOUT, TREATED
 
 _SCALE = float(2**64)
@@ -73,19 +73,6 @@ def contacts_frame(
     if coupon_id is not None:
         frame["coupon_id"] = pd.array([coupon_id] * len(ids), dtype="string")
     return frame
-
-
-def write_atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a CSV atomically (`write_atomic`)."""
-    return write_atomic(path, lambda staging: frame.to_csv(staging, index=False))
-
-
-def write_atomic_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a table atomically as CSV or Parquet, as the file name's suffix says."""
-    suffix = check_output_path(path, TABLE_FORMATS).suffix.lower()
-    if suffix == ".parquet":
-        return write_atomic(path, lambda staging: frame.to_parquet(staging, index=False))
-    return write_atomic_csv(frame, path)
 
 
 @dataclass(frozen=True)

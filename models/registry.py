@@ -6,7 +6,6 @@ usable without it.
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 from importlib.metadata import version
@@ -16,6 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.targets import TARGETS
+from models.jsontext import strict_json
 from models.train import TargetModel
 
 CHAMPION = "champion"
@@ -151,4 +151,4 @@ def log_json(payload: dict, artifact_file: str) -> None:
     """Log a dict as a JSON artifact of the active run."""
     import mlflow
 
-    mlflow.log_text(json.dumps(payload, indent=2, default=str), artifact_file)
+    mlflow.log_text(strict_json(payload, indent=2), artifact_file)

@@ -1028,7 +1028,8 @@ def write_campaigns(
     """Per segment `<id>_treated.csv` (the list to contact) and `<id>_contacts.csv` (treated
     and holdout, the contract's `contacts`), and `campaigns.csv` (the contract's
     `campaigns`): append the two to the shop's tables to measure the campaigns later."""
-    from models.holdout import export_with_holdout, write_atomic_csv
+    from features.files import write_atomic_csv
+    from models.holdout import export_with_holdout
 
     holdout, whatif = plan.settings.holdout, plan.settings.whatif
     rows = []

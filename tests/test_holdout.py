@@ -11,15 +11,9 @@ import pandas as pd
 import pytest
 
 from features.contract import validate_table
-from features.files import OutputPathError, write_atomic
+from features.files import OutputPathError, write_atomic, write_atomic_csv, write_atomic_table
 from features.schema import CONTACTS
-from models.holdout import (
-    assign_groups,
-    export_with_holdout,
-    unit_hash,
-    write_atomic_csv,
-    write_atomic_table,
-)
+from models.holdout import assign_groups, export_with_holdout, unit_hash
 
 IDS = [f"C{i:07d}" for i in range(1, 20_001)]
 
