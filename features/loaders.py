@@ -410,7 +410,7 @@ def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
 
 SHARED_ORDER = "order_id under more than one customer"
 # An aggregated order's fate when none of its lines is left: on purpose, or by rejection.
-ORDER_EXCLUDED = "every line excluded by config"
+ORDER_EXCLUDED = "every line filtered out"
 ORDER_REJECTED = "every line rejected"
 CUSTOMER_EXCLUDED = "every order excluded by config"
 CUSTOMER_REJECTED = "every order rejected"

@@ -70,10 +70,10 @@ def campaign_window(tables: ShopTables, campaign_id: str, attribution_days: int)
     planned = tables.campaigns is not None and campaign_id in set(tables.campaigns["campaign_id"])
     if campaign_id not in known and planned:
         raise MeasurementError(
-            f"campaign {campaign_id!r} is in the campaigns table, but none of its contacts "
-            "was loaded: contacts at or after the data end are rejected (as far as this data "
-            "goes it has not been sent yet), and so are contacts of unknown customers; "
-            "`dangol check` lists the rejected rows"
+            f"campaign {campaign_id!r} is in the campaigns table, but no contact of it was "
+            "loaded: the contacts table has none for it, or they were rejected or filtered "
+            "out (contacts at or after the data end are rejected: as far as this data goes "
+            "it has not been sent yet); `dangol check` lists the rejected rows"
         )
     if campaign_id not in known:
         listed = ", ".join(sorted(map(str, known))[:20]) or "none"

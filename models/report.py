@@ -440,9 +440,9 @@ def _first_purchase_section(inputs: ReportInputs, directory: Path) -> list[str]:
     population = spec.in_population(inputs.snapshot, inputs.tiers)
     if not population.any():
         return [
-            f"<p>No known member has never ordered ({html.escape(spec.population_text)}): "
-            "an orders-only log knows customers only through their orders, so the "
-            f"{html.escape(spec.name)} model has no one to score.</p>"
+            f"<p>No known member has never ordered ({html.escape(spec.population_text)}), "
+            f"so the {html.escape(spec.name)} model has no one to score (an orders-only log "
+            "knows customers only through their orders).</p>"
         ]
     parts = [
         f"<p>{population.sum():,} known members have never ordered "
@@ -616,7 +616,7 @@ def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
     ages = table.index.isin(inputs.not_alerting)
     table.loc[ages, "reading"] = table.loc[ages, "reading"] + " (grows with time; never alerts)"
     # the score flow's rule, so the report and `dangol score` agree on what raised the alert
-    table["alerts"] = [
+    table["raises the alert"] = [
         "yes" if psi > inputs.psi_alert and drift.alerting(column, inputs.not_alerting) else ""
         for column, psi in zip(table.index, table["psi"], strict=True)
     ]
@@ -635,7 +635,7 @@ def _drift_section(inputs: ReportInputs, directory: Path) -> list[str]:
         f"<p>Population stability index of today's snapshot against the release's last fitted "
         f"cutoff, {drift.reference_cutoff.date()} (&lt; 0.1 stable, 0.1-0.25 moderate, &gt; "
         f"0.25 major shift); `dangol score` alerts above {inputs.psi_alert:g} (the "
-        '"alerts" column). A feature marked "window cut short then" looks further back '
+        '"raises the alert" column). A feature marked "window cut short then" looks further back '
         "than the data went at that cutoff, and one that grows with time (tenure, days since "
         "the first order) shifts as the shop ages: both are measured, but do not raise the "
         "alert.</p>",

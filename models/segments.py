@@ -837,9 +837,13 @@ def _empty_rule_note(resellers_meeting_rule: int) -> str:
     (which on a shop where bulk buying is normal says to loosen that rule, not this one)."""
     if resellers_meeting_rule == 0:
         return "no customer meets the rule at this cutoff"
+    who = (
+        "the one customer who meets the rule is a suspected reseller"
+        if resellers_meeting_rule == 1
+        else f"all {resellers_meeting_rule:,} customers who meet the rule are suspected resellers"
+    )
     return (
-        f"all {resellers_meeting_rule:,} customers who meet the rule are suspected resellers, "
-        "listed apart (if bulk buying is normal here, raise "
+        f"{who}, listed apart (if bulk buying is normal here, raise "
         "suspected_resellers.min_units_vs_usual)"
     )
 

@@ -159,10 +159,10 @@ def test_orders_and_customers_with_nothing_left_are_counted(tmp_path: Path) -> N
     orders = report.tables["orders"]
     assert sorted(tables.orders["order_id"]) == ["1001", "1002", "1004", "1005"]
     assert (orders.rows_read, orders.rows_kept) == (7, 4)
-    assert orders.rejected == {"every line excluded by config": 2, "every line rejected": 1}
-    assert orders.filtered == ["every line excluded by config"]
+    assert orders.rejected == {"every line filtered out": 2, "every line rejected": 1}
+    assert orders.filtered == ["every line filtered out"]
     assert orders.examples["every line rejected"] == [{"Invoice": "1006"}]
-    assert {e["Invoice"] for e in orders.examples["every line excluded by config"]} == {
+    assert {e["Invoice"] for e in orders.examples["every line filtered out"]} == {
         "C1003",
         "C1007",
     }

@@ -168,7 +168,7 @@ def test_clear_errors(shop: ShopTables) -> None:
         contacts=shop.contacts[shop.contacts.campaign_id != "K2510"],
         campaigns=shop.campaigns,
     )
-    with pytest.raises(MeasurementError, match="'K2510' is in the campaigns table, but none"):
+    with pytest.raises(MeasurementError, match="'K2510' is in the campaigns table, but no contact"):
         measure_campaign(unsent, "K2510", END)
     with pytest.raises(MeasurementError, match="no contacts table"):
         measure_campaign(ShopTables(orders=shop.orders), "K2510", END)

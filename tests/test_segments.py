@@ -532,7 +532,7 @@ def test_a_list_emptied_by_the_resellers_says_so() -> None:
     segments = build_segments(snapshot, scores, ABSOLUTE, TierSettings())
     notes = segment_notes(snapshot, scores, segments, ABSOLUTE, TierSettings())
     assert segments["vip_steady"].empty
-    assert notes["vip_steady"].startswith("all 1 customers who meet the rule are suspected")
+    assert notes["vip_steady"].startswith("the one customer who meets the rule is a suspected")
     # a reseller past its own budget is not listed apart, so it stays in the other lists
     one_percent = ABSOLUTE.model_copy(update={"suspected_resellers": ResellerRule(max_share=0.01)})
     segments = build_segments(snapshot, scores, one_percent, TierSettings())
