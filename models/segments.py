@@ -913,10 +913,14 @@ def _publish(staging: Path, exports_dir: Path, name: str) -> Path:
 
 @contextlib.contextmanager
 def _latest_lock(exports_dir: Path) -> Iterator[None]:
-    """An exclusive lock of the exports folder's `latest` (released when the process dies)."""
-    with open(exports_dir / ".latest.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """An exclusive lock on the exports folder itself (no lock file left beside the
+    exports; released when the process dies)."""
+    folder = os.open(exports_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(folder)
 
 
 def export_cutoff(folder: Path) -> pd.Timestamp | None:
