@@ -333,12 +333,6 @@ class SourceIds:
 COUNTED_IDS = ("order_id", "customer_id")
 
 
-def _source_ids(raw: pd.DataFrame, filtered: pd.DataFrame, column: str) -> SourceIds | None:
-    if column not in raw.columns:
-        return None
-    return SourceIds(column=column, read=_ids(raw[column]), after_filters=_ids(filtered[column]))
-
-
 def _ids(values: pd.Series) -> pd.Index:
     # parse_ids works value by value, so parsing the distinct raw values is enough (and far
     # cheaper than parsing every line of a big log)
@@ -382,12 +376,11 @@ def _load_table(
     clean, report = validate_table(
         SCHEMAS[table], frame, where, checks, report=report, source_rows=filtered
     )
-    ids: dict[str, SourceIds] = {}
-    if count_ids:
-        for column in COUNTED_IDS:
-            found = _source_ids(raw, filtered, names[column]) if column in names else None
-            if found is not None:
-                ids[column] = found
+    ids = {
+        column: SourceIds(names[column], _ids(raw[names[column]]), _ids(filtered[names[column]]))
+        for column in COUNTED_IDS
+        if count_ids and column in names and names[column] in raw.columns
+    }
     return LoadedTable(clean, report, ids)
 
 

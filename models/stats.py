@@ -84,7 +84,8 @@ def welch_ttest(a: np.ndarray, b: np.ndarray, borrow_variance: bool = False) -> 
     se = float(np.sqrt(va + vb))
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 0.0
     if borrow_variance:
-        within = (va * a.size * (a.size - 1) + vb * b.size * (b.size - 1)) / (a.size + b.size - 2)
+        squares = (a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)
+        within = squares / (a.size + b.size - 2)
         pooled = float(np.sqrt(within * (1 / a.size + 1 / b.size)))
         if pooled > se:
             se, df = pooled, float(min(a.size, b.size) - 1)
