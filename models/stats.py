@@ -71,10 +71,12 @@ def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
 def welch_ttest(a: np.ndarray, b: np.ndarray, borrow_variance: bool = False) -> Difference:
     """mean(a) − mean(b) with Welch's unequal-variance t-test and its 95% interval.
 
-    `borrow_variance`: for a group whose raw outcome did not vary (everyone spent 0, as two
-    held-out customers may), its own variance says nothing; the standard error is then at
-    least the one from the groups' pooled within-group variance, with the degrees of freedom
-    of the smaller group (min(n) − 1), since that is all that is known about it.
+    A group whose values did not vary (everyone spent 0, as two held-out customers may)
+    says nothing about its spread: the standard error is then at least the one from the
+    groups' pooled within-group variance, with the degrees of freedom of the smaller group
+    (min(n) − 1), since that is all that is known about it. `borrow_variance` asks for the
+    same when the caller knows the raw outcome was constant but passes adjusted values
+    (CUPED) that are not.
     """
     a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
     if a.size < 2 or b.size < 2:
@@ -83,7 +85,7 @@ def welch_ttest(a: np.ndarray, b: np.ndarray, borrow_variance: bool = False) -> 
     diff = float(a.mean() - b.mean())
     se = float(np.sqrt(va + vb))
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 0.0
-    if borrow_variance:
+    if borrow_variance or va == 0 or vb == 0:
         squares = (a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)
         within = squares / (a.size + b.size - 2)
         pooled = float(np.sqrt(within * (1 / a.size + 1 / b.size)))

@@ -38,6 +38,20 @@ def test_two_proportion_test_by_hand() -> None:
     assert 0.1 < w.p_value < 0.3
 
 
+def test_welch_borrows_the_pooled_spread_for_a_constant_group() -> None:
+    """Two held-out customers who both spent 0 against a varied treated group: their own
+    variance (0) would make the interval the treated group's alone; the pooled spread and
+    t(1) make it honest. Used raw by revenue_raw and the cohort LTV comparison."""
+    treated, held_out = np.array([10.0, 30, 50, 70, 90, 20, 40]), np.zeros(2)
+    d = welch_ttest(treated, held_out)
+    squares = 6 * treated.var(ddof=1)
+    pooled_se = np.sqrt(squares / 7 * (1 / 7 + 1 / 2))
+    assert d.se == pytest.approx(pooled_se)
+    assert d.ci_high - d.estimate == pytest.approx(12.706 * pooled_se, rel=1e-3)
+    assert d.ci_low < 0 < d.ci_high  # two zeros prove little
+    assert welch_ttest(np.zeros(3), np.zeros(3)).ci_low == 0.0  # nothing varies, no difference
+
+
 def _ab_frame(seed: int, n: int = 4_000, effect: float = 0.05) -> pd.DataFrame:
     """A simulated campaign: pre-period spend drives buying; treatment adds `effect`."""
     rng = np.random.default_rng(seed)
