@@ -560,7 +560,13 @@ def _timing_part(inputs: ReportInputs) -> list[str]:
     cutoff = pd.Timestamp(inputs.snapshot["cutoff"].iloc[0])
     expected = pd.to_datetime(scores["expected_next_purchase"])
     dated = expected.notna()
-    buyers = int(np.isfinite(scores[spec.score_column].to_numpy("float64", na_value=np.nan)).sum())
+    buyers = int(spec.in_population(inputs.snapshot, inputs.tiers).sum())
+    if not dated.any():
+        return [
+            "<h3>Next purchase</h3>",
+            f"<p>None of the {buyers:,} buyers is more likely than not to order again within "
+            "the horizon, so nobody has an expected date or window.</p>",
+        ]
     width = (
         pd.to_datetime(scores.loc[dated, "next_purchase_to"])
         - pd.to_datetime(scores.loc[dated, "next_purchase_from"])

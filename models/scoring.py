@@ -97,14 +97,16 @@ def next_purchase_windows(
 ) -> pd.DataFrame:
     """The learned next-order date and window per customer (models.timing), empty without a
     timing model; NaT where an order within the horizon is less likely than not. The timing
-    target's score (median days) is filled in `scores` from the same prediction."""
+    target's score (median days) is filled in `scores` from the same prediction, and left
+    empty with the dates: a day count for someone not expected to buy reads as a forecast."""
     spec = timing_target()
     model = models.get(spec.name) if spec is not None else None
     if model is None or not len(snapshot):
         return pd.DataFrame(index=scores.index)
     probability = scores[TARGETS[spec.given].score_column].to_numpy("float64", na_value=np.nan)
     days, windows = purchase_forecast(model, snapshot, np.nan_to_num(probability, nan=0.0))
-    scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), days, np.nan)
+    dated = windows["expected_next_purchase"].notna().to_numpy()
+    scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers) & dated, days, np.nan)
     return windows.set_axis(scores.index)
 
 

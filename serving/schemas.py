@@ -26,7 +26,8 @@ def _score_fields() -> dict[str, Any]:
     what = {
         "probability": "P({})",
         "amount": "predicted {} in the shop's currency",
-        "days": "predicted median of the {}",
+        "days": "predicted median of the {} (null too when no order is expected within the "
+        "horizon)",
     }
     return {
         spec.score_column: (

@@ -409,6 +409,32 @@ def test_an_orders_only_log_says_there_is_no_one_for_the_first_purchase_model(
     assert "0 known members" not in page
 
 
+def test_timing_part_says_nobody_is_expected_instead_of_nan_days() -> None:
+    """A shop where almost nobody buys twice: no buyer gets a date; the page said their
+    windows were "nan days" wide above an empty table."""
+    from features.targets import timing_target
+    from models.report import _timing_part
+
+    spec = timing_target()
+    snapshot = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "cutoff": [pd.Timestamp("2025-07-01")] * 3}
+    ).assign(orders_lifetime=[1.0, 1.0, 0.0])
+    scores = pd.DataFrame(
+        {
+            spec.score_column: [float("nan")] * 3,
+            **{
+                c: [pd.NaT] * 3
+                for c in ("expected_next_purchase", "next_purchase_from", "next_purchase_to")
+            },
+        }
+    )
+    inputs = _bare_inputs(snapshot, scores=scores)
+    inputs.models[spec.name] = object()  # only its presence matters here
+    page = "".join(_timing_part(inputs))
+    assert "None of the 2 buyers" in page
+    assert "nan" not in page and "<table" not in page
+
+
 def test_waterfall_labels_are_words(project) -> None:
     """Every bar of a waterfall is the customer's fact in words: no "nan =", no raw
     "25286400 = spend_lifetime"."""

@@ -106,3 +106,24 @@ def test_timing_model_round_trips(fitted, tmp_path) -> None:
     loaded = load_model(tmp_path / "t")
     assert isinstance(loaded, TimingModel)
     assert np.allclose(loaded.predict(test), model.predict(test))
+
+
+def test_scores_carry_no_days_for_customers_not_expected_within_the_horizon(fitted) -> None:
+    """The score column (median days) is empty with the dates: '29 days' next to a 0.3%
+    chance of buying reads as a forecast."""
+    from features.targets import TARGETS
+    from features.tiers import TierSettings
+    from models.scoring import next_purchase_windows
+
+    model, test = fitted
+    spec = timing_target()
+    given = TARGETS[spec.given].score_column
+    scores = pd.DataFrame({given: np.where(np.arange(len(test)) % 2 == 0, 0.9, 0.2)})
+    snapshot = test.reset_index(drop=True)
+    windows = next_purchase_windows(snapshot, {spec.name: model}, scores, TierSettings())
+    dated = windows["expected_next_purchase"].notna().to_numpy()
+    days = scores[spec.score_column].to_numpy("float64")
+    assert dated.sum() == (scores[given] >= 0.5).sum() > 0
+    assert np.isfinite(days[dated]).all()
+    assert np.isnan(days[~dated]).all()
+    assert np.allclose(days[dated], model.predict(snapshot)[dated])
