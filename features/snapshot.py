@@ -13,7 +13,7 @@ from datetime import datetime
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.schema import ShopTables
 from features.targets import LABELS, TARGETS
@@ -60,6 +60,15 @@ class LabelSettings(BaseModel):
     # test labels must not overlap), so a one-year log still gets a value over H; the
     # horizon used is recorded in the release (docs/evaluation.md, Value).
     value_horizon_days: int = Field(365, gt=0)
+
+    @model_validator(mode="after")
+    def _value_looks_at_least_as_far(self) -> LabelSettings:
+        if self.value_horizon_days < self.horizon_days:
+            raise ValueError(
+                f"value_horizon_days ({self.value_horizon_days}) must be at least horizon_days "
+                f"({self.horizon_days}): the value target looks over H or longer"
+            )
+        return self
 
 
 def _connect(tables: ShopTables) -> duckdb.DuckDBPyConnection:

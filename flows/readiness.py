@@ -18,7 +18,13 @@ from features.schema import ShopTables
 from features.snapshot import build_features, labelled_cutoffs
 from features.targets import TARGETS, TargetSpec, ranking_target
 from flows.config import DangolConfig
-from flows.training import build_training_data, span_advice, target_split, time_split
+from flows.training import (
+    build_training_data,
+    span_advice,
+    target_split,
+    time_split,
+    value_horizon_note,
+)
 from models.reasons import format_money
 from models.segments import (
     RULE_NEEDS_FEATURE,
@@ -143,6 +149,8 @@ class Readiness:
     required: list[str] = field(default_factory=list)
     segments: dict[str, str | None] = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
+    # why the value target looks over fewer days than configured (None: as configured)
+    value_horizon: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -166,6 +174,8 @@ class Readiness:
             f"history: {self.cutoffs} labelled cutoffs"
             + (f"; {self.split_problem}" if self.split_problem else ""),
         ]
+        if self.value_horizon:
+            out.append(f"value horizon: {self.value_horizon}")
         if self.counts:
             out.append("positives / negatives per window:")
             labelled = [c for c in self.counts if c.positives + c.negatives]
@@ -254,6 +264,7 @@ def check_readiness(tables: ShopTables, config: DangolConfig) -> Readiness:
         report.targets = {name: "the data covers too little time" for name in TARGETS}
     else:
         frame, split = build_training_data(tables, config)
+        report.value_horizon = value_horizon_note(cutoffs, config)
         for name in TARGETS:
             why = shortfall(frame, split, name, config)
             if name in frame and frame[name].notna().any():

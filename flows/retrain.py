@@ -54,6 +54,10 @@ def training_data_task(tables, config: DangolConfig) -> tuple[pd.DataFrame, Time
         windows,
         time.perf_counter() - started,
     )
+    cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
+    note = training.value_horizon_note(cutoffs, config)
+    if note:
+        get_run_logger().info("value horizon: %s", note)
     return frame, split
 
 

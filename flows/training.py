@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.schema import ShopTables
 from features.snapshot import labelled_cutoffs
-from features.targets import TARGETS, headline_metrics
+from features.targets import TARGETS, amount_target, headline_metrics
 from flows.config import DangolConfig
 from flows.data import data_end, first_event, training_frame
 from models.evaluate import (
@@ -80,6 +80,24 @@ def value_horizon(cutoffs: list[pd.Timestamp], config: DangolConfig) -> int | No
     return None
 
 
+def value_horizon_note(cutoffs: list[pd.Timestamp], config: DangolConfig) -> str | None:
+    """Why the value target looks over fewer days than `labels.value_horizon_days` allows,
+    when it does (None otherwise, and when not even H fits: the target's own message)."""
+    days = value_horizon(cutoffs, config)
+    horizon, wanted = config.labels.horizon_days, config.labels.value_horizon_days
+    longest = max([w for w in config.features.windows() if horizon <= w <= wanted] + [horizon])
+    if days is None or days >= longest or not cutoffs:
+        return None
+    spec = amount_target()
+    span = (max(cutoffs) + pd.Timedelta(days=horizon) - min(cutoffs)).days
+    return (
+        f"{spec.name if spec else 'value'} over {days} days, not up to {longest}: a longer "
+        "window's training, validation and test labels, which may not overlap, do not fit in "
+        f"the {span} days the labelled cutoffs and their horizons cover "
+        f"(labels.value_horizon_days {wanted})"
+    )
+
+
 def value_cutoffs(
     cutoffs: list[pd.Timestamp], value_days: int, horizon_days: int
 ) -> list[pd.Timestamp]:
@@ -111,18 +129,33 @@ def target_split(frame: pd.DataFrame, target: str, config: DangolConfig) -> Time
 
 def span_advice(first: pd.Timestamp, end: pd.Timestamp, config: DangolConfig) -> str:
     """What to change when the data spans too little time for a train/validation/test split."""
-    needed = (
-        config.training.min_history_days
-        + config.labels.horizon_days * 2
-        + config.training.cutoff_every_days
-        * (config.training.test_cutoffs + config.training.validation_cutoffs)
-    )
+    needed = needed_span_days(first, config)
     return (
-        f"the data spans {(end - first).days} days; training needs about {needed} "
-        "(min_history_days + two horizons + the validation and test cutoffs): shorten "
-        "labels.horizon_days or training.min_history_days, or cut more often "
-        "(training.cutoff_every_days)"
+        f"the data spans {(end - first).days} days; training needs {needed} with these settings "
+        "(training.min_history_days before the first cutoff, then three horizons, since "
+        "training, validation and test labels may not overlap, plus the validation and test "
+        "cutoffs): shorten labels.horizon_days or training.min_history_days, or cut more "
+        "often (training.cutoff_every_days)"
     )
+
+
+def needed_span_days(first: pd.Timestamp, config: DangolConfig) -> int:
+    """The shortest span of data from `first` whose labelled cutoffs split into training,
+    validation and test windows: found with the split itself, so the advice can never
+    disagree with it (the cutoff grid's alignment moves it by up to a step each way)."""
+    settings = config.training
+    horizon = config.labels.horizon_days
+    span = settings.min_history_days + horizon
+    while True:
+        end = first + pd.Timedelta(days=span)
+        cutoffs = labelled_cutoffs(
+            first, end, settings.cutoff_every_days, horizon, settings.min_history_days
+        )
+        try:
+            time_split(cutoffs, horizon, config)
+            return span
+        except InsufficientDataError:
+            span += 1
 
 
 def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.DataFrame, TimeSplit]:

@@ -381,7 +381,10 @@ def previous_window_spend(rows: pd.DataFrame, horizon_days: int) -> np.ndarray:
     """The customer's own spend in the window of the same length just before the cutoff."""
     column = f"spend_{horizon_days}d"
     if column not in rows:
-        raise BaselineFitError(f"no {column} feature: the previous-window rule needs that window")
+        raise BaselineFitError(
+            f"no {column} feature: the previous-window rule needs a feature window as long as "
+            f"the value horizon (add {horizon_days} to features.windows_days)"
+        )
     return rows[column].fillna(0.0).to_numpy(dtype="float64")
 
 

@@ -73,6 +73,8 @@ class ModelRun:
     horizon_days: int | None = None
     # the cutoffs the model was fitted on (the run's data_window.json)
     fitted: list[pd.Timestamp] = field(default_factory=list)
+    # baselines that could not be computed, and why (the run's baseline.<b>.reason tags)
+    failed_baselines: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,8 +132,22 @@ def fetch_model_run(target: str, name: str, version: str, directory: Path) -> Mo
     if "data_window.json" in artifacts:
         window = mlflow.artifacts.load_dict(f"runs:/{run_id}/data_window.json")
         fitted = [pd.Timestamp(c) for c in window.get("fitted", [])]
+    tags = run.data.tags
+    failed = {
+        key.split(".")[1]: tags.get(f"baseline.{key.split('.')[1]}.reason", "")
+        for key, status in tags.items()
+        if key.startswith("baseline.") and key.endswith(".status") and status == "failed"
+    }
     return ModelRun(
-        target, name, version, run_id, metrics, plots, int(horizon) if horizon else None, fitted
+        target,
+        name,
+        version,
+        run_id,
+        metrics,
+        plots,
+        int(horizon) if horizon else None,
+        fitted,
+        failed,
     )
 
 
@@ -193,10 +209,15 @@ def _metrics_table(run: ModelRun) -> str:
             for b in baselines
         )
         rows.append(f"<tr><td>{metric}</td><td><b>{model:.3f}</b></td>{cells}</tr>")
+    failed = "".join(
+        f"<p>Baseline {html.escape(b)} could not be computed: {html.escape(why)}.</p>"
+        for b, why in sorted(run.failed_baselines.items())
+    )
     return (
         f"<table><tr><th>metric (test window)</th><th>model</th>{header}</tr>"
         + "".join(rows)
         + "</table>"
+        + failed
     )
 
 

@@ -134,7 +134,10 @@ def split_cutoffs(
     by the first validation cutoff."""
     ordered = sorted(cutoffs)
     if not ordered:
-        raise InsufficientDataError("no labelled cutoffs: the data is shorter than the horizon")
+        raise InsufficientDataError(
+            "no labelled cutoffs: the data is shorter than the history before the first cutoff "
+            "(training.min_history_days) plus the horizon"
+        )
     horizon = pd.Timedelta(days=horizon_days)
     test = ordered[-test_cutoffs:]
     validation = [c for c in ordered if c + horizon <= test[0]][-validation_cutoffs:]

@@ -110,3 +110,69 @@ def test_train_on_too_short_a_log_says_what_to_change(small_shop) -> None:
     message = str(error.value)
     assert message.startswith("no validation cutoff")
     assert "shorten labels.horizon_days or training.min_history_days" in message
+
+
+def test_the_advised_span_is_one_that_trains(small_shop) -> None:
+    """The advice counted two horizons where the split needs three (training, validation
+    and test labels may not overlap): a user who followed it still could not train."""
+    import pandas as pd
+
+    from features.snapshot import labelled_cutoffs
+    from flows import training
+
+    config, tables, *_ = small_shop
+    settings = config.training.model_copy(
+        update={"cutoff_every_days": 7, "min_history_days": 28, "test_cutoffs": 2}
+    )
+    short = config.model_copy(update={"training": settings})
+    first = pd.Timestamp("2025-01-01")
+    advice = training.span_advice(first, first + pd.Timedelta(days=242), short)
+    needed = int(re.search(r"training needs (\d+)", advice).group(1))
+    horizon = short.labels.horizon_days
+    assert needed >= 28 + 3 * horizon  # the old advice said 236 for this shop
+
+    def splits(span: int) -> bool:
+        end = first + pd.Timedelta(days=span)
+        cutoffs = labelled_cutoffs(first, end, 7, horizon, 28)
+        try:
+            training.time_split(cutoffs, horizon, short)
+        except InsufficientDataError:
+            return False
+        return True
+
+    assert splits(needed) and not splits(needed - 1)
+
+
+def test_check_and_train_say_when_the_value_horizon_is_shorter_than_configured(
+    small_shop,
+) -> None:
+    """A 1.5-year log turned value_horizon_days 365 into 90 without a word outside the
+    summary; and a value horizon below H was silently raised to H."""
+    import pandas as pd
+    from pydantic import ValidationError
+
+    from features.snapshot import LabelSettings, labelled_cutoffs
+    from flows import training
+
+    config, *_ = small_shop
+    first = pd.Timestamp("2024-01-01")
+
+    def cutoffs(days: int) -> list[pd.Timestamp]:
+        end = first + pd.Timedelta(days=days)
+        settings = config.training
+        return labelled_cutoffs(
+            first, end, settings.cutoff_every_days, 90, settings.min_history_days
+        )
+
+    short = cutoffs(550)
+    days = training.value_horizon(short, config)
+    assert days is not None and days < 365
+    note = training.value_horizon_note(short, config)
+    assert note is not None and f"over {days} days, not up to 365" in note
+    assert training.value_horizon_note(cutoffs(2000), config) is None
+    # the two-year shop: 180 days, and check prints why
+    readiness = check_readiness(small_shop[1], config)
+    assert "over 180 days, not up to 365" in readiness.value_horizon
+    assert f"value horizon: {readiness.value_horizon}" in readiness.lines()
+    with pytest.raises(ValidationError, match="value_horizon_days \\(30\\) must be at least"):
+        LabelSettings(horizon_days=90, value_horizon_days=30)

@@ -344,6 +344,23 @@ def test_value_section_warns_when_the_scored_days_fall_in_a_season_never_trained
     assert page("2012-02-01") == ""  # a time of year the training windows covered
 
 
+def test_metrics_table_names_a_baseline_that_failed() -> None:
+    """A baseline that could not be computed was dropped from the page without a word."""
+    from models.report import ModelRun, _metrics_table
+
+    run = ModelRun(
+        "customer_value",
+        "dangol-customer_value",
+        "1",
+        "run",
+        {"test.normalized_gini": 0.8, "baseline.rfm.normalized_gini": 0.7},
+        failed_baselines={"previous_window": "no spend_60d feature"},
+    )
+    page = _metrics_table(run)
+    assert "<th>rfm</th>" in page
+    assert "Baseline previous_window could not be computed: no spend_60d feature." in page
+
+
 def _bare_inputs(snapshot: pd.DataFrame, **extra):
     from models.report import ReportInputs
     from models.segments import SegmentSettings
