@@ -73,6 +73,9 @@ def train_task(frame, split, target: str, config: DangolConfig, plot_dir: Path):
     )
     for baseline, reason in trained.baseline_failures.items():
         get_run_logger().warning("%s: baseline %s failed: %s", target, baseline, reason)
+    barely = training.barely_learned_note(trained, config.training.lightgbm.learning_rate)
+    if barely:
+        get_run_logger().warning("%s: %s", target, barely)
     for note in training.baselines_ahead(trained):
         get_run_logger().warning("%s: %s", target, note)
     if trained.metrics.get("unseen_season_days", 0) > 0:

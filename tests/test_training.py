@@ -275,3 +275,25 @@ def test_a_baseline_that_ranks_better_than_the_model_is_named() -> None:
     ]
     trained.metrics["roc_auc"] = 0.6
     assert baselines_ahead(trained) == []
+
+
+def test_a_model_that_kept_almost_no_rounds_is_named() -> None:
+    """A four-month log: early stopping kept one round, every buyer got nearly the same
+    score, and the test metrics did not show it."""
+    import lightgbm as lgb
+
+    from flows.training import TrainedTarget, barely_learned_note
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] + rng.normal(size=400) > 0).astype(float)
+
+    def fitted(rounds: int) -> TrainedTarget:
+        params = {"objective": "binary", "verbose": -1, "learning_rate": 0.05}
+        booster = lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds)
+        model = type("Model", (), {"booster": booster})()
+        return TrainedTarget("repurchase", model, pd.DataFrame(), metrics={}, baselines={})
+
+    note = barely_learned_note(fitted(1), 0.05)
+    assert note is not None and note.startswith("kept 1 boosting round at learning rate 0.05")
+    assert barely_learned_note(fitted(60), 0.05) is None
