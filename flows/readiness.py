@@ -180,8 +180,12 @@ class Readiness:
             out.append("positives / negatives per window:")
             labelled = [c for c in self.counts if c.positives + c.negatives]
             for target in dict.fromkeys(c.target for c in labelled):
+                # a timing target learns from observed next orders only: one number
+                timing = TARGETS[target].kind == "days"
                 cells = ", ".join(
-                    f"{c.window} {c.positives:,} / {c.negatives:,}"
+                    f"{c.window} {c.positives:,} next orders"
+                    if timing
+                    else f"{c.window} {c.positives:,} / {c.negatives:,}"
                     for c in self.counts
                     if c.target == target
                 )

@@ -52,6 +52,9 @@ def test_check_says_what_a_small_shop_supports_and_what_to_change(small_shop) ->
         "to change:",
     ):
         assert heading in text
+    timing = next(spec.name for spec in TARGETS.values() if spec.kind == "days")
+    counted = next(line for line in text.splitlines() if line.startswith(f"  {timing}:"))
+    assert "next orders" in counted and "/" not in counted  # one number, not n / n
     positives = {(c.target, c.window): c.positives for c in readiness.counts}
     assert positives[(VIP, "validation")] < config.training.min_positives
 
