@@ -124,12 +124,19 @@ class LoadReport:
         }
 
 
+# events at or after the data end: rejected, or cut on purpose when data.end is configured
+AFTER_END = "after data end"
+
+
 @dataclass(frozen=True)
 class Checks:
     """Table-independent rules for `validate_table`; the loader fills them from the settings."""
 
     timezone: str = "UTC"  # tz-aware times are converted to this zone, then made naive
     end: pd.Timestamp | None = None  # events at or after it are rejected
+    # the end was configured (data.end): events after it are cut on purpose, like a filter
+    # (exempt from max_reject_share); an end of "now" makes them future events, a bad clock
+    end_is_set: bool = False
     max_reject_share: float = 1.0  # above this share for one reason the file breaks the contract
     required: tuple[str, ...] = ()  # optional schema columns that this table must have
     names: Mapping[str, str] = field(default_factory=dict)  # contract -> source column
@@ -547,7 +554,9 @@ def validate_table(
         for column in times:
             if column in schema.planned:
                 continue
-            reject("after data end", column, (parsed[column] >= checks.end).to_numpy(dtype=bool))
+            reject(AFTER_END, column, (parsed[column] >= checks.end).to_numpy(dtype=bool))
+        if checks.end_is_set and AFTER_END not in report.filtered:
+            report.filtered.append(AFTER_END)
     for column, (known, reason) in checks.references.items():
         if column in parsed:
             value = parsed[column]

@@ -465,7 +465,12 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     started = time.perf_counter()
     end = settings.end_timestamp()
     report = LoadReport(timezone=settings.timezone, currency=settings.currency, end=str(end))
-    base = Checks(timezone=settings.timezone, end=end, max_reject_share=settings.max_reject_share)
+    base = Checks(
+        timezone=settings.timezone,
+        end=end,
+        end_is_set=settings.end is not None,
+        max_reject_share=settings.max_reject_share,
+    )
     clean: dict[str, pd.DataFrame] = {}
     standalone = "orders" not in settings.tables
     order_source = "order_items" if standalone else "orders"

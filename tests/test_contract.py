@@ -700,3 +700,32 @@ def test_online_retail_config_loads_the_real_log() -> None:
     _assert_nothing_lost(report)
     for name, frame in tables.present().items():
         _assert_contract_dtypes(frame, name)
+
+
+def test_a_configured_end_cuts_later_events_on_purpose(tmp_path: Path) -> None:
+    """Training "as of" an earlier date on the same files: most events come after data.end
+    and are cut like a configured filter, not counted as bad rows against max_reject_share;
+    without data.end (now), events in the future still mean a bad clock and are rejected."""
+    times = ["2024-01-05", "2024-03-01", "2024-06-01", "2024-07-01", "2024-08-01"]
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(5)],
+            "customer_id": ["c1"] * 5,
+            "ordered_at": times,
+            "amount": ["10"] * 5,
+        }
+    )
+    _write(orders, tmp_path / "orders.csv")
+    tables_cfg = {"orders": {"path": "orders.csv"}}
+    as_of = _settings(tables_cfg, max_reject_share=0.5, end="2024-05-01")
+    tables, report = load_tables(as_of, tmp_path)
+    assert list(tables.orders["order_id"]) == ["o0", "o1"]
+    assert report.tables["orders"].rejected == {"after data end": 3}
+    assert any("after data end [excluded by config]" in line for line in report.summary_lines())
+
+    future = orders.assign(
+        ordered_at=["2024-01-05", "2099-01-01", "2099-02-01", "2099-03-01", "2024-02-01"]
+    )
+    _write(future, tmp_path / "orders.csv")
+    with pytest.raises(ContractError, match="rejected as 'after data end', above max_reject_share"):
+        load_tables(_settings(tables_cfg, max_reject_share=0.5, end=None), tmp_path)
