@@ -183,7 +183,7 @@ def _release_lines(outcome) -> list[str]:
     """The retrain's verdict, then a table of the targets' test metrics (3 decimals)."""
     state = "live" if outcome.promoted else "not promoted"
     if outcome.unchanged:
-        state = "unchanged"
+        state = "unchanged, live again" if outcome.promoted else "unchanged"
     lines = [f"{outcome.release.label} ({state}): {outcome.reason}"]
     lines += [f"repair: {message}" for message in outcome.repairs]
     lines += ["  " + row for row in metrics_table(outcome.targets)]
@@ -211,7 +211,8 @@ def metrics_table(targets) -> list[str]:
         baselines = [f"{k} {v[key]:.3f}" for k, v in outcome.baselines.items() if key in v]
         baselines += [f"{k} FAILED ({why})" for k, why in outcome.baseline_failures.items()]
         model = f"{outcome.model_name} v{outcome.version}"
-        rows.append([outcome.target, model, metrics or "-", f"{label}: " + ", ".join(baselines)])
+        compared = f"{label}: " + ", ".join(baselines) if baselines else "-"
+        rows.append([outcome.target, model, metrics or "-", compared])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
 
     def line(cells: list[str]) -> str:

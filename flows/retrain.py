@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from features.targets import TARGETS, headline_metrics
 from flows import data, readiness, training
 from flows.config import DangolConfig, load_config
-from flows.publish import RetrainOutcome, TargetOutcome, log_and_publish
+from flows.publish import RetrainOutcome, TargetOutcome, log_and_publish, settings_change
 from flows.tasks import load_shop_task
 from models import registry, release
 from models.train import TimeSplit
@@ -104,22 +104,44 @@ def publish_task(
     return log_and_publish(trained_targets, split, config, run_key, get_run_logger(), uplift)
 
 
-def unchanged_outcome(earlier: release.Release) -> RetrainOutcome:
-    """What an earlier run on the same inputs produced: reported, nothing registered."""
-    metrics = {target: _test_metrics(entry.run_id) for target, entry in earlier.targets.items()}
+def unchanged_outcome(earlier: release.Release, config: DangolConfig) -> RetrainOutcome:
+    """What an earlier run on the same inputs produced: reported, nothing registered. When
+    the live release is another one that does not fit this config (its settings were changed
+    and then changed back), the earlier release, made from exactly this config, goes live
+    again: retraining would only make it a second time, and scoring refuses the live one."""
+    runs = {target: _logged_metrics(entry.run_id) for target, entry in earlier.targets.items()}
     targets = [
-        TargetOutcome(target, entry.registered_name, entry.version, metrics[target], {})
+        TargetOutcome(target, entry.registered_name, entry.version, *runs[target])
         for target, entry in earlier.targets.items()
     ]
     reason = f"inputs unchanged: {earlier.label} was made from this data, config and code"
-    return RetrainOutcome(earlier, False, reason, targets, unchanged=True)
+    live = release.live_release(config.registry.release_name)
+    promoted = False
+    if live is not None and live.version != earlier.version:
+        change = settings_change(live, config)
+        if change is None:
+            reason += f" (and not promoted then); the live {live.label} stays"
+        else:
+            release.set_live(config.registry.release_name, earlier)
+            release.mirror_champions(earlier)
+            reason += f", and {change}: {earlier.label} is live again"
+            promoted = True
+    return RetrainOutcome(earlier, promoted, reason, targets, unchanged=True)
 
 
-def _test_metrics(run_id: str) -> dict[str, float]:
+def _logged_metrics(run_id: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """A target run's test metrics and its baselines' (`test.<m>`, `baseline.<b>.<m>`)."""
     from mlflow import MlflowClient
 
     logged = MlflowClient().get_run(run_id).data.metrics
-    return {k.removeprefix("test."): v for k, v in logged.items() if k.startswith("test.")}
+    tested = {k.removeprefix("test."): v for k, v in logged.items() if k.startswith("test.")}
+    baselines: dict[str, dict[str, float]] = {}
+    for key, value in logged.items():
+        kind, _, rest = key.partition(".")
+        name, _, metric = rest.partition(".")
+        if kind == "baseline" and metric:
+            baselines.setdefault(name, {})[metric] = value
+    return tested, baselines
 
 
 def summary_markdown(outcome: RetrainOutcome) -> str:
@@ -171,7 +193,7 @@ def retrain_flow(config_path: str, engine: str | None = None) -> RetrainOutcome:
         earlier = release.release_with_run_key(config.registry.release_name, run_key)
         if earlier is not None:
             get_run_logger().info("inputs unchanged (run key %s): nothing to retrain", run_key)
-            outcome = unchanged_outcome(earlier)
+            outcome = unchanged_outcome(earlier, config)
             return RetrainOutcome(**{**outcome.__dict__, "repairs": repairs})
         # 4. point-in-time features and labels at every labelled cutoff
         frame, split = training_data_task(tables, config)

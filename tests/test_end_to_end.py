@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from features.targets import TARGETS, headline_metrics
+from flows import publish
 from flows.config import load_config
 from models.train import CALENDAR_EVIDENCE_SE
 from tests.servers import bentoml_serve
@@ -147,6 +148,41 @@ def test_retraining_on_the_same_inputs_registers_nothing(project: Path, trained)
         assert second.metrics == pytest.approx(first.metrics)
     assert {name: registry.version_numbers(name) for name in names} == before
     assert release.live_release(config.registry.release_name).id == trained.release.id
+
+
+def test_settings_changed_and_changed_back_make_the_matching_release_live_again(
+    project: Path, trained
+) -> None:
+    """Train, change a feature setting and train (v2 live), change it back: the retrain
+    found v1's inputs, registered nothing and left v2 live, which `score` refuses for this
+    config; nothing but an unrelated config edit got out of it."""
+    import dataclasses
+
+    from mlflow import MlflowClient
+
+    from flows.retrain import retrain_flow
+    from models import registry, release
+
+    config = load_config(project)
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    name = config.registry.release_name
+    first = release.live_release(name)
+    line = first.features["high_price_line"]
+    other = dataclasses.replace(
+        first, features={**first.features, "high_price_line": line + 1}, run_key="other config"
+    )
+    source = MlflowClient().get_model_version(name, first.version).source
+    release.set_live(name, release.create(name, other, source))
+    changed = release.live_release(name)
+    assert publish.settings_change(changed, config) is not None  # what score refuses
+
+    again = retrain_flow(str(project))
+    assert again.unchanged and again.promoted
+    assert again.reason.endswith(f"{first.label} is live again")
+    assert release.live_release(name).version == first.version
+    assert publish.settings_change(release.live_release(name), config) is None
+    # with the matching release live, the same inputs again change nothing
+    assert not retrain_flow(str(project)).promoted
 
 
 def test_the_next_retrain_first_rolls_back_a_run_that_died_midway(project: Path, trained):
