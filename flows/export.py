@@ -24,6 +24,7 @@ from models.scoring import Scored, score_and_explain
 from models.segments import (
     PRIMARY_COLUMN,
     SEGMENT_NAMES,
+    SNAPSHOT_SETTINGS,
     CampaignPlan,
     export_cutoff,
     segment_notes,
@@ -159,6 +160,7 @@ def _export(
         measured=measured,
     )
     offers = {name: info["action"] for name, info in summary["segments"].items()}
+    summary[SNAPSHOT_SETTINGS] = release.snapshot_settings(config.tiers, config.features)
     if live is not None:
         # what each score looks over: predicted_value's horizon is the value target's own
         horizons = {t: live.horizon_of(t) for t in live.targets}

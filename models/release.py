@@ -120,15 +120,28 @@ def uplift_model_name(release_name: str) -> str:
     return f"{release_name}-uplift"
 
 
+def snapshot_settings(tiers: TierSettings, features: FeatureSettings) -> dict[str, object]:
+    """The settings a feature snapshot is built with (an export records them beside it)."""
+    return {"tiers": tiers.model_dump(mode="json"), "features": features.model_dump(mode="json")}
+
+
 def settings_record(
     horizon_days: int, tiers: TierSettings, features: FeatureSettings
 ) -> dict[str, object]:
     """The settings a release's models depend on, as stored in its record."""
-    return {
-        "horizon_days": horizon_days,
-        "tiers": tiers.model_dump(mode="json"),
-        "features": features.model_dump(mode="json"),
-    }
+    return {"horizon_days": horizon_days, **snapshot_settings(tiers, features)}
+
+
+def snapshot_mismatch(recorded: dict | None, release: Release) -> str | None:
+    """Why a snapshot built with the `recorded` snapshot settings cannot be scored by the
+    release (None: it can, or the snapshot predates the record)."""
+    if not recorded:
+        return None
+    if recorded.get("tiers") != release.tiers:
+        return f"it was built with another tier rule than the live {release.label}'s"
+    if recorded.get("features") != release.features:
+        return f"it was built with other feature settings than the live {release.label}'s"
+    return None
 
 
 def mismatch(

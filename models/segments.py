@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -889,7 +890,9 @@ def write_export(
         write_campaigns(segments, campaigns, staging / "campaigns")
     final = _publish(staging, exports_dir, stamped)
     with _latest_lock(exports_dir):  # compare and repoint as one step among exports
-        if not _older_than_latest(exports_dir, snapshot):
+        if not _older_than_latest(exports_dir, snapshot) or _latest_built_otherwise(
+            exports_dir, summary
+        ):
             _point_latest(exports_dir, final)
     return final
 
@@ -923,6 +926,20 @@ def _latest_lock(exports_dir: Path) -> Iterator[None]:
         os.close(folder)
 
 
+# summary.json's record of the settings the export's features.parquet was built with
+SNAPSHOT_SETTINGS = "snapshot_settings"
+
+
+def export_settings(folder: Path) -> dict | None:
+    """The snapshot settings an export recorded in its summary.json (None: unrecorded)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    recorded = summary.get(SNAPSHOT_SETTINGS) if isinstance(summary, dict) else None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def export_cutoff(folder: Path) -> pd.Timestamp | None:
     """The cutoff an export scored at (None when it cannot be read)."""
     try:
@@ -939,6 +956,15 @@ def _older_than_latest(exports_dir: Path, snapshot: pd.DataFrame) -> bool:
     if current is None or "cutoff" not in snapshot or snapshot.empty:
         return False
     return pd.Timestamp(snapshot["cutoff"].max()) < current
+
+
+def _latest_built_otherwise(exports_dir: Path, summary: dict | None) -> bool:
+    """Whether `latest` holds a snapshot built with other settings than this export's: the
+    live release can no longer score it, so this export replaces it even at an earlier
+    cutoff (a date moved back, then a feature setting changed)."""
+    ours = (summary or {}).get(SNAPSHOT_SETTINGS)
+    theirs = export_settings(exports_dir / "latest")
+    return ours is not None and theirs is not None and ours != theirs
 
 
 PRIMARY_COLUMN = "primary_segment"

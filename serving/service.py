@@ -120,10 +120,16 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
             self._stop.set()
 
         def _reload_loop(self) -> None:
+            told = ""
             while not self._stop.wait(limits.reload_seconds):
                 try:
                     if self.reload():
                         freeze_heap()  # here, once `reload` no longer holds the previous state
+                except states.releases.ReleaseMismatchError as exc:
+                    # expected until `dangol score` runs: said once, not every tick
+                    if str(exc) != told:
+                        logger.warning("not reloading: %s; still serving the previous state", exc)
+                        told = str(exc)
                 except Exception:  # keep serving the last good state whatever went wrong
                     logger.exception("reload failed; still serving the previous state")
 

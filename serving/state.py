@@ -30,7 +30,7 @@ from models.scoring import (
     score_and_explain,
     score_customers,
 )
-from models.segments import WINDOW_COLUMNS
+from models.segments import WINDOW_COLUMNS, export_settings
 from models.train import TargetModel
 from models.uplift import UPLIFT_COLUMN
 from serving.settings import ServiceContext
@@ -98,6 +98,10 @@ def load_release(
         models = None
     releases.check_matches(live, context.horizon_days, context.tiers, context.features)
     if models is None:
+        latest = context.exports / "latest"
+        if (latest / "features.parquet").exists():
+            # before loading the models, which a reload would otherwise repeat every tick
+            check_export_fits(latest.resolve(), live)
         models = _load_from_store(live, context)
     return live, models
 
@@ -149,8 +153,21 @@ def load_state(
     models: dict[str, TargetModel],
 ) -> ScoringState:
     export_dir = latest_export(context)
+    check_export_fits(export_dir, live)
     snapshot = pd.read_parquet(export_dir / "features.parquet")
     return build_state(context, live, models, snapshot, export_dir)
+
+
+def check_export_fits(export_dir: Path, live: releases.Release) -> None:
+    """Stop when the export's snapshot was built with settings the live release was not
+    fitted with (its features would be read as something else). On a reload the service
+    keeps serving the previous, consistent state meanwhile."""
+    problem = releases.snapshot_mismatch(export_settings(export_dir), live)
+    if problem:
+        raise releases.ReleaseMismatchError(
+            f"the latest export {export_dir.name}: {problem}; run `dangol score` with this "
+            "config to score with it"
+        )
 
 
 def _reason_list(row: dict[str, Any]) -> list[str] | None:

@@ -89,6 +89,11 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     assert (prospects["next_purchase_to"] > prospects["next_purchase_from"]).all()
     summary = json.loads((latest / "summary.json").read_text(encoding="utf-8"))
     assert summary["segments"]["active"]["members"] == sizes["active"]
+    # what the snapshot was built with, so a later release can tell whether it can read it
+    from models.release import snapshot_mismatch
+
+    assert summary["snapshot_settings"]["features"] == live.features
+    assert snapshot_mismatch(summary["snapshot_settings"], live) is None
     # each score's horizon, predicted_value's its own (the value target's)
     from features.targets import amount_target
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from features.schema import ShopTables
 from features.snapshot import FeatureSettings, build_features
 from features.targets import TARGETS
 from features.tiers import TierSettings
+from models.release import ReleaseMismatchError
 from models.scoring import expected_value, memberships, primary_segments
 from models.segments import (
     RESELLERS,
@@ -339,6 +341,38 @@ def test_a_backfill_of_an_earlier_cutoff_leaves_latest_on_the_current_lists(
     # the same cutoff again (a rescore after a fix) moves it
     again = write_export(tmp_path, snapshot, scores, {}, datetime(2026, 1, 3))
     assert (tmp_path / "latest").resolve() == again.resolve()
+
+
+def test_an_earlier_cutoff_replaces_latest_built_with_other_settings(tmp_path: Path) -> None:
+    """data.end moved back, then a feature setting changed and a release trained on it: the
+    export at the later cutoff was built with the old setting, which the live release cannot
+    read, so the new export replaces it; the service refuses the stale one meanwhile."""
+    from models.segments import SNAPSHOT_SETTINGS, export_settings
+    from serving.state import check_export_fits
+
+    snapshot, scores = _crafted()
+    old = {"tiers": {"basis": "absolute"}, "features": {"high_price_line": 1000000}}
+    new = {**old, "features": {"high_price_line": 1000001}}
+    current = write_export(
+        tmp_path, snapshot, scores, {}, datetime(2026, 1, 1), summary={SNAPSHOT_SETTINGS: old}
+    )
+    earlier = snapshot.assign(cutoff=pd.Timestamp(CUTOFF) - pd.Timedelta(days=30))
+    same = write_export(
+        tmp_path, earlier, scores, {}, datetime(2026, 1, 2), summary={SNAPSHOT_SETTINGS: old}
+    )
+    assert (tmp_path / "latest").resolve() == current.resolve() != same.resolve()
+
+    live = types.SimpleNamespace(label="release v5", tiers=new["tiers"], features=new["features"])
+    with pytest.raises(
+        ReleaseMismatchError, match="other feature settings than the live release v5"
+    ):
+        check_export_fits(current, live)
+    moved = write_export(
+        tmp_path, earlier, scores, {}, datetime(2026, 1, 3), summary={SNAPSHOT_SETTINGS: new}
+    )
+    assert (tmp_path / "latest").resolve() == moved.resolve()
+    assert export_settings(tmp_path / "latest") == new
+    check_export_fits(moved, live)  # fits: no error
 
 
 def test_summary_json_is_strict_json_without_nan(tmp_path: Path) -> None:
