@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -332,6 +333,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     resolve_token(config.serving)  # fail here, clearly, rather than in every worker
     live = live_release(config)  # and here if there is nothing (or the wrong thing) to serve
     context = config.service_context()
+    from serving.state import check_export_fits
+
+    latest = config.resolve(config.paths.exports) / "latest"
+    if latest.exists():
+        check_export_fits(latest.resolve(), live)
     context_file = context.write(config.resolve(config.paths.bentoml_home) / "service.json")
     port = args.port or config.serving.port
     command = [
@@ -603,9 +609,15 @@ def console() -> None:
     logging, temporary folders), then exit without tearing the interpreter down: freeing
     every module and object took ~2 s after a `dangol score` here and writes nothing. Tests
     call main() and keep the normal exit."""
-    code = main()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
+    try:
+        code = main()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader stopped early (`dangol models | head -1`): quiet, as SIGPIPE would end
+        # a C tool; later writes go nowhere instead of raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     sys.stderr.flush()
     os._exit(code)
 

@@ -44,6 +44,8 @@ METRICS: dict[str, Metric] = {
     # days off, negated: the timing model's median day against the observed next order
     "mae_days": lambda y, p, w: -float(np.average(np.abs(p - y), weights=w)),
 }
+# the losses above: their oriented delta (and interval) is the live value minus the new one
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae_days"})
 BETTER, WORSE, TIE, NEW, UNSCORABLE = "better", "worse", "tie", "new", "unscorable"
 
 
@@ -66,9 +68,12 @@ class Comparison:
             return f"{self.target}: new target"
         if self.verdict == UNSCORABLE:
             return f"{self.target}: the live model cannot score this holdout"
+        # the delta is oriented (losses negated): for a loss it is the reduction, named so
+        lower = self.metric in LOWER_IS_BETTER
+        change = "reduction (lower is better)" if lower else "difference"
         return (
             f"{self.target}: {self.metric} {self.challenger:.4f} vs {self.champion:.4f}, "
-            f"difference {self.delta:+.4f} ({100 * self.level:.1f}% CI {self.ci_low:+.4f} .. "
+            f"{change} {self.delta:+.4f} ({100 * self.level:.1f}% CI {self.ci_low:+.4f} .. "
             f"{self.ci_high:+.4f}): "
             f"{self.verdict}"
         )

@@ -297,3 +297,19 @@ def test_a_model_that_kept_almost_no_rounds_is_named() -> None:
     note = barely_learned_note(fitted(1), 0.05)
     assert note is not None and note.startswith("kept 1 boosting round at learning rate 0.05")
     assert barely_learned_note(fitted(60), 0.05) is None
+
+
+def test_a_loss_comparison_reads_as_a_reduction() -> None:
+    """MAE in days 16.30 against the live 16.44 printed "difference -0.14": the oriented
+    delta is an improvement of +0.14, and the line must say which way is better."""
+    rng = np.random.default_rng(3)
+    days = rng.uniform(1, 90, 600)
+    live = days + rng.normal(0, 20, 600)
+    new = days + rng.normal(0, 10, 600)
+    groups = np.arange(600)
+    comparison = promotion.compare("next", "mae_days", days, new, live, groups, replicates=200)
+    assert comparison.challenger < comparison.champion  # the new model's MAE is lower
+    assert comparison.delta > 0 and comparison.verdict == promotion.BETTER
+    text = comparison.describe()
+    assert f"reduction (lower is better) +{comparison.delta:.4f}" in text
+    assert "difference" in _comparison(promotion.BETTER).describe()
