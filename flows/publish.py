@@ -218,17 +218,29 @@ def _decide(
     comparisons: list[promotion.Comparison],
     live: release.Release | None,
     config: DangolConfig,
+    horizons: dict[str, int | None] | None = None,
 ) -> promotion.ReleaseDecision:
+    """The release decision; `horizons`: the candidate's own horizon per target, named in
+    the reason where it differs from the live release's (a value score that now looks over
+    180 days instead of 90 means something else in every export)."""
     change = settings_change(live, config)
     dropped = sorted(set(live.targets) - {c.target for c in comparisons}) if live else []
     decision = promotion.decide(comparisons, change)
     if dropped and not change and decision.promote:
-        return promotion.ReleaseDecision(
+        decision = promotion.ReleaseDecision(
             False,
             f"the candidate lacks {', '.join(dropped)}, which the live release has; "
             + decision.reason,
             decision.comparisons,
         )
+    moved = [
+        f"{target} now looks over {days} days (the live {live.label}'s: {live.horizon_of(target)})"
+        for target, days in (horizons or {}).items()
+        if live is not None and days and target in live.targets and live.horizon_of(target) != days
+    ]
+    if moved:
+        reason = f"{decision.reason}; {'; '.join(moved)}"
+        decision = promotion.ReleaseDecision(decision.promote, reason, decision.comparisons)
     return decision
 
 
@@ -307,7 +319,8 @@ def log_and_publish(
                 experiment_id=experiment_id, run_name="uplift", nested=True
             ) as child:
                 uplift_logged = (uplift, child.info.run_id, _log_uplift(uplift))
-        decision = _decide([item[3] for item in logged], live, config)
+        horizons = {trained.target: trained.horizon_days for trained in trained_targets}
+        decision = _decide([item[3] for item in logged], live, config, horizons)
         mlflow.set_tags({"promotion.decision": "promoted" if decision.promote else "kept"})
         mlflow.set_tag("promotion.reason", decision.reason[:4000])
         try:

@@ -18,6 +18,7 @@ from features.targets import TARGETS, amount_target, headline_metrics
 from flows.config import DangolConfig
 from flows.data import data_end, first_event, training_frame
 from models.evaluate import (
+    NOT_COMPARED,
     BaselineResults,
     baseline_rules,
     evaluate_baselines,
@@ -340,7 +341,8 @@ def backtest_gaps(folds: pd.DataFrame) -> pd.DataFrame:
     Both scorers see the same customers in a fold, so the spread of the paired gap is the
     noise a claim of "better" must clear; the spread of each scorer's own metric is larger,
     because it also holds how easy each test window happens to be."""
-    metrics = [c for c in folds.columns if c not in ("fold", "test_start", "scorer")]
+    keys = ("fold", "test_start", "scorer")
+    metrics = [c for c in folds.columns if c not in keys and c not in NOT_COMPARED]
     model = folds[folds["scorer"] == "model"].set_index("fold")[metrics]
     rows = {}
     for scorer, part in folds[folds["scorer"] != "model"].groupby("scorer", sort=False):

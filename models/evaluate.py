@@ -145,11 +145,14 @@ def evaluate_baselines(target: str, rows: pd.DataFrame, rules: dict[str, Rule]) 
     return results
 
 
+# what describes the test window (or the scorer's level), not how well it ranks: no gap
+NOT_COMPARED = frozenset({"base_rate", "mean_prediction", "mean_actual"})
+
+
 def gaps(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """Model minus baseline for every metric both have (higher is better except for log loss
     and Brier, where a negative gap means the model is better)."""
-    skip = {"base_rate", "mean_prediction", "mean_actual"}
-    return {k: model[k] - v for k, v in baseline.items() if k in model and k not in skip}
+    return {k: model[k] - v for k, v in baseline.items() if k in model and k not in NOT_COMPARED}
 
 
 def gain_curve(outcome: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -166,9 +166,11 @@ def test_backtest_gaps_pair_the_model_with_each_baseline_fold_by_fold() -> None:
             "scorer": ["model", "rank", "btyd"] * 2,
             "gini": [0.80, 0.70, 0.78, 0.60, 0.55, 0.57],
             "error": [1.0, np.nan, 3.0, 2.0, np.nan, 5.0],  # a rank has no amounts
+            "mean_actual": [7.0] * 6,  # the window's, the same for every scorer: no gap
         }
     )
     gaps = backtest_gaps(folds)
+    assert "mean_actual" not in gaps.columns.get_level_values(0)
     # each scorer's own spread is 0.1-0.14; the paired gap to btyd moves by 0.007 only
     assert gaps.loc["btyd", ("gini", "mean")] == pytest.approx(0.025)
     assert gaps.loc["btyd", ("gini", "std")] == pytest.approx(np.std([0.02, 0.03], ddof=1))
@@ -313,3 +315,31 @@ def test_a_loss_comparison_reads_as_a_reduction() -> None:
     text = comparison.describe()
     assert f"reduction (lower is better) +{comparison.delta:.4f}" in text
     assert "difference" in _comparison(promotion.BETTER).describe()
+
+
+def test_the_decision_names_a_value_horizon_that_moved() -> None:
+    """Data grew from one year to two: the value score went from 90 to 180 days and the
+    decision said nothing about it."""
+    from features.targets import amount_target
+    from flows.config import load_config
+    from flows.publish import _decide
+    from models.release import Release, TargetVersion, settings_record
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "configs" / "default.yaml")
+    value = amount_target().name
+    recorded = settings_record(90, config.tiers, config.features)
+    live = Release(
+        id="run",
+        run_key="key",
+        code_version="c",
+        data_window={},
+        targets={value: TargetVersion("dangol-value", "1", "run", horizon_days=90)},
+        version="3",
+        **recorded,
+    )
+    better = promotion.Comparison(value, "normalized_gini", 0.9, 0.8, 0.1, 0.05, 0.15, "better")
+    decision = _decide([better], live, config, {value: 180})
+    assert decision.promote
+    assert decision.reason.endswith(f"{value} now looks over 180 days (the live release v3's: 90)")
+    assert "now looks over" not in _decide([better], live, config, {value: 90}).reason
