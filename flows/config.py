@@ -11,7 +11,14 @@ from datetime import date
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from features.engine import ENGINES, EngineName, SparkSettings
 from features.loaders import DataSettings, TimeZoneName
@@ -75,6 +82,11 @@ class ScheduleSettings(BaseModel):
         return value
 
 
+# the tiers of a shop whose config has none and whose currency is not the defaults': its
+# own trailing spend, top 1% / 5% / 20% / 50% of spenders (tier 1 .. 4), recomputed each date
+SHOP_RELATIVE_TIERS = TierSettings(basis="quantile", quantiles=[0.99, 0.95, 0.8, 0.5])
+
+
 class DangolConfig(BaseModel):
     """Everything one run needs; `base_dir` is the folder of the YAML file, `file` the file
     itself (for messages that say which command to run; None when built in code)."""
@@ -98,6 +110,32 @@ class DangolConfig(BaseModel):
     schedules: ScheduleSettings = ScheduleSettings()
     drift: DriftSettings = DriftSettings()
     paths: PathSettings = PathSettings()
+
+    @model_validator(mode="after")
+    def _money_in_the_shop_currency(self) -> DangolConfig:
+        """The money defaults (the tier lines, the high-price line) are the synthetic shop's,
+        in its currency; in another they mean nothing. Without a `tiers` section such a shop
+        gets tiers from its own spend (quantiles); a line left at its default is refused."""
+        home = DataSettings.model_fields["currency"].default
+        currency = self.data.currency
+        if currency == home:
+            return self
+        if "tiers" not in self.model_fields_set:
+            self.tiers = SHOP_RELATIVE_TIERS
+        elif self.tiers.basis == "absolute" and "thresholds" not in self.tiers.model_fields_set:
+            raise ValueError(
+                f"tiers.thresholds: the default lines are {home} amounts; give them in "
+                f"{currency}, or use the shop's own spend quantiles (basis: quantile)"
+            )
+        if "content_views" in self.data.tables and (
+            "high_price_line" not in self.features.model_fields_set
+        ):
+            line = FeatureSettings.model_fields["high_price_line"].default
+            raise ValueError(
+                f"features.high_price_line: the default ({line:,.0f}) is a {home} amount; "
+                f"set the price in {currency} from which a viewed item counts as high-price"
+            )
+        return self
 
     def with_engine(self, engine: str | None) -> DangolConfig:
         """This config with the engine a command asked for (None: the config's own)."""

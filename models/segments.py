@@ -222,7 +222,9 @@ class WhatIfSettings(BaseModel):
 
     uplifts_pp: list[float] = Field(default=[3, 5, 7], min_length=1)
     coupon_rate: float = Field(0.1, ge=0, le=1)
-    coupon_cap: float = Field(30_000, ge=0)
+    # the most one coupon takes off, in the shop's currency; unset: no cap (a number in
+    # one currency means nothing in another)
+    coupon_cap: float | None = Field(None, ge=0)
 
 
 class HoldoutSettings(BaseModel):

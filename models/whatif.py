@@ -66,9 +66,16 @@ def _row(
 WHATIF_COLUMNS = ["segment", "members", *_row(0.0, 0.0, np.zeros(0), np.zeros(0), "")]
 
 
+def _capped(cap: float | None, currency: str, language: str) -> str:
+    from models.reasons import format_money
+
+    return "without a cap" if cap is None else f"capped at {format_money(cap, currency, language)}"
+
+
 def _values(order_value: np.ndarray, settings: WhatIfSettings) -> tuple[np.ndarray, np.ndarray]:
     value = np.nan_to_num(np.asarray(order_value, dtype="float64"), nan=0.0)
-    return value, np.minimum(settings.coupon_rate * value, settings.coupon_cap)
+    cap = np.inf if settings.coupon_cap is None else settings.coupon_cap
+    return value, np.minimum(settings.coupon_rate * value, cap)
 
 
 def segment_whatif(
@@ -268,7 +275,7 @@ def segment_summary(
         "",
         f"{len(snapshot):,} customers, {summary['scored']:,} scored; no segment holds more "
         f"than {settings.max_share:.0%} of the scored; coupon {settings.whatif.coupon_rate:.0%} "
-        f"capped at {format_money(settings.whatif.coupon_cap, currency, settings.language)}.",
+        f"{_capped(settings.whatif.coupon_cap, currency, settings.language)}.",
         "A customer's one campaign is their primary segment (the first of `segments.priority`",
         "they belong to); `primary` counts those, `overlaps` the members shared with others.",
         "",

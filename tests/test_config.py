@@ -58,6 +58,24 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.tiers.vip_line == 2_000_000
 
 
+def test_money_defaults_do_not_travel_to_another_currency(tmp_path: Path) -> None:
+    """The default lines are in won: a dollar shop without a `tiers` section got a $2.0M VIP
+    line, and high-price views above $1,000,000."""
+    usd = MINIMAL.replace("data:\n", "data:\n  currency: USD\n")
+    config = load_config(_write(tmp_path, usd))
+    assert config.tiers.basis == "quantile" and config.tiers.quantiles == [0.99, 0.95, 0.8, 0.5]
+    with pytest.raises(ConfigError, match="tiers.thresholds: the default lines are KRW amounts"):
+        load_config(_write(tmp_path, usd + "tiers: {window_days: 90}\n"))
+    given = load_config(_write(tmp_path, usd + "tiers: {thresholds: [900, 300]}\n"))
+    assert given.tiers.basis == "absolute" and given.tiers.vip_line == 300
+    views = usd.replace(
+        "orders: {path: orders.csv}", "orders: {path: o.csv}\n    content_views: {path: v.csv}"
+    )
+    with pytest.raises(ConfigError, match="features.high_price_line: the default"):
+        load_config(_write(tmp_path, views))
+    assert load_config(_write(tmp_path, views + "features: {high_price_line: 80}\n"))
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [

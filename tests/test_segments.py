@@ -228,6 +228,12 @@ def test_whatif_arithmetic() -> None:
     assert row["extra_revenue"] == pytest.approx(0.05 * 60_000)
     # coupons: min(1,000, 3,000) + min(5,000, 3,000) = 4,000, used by 35% of members
     assert row["coupon_cost"] == pytest.approx(0.35 * 4_000)
+    # no cap unless the shop sets one (₩30,000 meant nothing to a shop in dollars)
+    (uncapped,) = segment_whatif(
+        np.array([0.2, 0.4]), np.array([10_000.0, 50_000.0]), WhatIfSettings(uplifts_pp=[5])
+    )
+    assert WhatIfSettings().coupon_cap is None
+    assert uncapped["coupon_cost"] == pytest.approx(0.35 * 6_000)
 
 
 def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame]) -> None:
