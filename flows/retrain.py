@@ -120,7 +120,7 @@ def unchanged_outcome(earlier: release.Release, config: DangolConfig) -> Retrain
     if live is not None and live.version != earlier.version:
         change = settings_change(live, config)
         if change is None:
-            reason += f" (and not promoted then); the live {live.label} stays"
+            reason += f"; the live {live.label} stays"
         else:
             release.set_live(config.registry.release_name, earlier)
             release.mirror_champions(earlier)
