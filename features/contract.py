@@ -62,6 +62,9 @@ class TableReport:
     columns: dict[str, str] = field(default_factory=dict)
     # Reasons from configured filters: intended exclusions, exempt from max_reject_share.
     filtered: list[str] = field(default_factory=list)
+    # the rows (of the validated frame) cut on purpose by a configured data end, directly or
+    # through the record they belong to; None when no end was configured. Not reported.
+    cut_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def rows_rejected(self) -> int:
@@ -77,7 +80,9 @@ class TableReport:
         kept.extend(example_rows(rows, MAX_EXAMPLES - len(kept)))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        record.pop("cut_rows")
+        return record
 
 
 @dataclass
@@ -142,6 +147,9 @@ class Checks:
     names: Mapping[str, str] = field(default_factory=dict)  # contract -> source column
     # column -> (known values, reason): rows whose value is not known are rejected.
     references: Mapping[str, tuple[pd.Series, str]] = field(default_factory=dict)
+    # column -> ids whose records the configured end cut (an order after data.end): rows
+    # pointing at them are cut with them, not rejected as unknown
+    cut: Mapping[str, pd.Series] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- examples
@@ -510,6 +518,8 @@ def validate_table(
 
     bad = np.zeros(len(frame), dtype=bool)
 
+    cut = np.zeros(len(frame), dtype=bool)
+
     def reject(reason: str, column: str, condition: np.ndarray) -> None:
         new = condition & ~bad
         count = int(new.sum())
@@ -517,6 +527,8 @@ def validate_table(
             first = np.flatnonzero(new)[:MAX_EXAMPLES]
             report.add(reason, _source_name(checks, column), count, rows.iloc[first])
             bad[:] |= new
+            if reason == AFTER_END:
+                cut[:] |= new
 
     ids = [c for c in present if schema.columns[c] == ID]
     times = [c for c in present if schema.columns[c] == TIME]
@@ -561,6 +573,8 @@ def validate_table(
         if column in parsed:
             value = parsed[column]
             unknown = ~_is_in(value, known) & value.notna().to_numpy(dtype=bool)
+            if column in checks.cut:
+                reject(AFTER_END, column, unknown & _is_in(value, checks.cut[column]))
             reject(reason, column, unknown)
     if schema.key and all(c in parsed for c in schema.key):
         keys = pd.DataFrame({c: parsed[c] for c in schema.key})[~bad]
@@ -569,6 +583,7 @@ def validate_table(
         reject(f"duplicate {'+'.join(schema.key)}", schema.key[0], duplicated)
 
     report.rows_kept = int((~bad).sum())
+    report.cut_rows = cut if checks.end_is_set else None
     _check_shares(report, source, checks)
     keep = ~bad
     clean = pd.DataFrame(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -347,6 +348,9 @@ class LoadedTable:
     frame: pd.DataFrame
     report: TableReport
     ids: dict[str, SourceIds]  # COUNTED_IDS present in the file
+    # per id column, the ids whose rows the configured data end cut (for the tables that
+    # refer to them)
+    cut: dict[str, pd.Series]
 
 
 def _load_table(
@@ -376,12 +380,19 @@ def _load_table(
     clean, report = validate_table(
         SCHEMAS[table], frame, where, checks, report=report, source_rows=filtered
     )
+    # rows the configured end cut are cut on purpose, like the filters' (an id whose every
+    # row went that way is excluded by config, not rejected)
+    cut = report.cut_rows if report.cut_rows is not None else np.zeros(len(filtered), bool)
+    present = [c for c in COUNTED_IDS if c in names and names[c] in raw.columns]
     ids = {
-        column: SourceIds(names[column], _ids(raw[names[column]]), _ids(filtered[names[column]]))
-        for column in COUNTED_IDS
-        if count_ids and column in names and names[column] in raw.columns
+        column: SourceIds(
+            names[column], _ids(raw[names[column]]), _ids(filtered[names[column]][~cut])
+        )
+        for column in present
+        if count_ids
     }
-    return LoadedTable(clean, report, ids)
+    cut_ids = {c: pd.Series(_ids(filtered[names[c]][cut])) for c in present if cut.any()}
+    return LoadedTable(clean, report, ids, cut_ids)
 
 
 def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
@@ -475,6 +486,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     standalone = "orders" not in settings.tables
     order_source = "order_items" if standalone else "orders"
     source_ids: dict[str, SourceIds] = {}
+    cut_orders = pd.Series([], dtype="string")
     for table in LOAD_ORDER:
         source = settings.tables.get(table)
         if source is None:
@@ -487,8 +499,12 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         if table == "contacts" and "campaigns" in clean:
             references["campaign_id"] = (clean["campaigns"]["campaign_id"], "unknown campaign")
         required = STANDALONE_ITEM_COLUMNS if table == "order_items" and standalone else ()
-        checks = replace(base, required=required, references=references)
+        # lines of an order the configured end cut go with it
+        cut = {"order_id": cut_orders} if table == "order_items" and len(cut_orders) else {}
+        checks = replace(base, required=required, references=references, cut=cut)
         loaded = _load_table(table, source, base_dir, checks, count_ids=table == order_source)
+        if table == "orders":
+            cut_orders = loaded.cut.get("order_id", cut_orders)
         clean[table], report.tables[table] = loaded.frame, loaded.report
         if table == order_source:
             source_ids = loaded.ids

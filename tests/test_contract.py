@@ -722,6 +722,23 @@ def test_a_configured_end_cuts_later_events_on_purpose(tmp_path: Path) -> None:
     assert list(tables.orders["order_id"]) == ["o0", "o1"]
     assert report.tables["orders"].rejected == {"after data end": 3}
     assert any("after data end [excluded by config]" in line for line in report.summary_lines())
+    # the lines of the cut orders go with them, not as lines of "unknown order"
+    items = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(5)],
+            "product_id": "p",
+            "quantity": 1,
+            "unit_price": 10,
+        }
+    )
+    _write(items, tmp_path / "items.csv")
+    with_items = {**tables_cfg, "order_items": {"path": "items.csv"}}
+    tables, report = load_tables(
+        _settings(with_items, max_reject_share=0.5, end="2024-05-01"), tmp_path
+    )
+    assert report.tables["order_items"].rejected == {"after data end": 3}
+    assert list(tables.order_items["order_id"]) == ["o0", "o1"]
+    assert "[excluded by config]" in "\n".join(report.summary_lines()).split("order_items")[1]
 
     future = orders.assign(
         ordered_at=["2024-01-05", "2099-01-01", "2099-02-01", "2099-03-01", "2024-02-01"]
@@ -729,3 +746,17 @@ def test_a_configured_end_cuts_later_events_on_purpose(tmp_path: Path) -> None:
     _write(future, tmp_path / "orders.csv")
     with pytest.raises(ContractError, match="rejected as 'after data end', above max_reject_share"):
         load_tables(_settings(tables_cfg, max_reject_share=0.5, end=None), tmp_path)
+
+
+def test_a_lines_log_cut_by_data_end_counts_its_orders_and_customers_as_excluded(
+    tmp_path: Path,
+) -> None:
+    """Orders whose every line came after data.end, and customers left with none, were
+    reported as rejected: they are cut on purpose."""
+    _write(LINES, tmp_path / "lines.csv")
+    source = {"path": "lines.csv", "columns": LINE_MAPPING, "exclude": CANCELLATION}
+    _, report = load_tables(_settings({"order_items": source}, end="2011-02-15"), tmp_path)
+    orders = report.tables["orders"]
+    # 1005 and 1006 come after the end; C1003 is a cancellation
+    assert orders.rejected == {"every line filtered out": 3}
+    assert report.customers_without_orders == {"every order excluded by config": 1}  # 12349
