@@ -68,6 +68,12 @@ def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
     return Difference(diff, float(low), float(high), p_value, se)
 
 
+def is_constant(values: np.ndarray) -> bool:
+    """Whether every value is the same (by range: a variance of three equal amounts such as
+    0.1 is 1e-34, not 0)."""
+    return bool(np.ptp(values) == 0) if len(values) else True
+
+
 def welch_ttest(a: np.ndarray, b: np.ndarray, borrow_variance: bool = False) -> Difference:
     """mean(a) − mean(b) with Welch's unequal-variance t-test and its 95% interval.
 
@@ -85,7 +91,7 @@ def welch_ttest(a: np.ndarray, b: np.ndarray, borrow_variance: bool = False) -> 
     diff = float(a.mean() - b.mean())
     se = float(np.sqrt(va + vb))
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 0.0
-    if borrow_variance or va == 0 or vb == 0:
+    if borrow_variance or is_constant(a) or is_constant(b):
         squares = (a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)
         within = squares / (a.size + b.size - 2)
         pooled = float(np.sqrt(within * (1 / a.size + 1 / b.size)))

@@ -50,6 +50,9 @@ def test_welch_borrows_the_pooled_spread_for_a_constant_group() -> None:
     assert d.ci_high - d.estimate == pytest.approx(12.706 * pooled_se, rel=1e-3)
     assert d.ci_low < 0 < d.ci_high  # two zeros prove little
     assert welch_ttest(np.zeros(3), np.zeros(3)).ci_low == 0.0  # nothing varies, no difference
+    # a constant that is not 0 (three customers with 0.1 each: a variance of 1e-34, not 0)
+    tenths = welch_ttest(treated, np.full(3, 0.1))
+    assert tenths.ci_low < 0 < tenths.ci_high
 
 
 def _ab_frame(seed: int, n: int = 4_000, effect: float = 0.05) -> pd.DataFrame:
