@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -614,12 +615,25 @@ def console() -> None:
         atexit._run_exitfuncs()
         sys.stdout.flush()
     except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket or a child's pipe: a real failure
         # the reader stopped early (`dangol models | head -1`): quiet, as SIGPIPE would end
-        # a C tool; later writes go nowhere instead of raising again
+        # a C tool; later writes go nowhere, and the exit handlers still run
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        atexit._run_exitfuncs()
         code = 128 + signal.SIGPIPE
     sys.stderr.flush()
     os._exit(code)
+
+
+def _stdout_closed() -> bool:
+    """Whether nobody reads our standard output any more (a pipe whose reader exited)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

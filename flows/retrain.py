@@ -115,18 +115,18 @@ def unchanged_outcome(earlier: release.Release, config: DangolConfig) -> Retrain
         for target, entry in earlier.targets.items()
     ]
     reason = f"inputs unchanged: {earlier.label} was made from this data, config and code"
-    live = release.live_release(config.registry.release_name)
-    promoted = False
-    if live is not None and live.version != earlier.version:
-        change = settings_change(live, config)
-        if change is None:
-            reason += f"; the live {live.label} stays"
-        else:
-            release.set_live(config.registry.release_name, earlier)
-            release.mirror_champions(earlier)
-            reason += f", and {change}: {earlier.label} is live again"
-            promoted = True
-    return RetrainOutcome(earlier, promoted, reason, targets, unchanged=True)
+    name = config.registry.release_name
+    live = release.live_release(name)
+    if live is not None and live.version == earlier.version:
+        return RetrainOutcome(earlier, False, reason, targets, unchanged=True)
+    change = settings_change(live, config)  # also "no live release yet"
+    if live is not None and change is None:
+        return RetrainOutcome(
+            earlier, False, f"{reason}; the live {live.label} stays", targets, unchanged=True
+        )
+    reason += f", and {change}: {earlier.label} is live again"
+    release.put_live_again(name, earlier, reason)
+    return RetrainOutcome(earlier, True, reason, targets, unchanged=True)
 
 
 def _logged_metrics(run_id: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -194,7 +194,9 @@ def retrain_flow(config_path: str, engine: str | None = None) -> RetrainOutcome:
         if earlier is not None:
             get_run_logger().info("inputs unchanged (run key %s): nothing to retrain", run_key)
             outcome = unchanged_outcome(earlier, config)
-            return RetrainOutcome(**{**outcome.__dict__, "repairs": repairs})
+            outcome = RetrainOutcome(**{**outcome.__dict__, "repairs": repairs})
+            create_markdown_artifact(summary_markdown(outcome), key="retrain-summary")
+            return outcome
         # 4. point-in-time features and labels at every labelled cutoff
         frame, split = training_data_task(tables, config)
         # plots live in a temporary folder until they are logged to MLflow, then go

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from features.snapshot import FeatureSettings
@@ -34,6 +34,8 @@ from models.train import TargetModel
 from models.uplift import UPLIFT_MODEL
 
 LIVE = "live"
+# on a release version put live again by a later retrain: why (shown as its decision)
+LIVE_AGAIN_TAG = "promotion.live_again"
 RECORD_TAG = "dangol.release"
 KIND_TAG = "dangol.kind"
 RETRAIN = "retrain"
@@ -190,7 +192,20 @@ def live_release(release_name: str, uri: str | None = None) -> Release | None:
         version = _client(uri).get_model_version_by_alias(release_name, LIVE)
     except MlflowException:
         return None
-    return Release.from_json(version.tags[RECORD_TAG], str(version.version))
+    found = Release.from_json(version.tags[RECORD_TAG], str(version.version))
+    if LIVE_AGAIN_TAG in version.tags:
+        # what made it live last: a retrain that put it back, not its own old decision
+        again = {"promote": True, "reason": version.tags[LIVE_AGAIN_TAG]}
+        found = replace(found, decision={**found.decision, **again})
+    return found
+
+
+def put_live_again(release_name: str, release: Release, reason: str) -> None:
+    """Make an earlier release live again, recording why on its version first (a kill
+    before the alias moves leaves the live one live; the next retrain does it again)."""
+    _client().set_model_version_tag(release_name, release.version, LIVE_AGAIN_TAG, reason[:4000])
+    set_live(release_name, release)
+    mirror_champions(release)
 
 
 def require_live(release_name: str, config_hint: str, uri: str | None = None) -> Release:

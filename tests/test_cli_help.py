@@ -33,3 +33,18 @@ def test_help_of_every_command_imports_no_heavy_library() -> None:
     assert {"train", "score", "models", "serve", "build"} <= set(result["commands"])
     loaded = [m for m in result["loaded"] if m.split(".")[0] in HEAVY]
     assert loaded == [], f"--help imported {sorted({m.split('.')[0] for m in loaded})}"
+
+
+def test_a_reader_that_stops_early_ends_dangol_quietly(tmp_path) -> None:
+    """`dangol models | head -1` ended in a BrokenPipeError traceback: a closed standard
+    output ends the command as SIGPIPE ends a C tool (exit 141), without a word."""
+    from tests.projects import write_project
+
+    config = write_project(tmp_path)
+    command = [sys.executable, "-m", "flows.cli", "prefect", "status", "--config", str(config)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before dangol writes its line
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141, errors
+    assert "Traceback" not in errors and "BrokenPipe" not in errors

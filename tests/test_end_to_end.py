@@ -168,10 +168,17 @@ def test_settings_changed_and_changed_back_make_the_matching_release_live_again(
     name = config.registry.release_name
     first = release.live_release(name)
     line = first.features["high_price_line"]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(config.registry.experiment).experiment_id
+    other_run = client.create_run(experiment, tags={release.KIND_TAG: "test: another config"})
+    client.set_terminated(other_run.info.run_id)
     other = dataclasses.replace(
-        first, features={**first.features, "high_price_line": line + 1}, run_key="other config"
+        first,
+        id=other_run.info.run_id,
+        features={**first.features, "high_price_line": line + 1},
+        run_key="other config",
     )
-    source = MlflowClient().get_model_version(name, first.version).source
+    source = client.get_model_version(name, first.version).source
     release.set_live(name, release.create(name, other, source))
     changed = release.live_release(name)
     assert publish.settings_change(changed, config) is not None  # what score refuses
@@ -179,8 +186,13 @@ def test_settings_changed_and_changed_back_make_the_matching_release_live_again(
     again = retrain_flow(str(project))
     assert again.unchanged and again.promoted
     assert again.reason.endswith(f"{first.label} is live again")
-    assert release.live_release(name).version == first.version
-    assert publish.settings_change(release.live_release(name), config) is None
+    live = release.live_release(name)
+    assert live.version == first.version and live.id == first.id
+    assert publish.settings_change(live, config) is None
+    assert live.decision["reason"] == again.reason  # what `dangol models` shows
+    for entry in first.targets.values():
+        champion = client.get_model_version_by_alias(entry.registered_name, "champion")
+        assert str(champion.version) == entry.version
     # with the matching release live, the same inputs again change nothing
     assert not retrain_flow(str(project)).promoted
 
