@@ -63,7 +63,11 @@ class LabelSettings(BaseModel):
 
     @model_validator(mode="after")
     def _value_looks_at_least_as_far(self) -> LabelSettings:
-        if self.value_horizon_days < self.horizon_days:
+        if self.value_horizon_days >= self.horizon_days:
+            return self
+        if "value_horizon_days" not in self.model_fields_set:
+            self.value_horizon_days = self.horizon_days  # the default, below a long H
+        else:
             raise ValueError(
                 f"value_horizon_days ({self.value_horizon_days}) must be at least horizon_days "
                 f"({self.horizon_days}): the value target looks over H or longer"

@@ -234,9 +234,14 @@ def _decide(
             decision.comparisons,
         )
     moved = [
-        f"{target} now looks over {days} days (the live {live.label}'s: {live.horizon_of(target)})"
+        f"the candidate's {target} looks over {days} days (the live {live.label}'s: "
+        f"{live.horizon_of(target)})"
         for target, days in (horizons or {}).items()
-        if live is not None and days and target in live.targets and live.horizon_of(target) != days
+        if live is not None
+        and days
+        and TARGETS[target].horizon != "horizon_days"  # H itself: the settings change says it
+        and target in live.targets
+        and live.horizon_of(target) != days
     ]
     if moved:
         reason = f"{decision.reason}; {'; '.join(moved)}"

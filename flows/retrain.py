@@ -109,11 +109,7 @@ def unchanged_outcome(earlier: release.Release, config: DangolConfig) -> Retrain
     the live release is another one that does not fit this config (its settings were changed
     and then changed back), the earlier release, made from exactly this config, goes live
     again: retraining would only make it a second time, and scoring refuses the live one."""
-    runs = {target: _logged_metrics(entry.run_id) for target, entry in earlier.targets.items()}
-    targets = [
-        TargetOutcome(target, entry.registered_name, entry.version, *runs[target])
-        for target, entry in earlier.targets.items()
-    ]
+    targets = [_logged_outcome(target, entry) for target, entry in earlier.targets.items()]
     reason = f"inputs unchanged: {earlier.label} was made from this data, config and code"
     name = config.registry.release_name
     live = release.live_release(name)
@@ -129,19 +125,16 @@ def unchanged_outcome(earlier: release.Release, config: DangolConfig) -> Retrain
     return RetrainOutcome(earlier, True, reason, targets, unchanged=True)
 
 
-def _logged_metrics(run_id: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """A target run's test metrics and its baselines' (`test.<m>`, `baseline.<b>.<m>`)."""
+def _logged_outcome(target: str, entry: release.TargetVersion) -> TargetOutcome:
+    """What a target's run logged: its test metrics, baselines and failed baselines."""
     from mlflow import MlflowClient
 
-    logged = MlflowClient().get_run(run_id).data.metrics
-    tested = {k.removeprefix("test."): v for k, v in logged.items() if k.startswith("test.")}
-    baselines: dict[str, dict[str, float]] = {}
-    for key, value in logged.items():
-        kind, _, rest = key.partition(".")
-        name, _, metric = rest.partition(".")
-        if kind == "baseline" and metric:
-            baselines.setdefault(name, {})[metric] = value
-    return tested, baselines
+    run = MlflowClient().get_run(entry.run_id).data
+    tested = {k.removeprefix("test."): v for k, v in run.metrics.items() if k.startswith("test.")}
+    scored, failed = registry.logged_baselines(run.metrics, run.tags)
+    return TargetOutcome(
+        target, entry.registered_name, entry.version, tested, scored, baseline_failures=failed
+    )
 
 
 def summary_markdown(outcome: RetrainOutcome) -> str:

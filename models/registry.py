@@ -152,3 +152,23 @@ def log_json(payload: dict, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_text(strict_json(payload, indent=2), artifact_file)
+
+
+def logged_baselines(
+    metrics: dict[str, float], tags: dict[str, str]
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """A target run's baselines as the retrain logs them (flows.publish): their metrics
+    (`baseline.<b>.<metric>`), and the ones that failed with why (tags
+    `baseline.<b>.status` = failed, `baseline.<b>.reason`)."""
+    scored: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        kind, _, rest = key.partition(".")
+        name, _, metric = rest.partition(".")
+        if kind == "baseline" and metric:
+            scored.setdefault(name, {})[metric] = value
+    failed = {
+        key.split(".")[1]: tags.get(f"baseline.{key.split('.')[1]}.reason", "")
+        for key, status in tags.items()
+        if key.startswith("baseline.") and key.endswith(".status") and status == "failed"
+    }
+    return scored, failed

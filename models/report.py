@@ -28,6 +28,7 @@ from features.targets import (
     timing_target,
 )
 from features.tiers import TierSettings
+from models import registry
 from models.cohorts import plot_cohorts
 from models.explain import (
     BASE_VALUE,
@@ -132,12 +133,7 @@ def fetch_model_run(target: str, name: str, version: str, directory: Path) -> Mo
     if "data_window.json" in artifacts:
         window = mlflow.artifacts.load_dict(f"runs:/{run_id}/data_window.json")
         fitted = [pd.Timestamp(c) for c in window.get("fitted", [])]
-    tags = run.data.tags
-    failed = {
-        key.split(".")[1]: tags.get(f"baseline.{key.split('.')[1]}.reason", "")
-        for key, status in tags.items()
-        if key.startswith("baseline.") and key.endswith(".status") and status == "failed"
-    }
+    _, failed = registry.logged_baselines(metrics, run.data.tags)
     return ModelRun(
         target,
         name,

@@ -179,3 +179,4 @@ def test_check_and_train_say_when_the_value_horizon_is_shorter_than_configured(
     assert f"value horizon: {readiness.value_horizon}" in readiness.lines()
     with pytest.raises(ValidationError, match="value_horizon_days \\(30\\) must be at least"):
         LabelSettings(horizon_days=90, value_horizon_days=30)
+    assert LabelSettings(horizon_days=400).value_horizon_days == 400  # the default, raised

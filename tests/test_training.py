@@ -341,5 +341,23 @@ def test_the_decision_names_a_value_horizon_that_moved() -> None:
     better = promotion.Comparison(value, "normalized_gini", 0.9, 0.8, 0.1, 0.05, 0.15, "better")
     decision = _decide([better], live, config, {value: 180})
     assert decision.promote
-    assert decision.reason.endswith(f"{value} now looks over 180 days (the live release v3's: 90)")
-    assert "now looks over" not in _decide([better], live, config, {value: 90}).reason
+    assert decision.reason.endswith(
+        f"the candidate's {value} looks over 180 days (the live release v3's: 90)"
+    )
+    assert "looks over" not in _decide([better], live, config, {value: 90}).reason
+
+
+def test_logged_baselines_read_what_the_retrain_logs() -> None:
+    """One reader of the baselines a target run logged (scored and failed), used by the
+    report and by an unchanged retrain, which printed no failed baseline."""
+    from models.registry import logged_baselines
+
+    metrics = {"test.roc_auc": 0.8, "baseline.rfm.roc_auc": 0.7, "baseline.rfm.pr_auc": 0.6}
+    tags = {
+        "baseline.rfm.status": "ok",
+        "baseline.previous_window.status": "failed",
+        "baseline.previous_window.reason": "no spend_60d feature",
+    }
+    scored, failed = logged_baselines(metrics, tags)
+    assert scored == {"rfm": {"roc_auc": 0.7, "pr_auc": 0.6}}
+    assert failed == {"previous_window": "no spend_60d feature"}
