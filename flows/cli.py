@@ -334,11 +334,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     resolve_token(config.serving)  # fail here, clearly, rather than in every worker
     live = live_release(config)  # and here if there is nothing (or the wrong thing) to serve
     context = config.service_context()
-    from serving.state import check_export_fits
+    from serving.state import check_latest_fits
 
-    latest = config.resolve(config.paths.exports) / "latest"
-    if latest.exists():
-        check_export_fits(latest.resolve(), live)
+    check_latest_fits(context, live)
     context_file = context.write(config.resolve(config.paths.bentoml_home) / "service.json")
     port = args.port or config.serving.port
     command = [

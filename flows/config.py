@@ -121,7 +121,7 @@ class DangolConfig(BaseModel):
         if currency == home:
             return self
         if "tiers" not in self.model_fields_set:
-            self.tiers = SHOP_RELATIVE_TIERS
+            self.tiers = SHOP_RELATIVE_TIERS.model_copy(deep=True)
         elif self.tiers.basis == "absolute" and "thresholds" not in self.tiers.model_fields_set:
             raise ValueError(
                 f"tiers.thresholds: the default lines are {home} amounts; give them in "

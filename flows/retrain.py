@@ -141,7 +141,8 @@ def summary_markdown(outcome: RetrainOutcome) -> str:
     """The run's summary for the Prefect artifact."""
     state = "live" if outcome.promoted else "kept (not live)"
     lines = [f"# retrain: {outcome.release.label}, {state}\n\n{outcome.reason}\n"]
-    lines.append("| target | model | version | test metrics | vs live (95% CI) |")
+    # each target's interval is 1 - 0.05/k: 95% for the release as a whole
+    lines.append("| target | model | version | test metrics | vs live (interval) |")
     lines.append("|---|---|---|---|---|")
     for o in outcome.targets:
         versus = o.comparison.describe() if o.comparison else "-"

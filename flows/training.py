@@ -69,10 +69,7 @@ def value_horizon(cutoffs: list[pd.Timestamp], config: DangolConfig) -> int | No
     (the labelled cutoffs run to data end - H). None when not even H fits. The previous-window
     baseline needs a feature window of the same length, hence windows only."""
     horizon = config.labels.horizon_days
-    wanted = [
-        w for w in config.features.windows() if horizon <= w <= config.labels.value_horizon_days
-    ]
-    for days in sorted({*wanted, horizon}, reverse=True):
+    for days in value_horizon_candidates(config):
         try:
             time_split(value_cutoffs(cutoffs, days, horizon), days, config)
         except InsufficientDataError:
@@ -81,13 +78,24 @@ def value_horizon(cutoffs: list[pd.Timestamp], config: DangolConfig) -> int | No
     return None
 
 
+def value_horizon_candidates(config: DangolConfig) -> list[int]:
+    """The value horizons to try, longest first: the feature windows between H and
+    `labels.value_horizon_days`, and H itself."""
+    horizon = config.labels.horizon_days
+    windows = config.features.windows()
+    wanted = [w for w in windows if horizon <= w <= config.labels.value_horizon_days]
+    return sorted({*wanted, horizon}, reverse=True)
+
+
 def value_horizon_note(cutoffs: list[pd.Timestamp], config: DangolConfig) -> str | None:
     """Why the value target looks over fewer days than `labels.value_horizon_days` allows,
     when it does (None otherwise, and when not even H fits: the target's own message)."""
+    if not cutoffs:
+        return None
     days = value_horizon(cutoffs, config)
     horizon, wanted = config.labels.horizon_days, config.labels.value_horizon_days
-    longest = max([w for w in config.features.windows() if horizon <= w <= wanted] + [horizon])
-    if days is None or days >= longest or not cutoffs:
+    longest = value_horizon_candidates(config)[0]
+    if days is None or days >= longest:
         return None
     spec = amount_target()
     span = (max(cutoffs) + pd.Timedelta(days=horizon) - min(cutoffs)).days
@@ -145,18 +153,20 @@ def needed_span_days(first: pd.Timestamp, config: DangolConfig) -> int:
     validation and test windows: found with the split itself, so the advice can never
     disagree with it (the cutoff grid's alignment moves it by up to a step each way)."""
     settings = config.training
-    horizon = config.labels.horizon_days
-    span = settings.min_history_days + horizon
-    while True:
+    horizon, every = config.labels.horizon_days, settings.cutoff_every_days
+    # no span below this fits (min_history, three horizons, the validation and test cutoffs
+    # beyond the first of each); the grid's alignment adds less than two steps
+    least = settings.min_history_days + 3 * horizon
+    least += every * (settings.test_cutoffs + settings.validation_cutoffs - 2)
+    for span in range(max(least - 1, 0), least + 2 * every + 2):
         end = first + pd.Timedelta(days=span)
-        cutoffs = labelled_cutoffs(
-            first, end, settings.cutoff_every_days, horizon, settings.min_history_days
-        )
+        cutoffs = labelled_cutoffs(first, end, every, horizon, settings.min_history_days)
         try:
             time_split(cutoffs, horizon, config)
             return span
         except InsufficientDataError:
-            span += 1
+            continue
+    return least + 2 * every
 
 
 def build_training_data(tables: ShopTables, config: DangolConfig) -> tuple[pd.DataFrame, TimeSplit]:

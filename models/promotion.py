@@ -105,8 +105,9 @@ def paired_bootstrap(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
-    """Metric(challenger) - metric(champion) on the rows, and the 2.5% and 97.5% quantiles
-    of that difference over `replicates` resamples of whole groups (customers)."""
+    """Metric(challenger) - metric(champion) on the rows, and the (1 - level) / 2 and
+    (1 + level) / 2 quantiles of that difference over `replicates` resamples of whole groups
+    (customers)."""
     judge = METRICS[metric]
     outcome = np.asarray(outcome, dtype="float64")
     ones = np.ones(len(outcome))

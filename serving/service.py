@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from models.release import ReleaseMismatchError
 from serving import state as states
 
 # BentoML reads the endpoints' annotations from this module's namespace
@@ -125,8 +126,10 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                 try:
                     if self.reload():
                         freeze_heap()  # here, once `reload` no longer holds the previous state
-                except states.releases.ReleaseMismatchError as exc:
-                    # expected until `dangol score` runs: said once, not every tick
+                    told = ""
+                except ReleaseMismatchError as exc:
+                    # lasts until `dangol score` (or a restart with the new config): said
+                    # once, not every tick
                     if str(exc) != told:
                         logger.warning("not reloading: %s; still serving the previous state", exc)
                         told = str(exc)

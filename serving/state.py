@@ -98,10 +98,8 @@ def load_release(
         models = None
     releases.check_matches(live, context.horizon_days, context.tiers, context.features)
     if models is None:
-        latest = context.exports / "latest"
-        if (latest / "features.parquet").exists():
-            # before loading the models, which a reload would otherwise repeat every tick
-            check_export_fits(latest.resolve(), live)
+        # before loading the models, which a reload would otherwise repeat every tick
+        check_latest_fits(context, live)
         models = _load_from_store(live, context)
     return live, models
 
@@ -156,6 +154,13 @@ def load_state(
     check_export_fits(export_dir, live)
     snapshot = pd.read_parquet(export_dir / "features.parquet")
     return build_state(context, live, models, snapshot, export_dir)
+
+
+def check_latest_fits(context: ServiceContext, live: releases.Release) -> None:
+    """`check_export_fits` for `latest`, when there is one (its absence has its own error)."""
+    latest = context.exports / "latest"
+    if (latest / "features.parquet").exists():
+        check_export_fits(latest.resolve(), live)
 
 
 def check_export_fits(export_dir: Path, live: releases.Release) -> None:
