@@ -4,6 +4,7 @@ timed test."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -48,3 +49,19 @@ def test_a_reader_that_stops_early_ends_dangol_quietly(tmp_path) -> None:
     process.stderr.close()
     assert process.wait(timeout=60) == 141, errors
     assert "Traceback" not in errors and "BrokenPipe" not in errors
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise() -> None:
+    """Set before LightGBM loads libgomp (docs/operations.md: two trainings at once were 70x
+    slower with libgomp's default spin)."""
+    probe = "import os, models.train; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    ours = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True)
+    assert ours.stdout.decode().strip() == "1000", ours.stderr.decode()[-500:]
+    theirs = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={**env, "GOMP_SPINCOUNT": "5"},
+        capture_output=True,
+    )
+    assert theirs.stdout.decode().strip() == "5"
