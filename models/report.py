@@ -164,6 +164,8 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+# the value model's metrics that are amounts of money (the rest are ratios or ranks)
+MONEY_METRICS = frozenset({"mae"})
 # the test-window metrics the report shows, by the target's kind
 REPORTED_METRICS = {
     "probability": [
@@ -186,25 +188,30 @@ REPORTED_METRICS = {
 }
 
 
-def _metrics_table(run: ModelRun) -> str:
-    """Model metrics next to each baseline's, from the run's `test.*` / `baseline.<b>.*`."""
-    names = REPORTED_METRICS[TARGETS[run.target].kind] if run.target in TARGETS else []
-    baselines = sorted(
-        {k.split(".")[1] for k in run.metrics if k.startswith("baseline.") and k.count(".") >= 2}
-    )
+def _metrics_table(run: ModelRun, currency: str) -> str:
+    """Model metrics next to each baseline's, from the run's `test.*` / `baseline.<b>.*`;
+    an error in money (the value model's MAE) in the shop's currency."""
+    kind = TARGETS[run.target].kind if run.target in TARGETS else None
+    names = REPORTED_METRICS.get(kind, [])
+    scored, _ = registry.logged_baselines(run.metrics, {})
+    baselines = sorted(scored)
     header = "".join(f"<th>{html.escape(b)}</th>" for b in baselines)
+
+    def shown(metric: str, value: float) -> str:
+        if kind == "amount" and metric in MONEY_METRICS:
+            return html.escape(format_money(value, currency))
+        return f"{value:.3f}"
+
     rows = []
     for metric in names:
         model = run.metrics.get(f"test.{metric}")
         if model is None:
             continue
         cells = "".join(
-            f"<td>{run.metrics[f'baseline.{b}.{metric}']:.3f}</td>"
-            if f"baseline.{b}.{metric}" in run.metrics
-            else "<td>-</td>"
+            f"<td>{shown(metric, scored[b][metric])}</td>" if metric in scored[b] else "<td>-</td>"
             for b in baselines
         )
-        rows.append(f"<tr><td>{metric}</td><td><b>{model:.3f}</b></td>{cells}</tr>")
+        rows.append(f"<tr><td>{metric}</td><td><b>{shown(metric, model)}</b></td>{cells}</tr>")
     failed = "".join(
         f"<p>Baseline {html.escape(b)} could not be computed: {html.escape(why)}.</p>"
         for b, why in sorted(run.failed_baselines.items())
@@ -671,7 +678,7 @@ def _models_section(inputs: ReportInputs, directory: Path) -> list[str]:
     parts = []
     for run in inputs.runs:
         parts.append(f"<h3>{html.escape(run.name)} v{run.version} ({html.escape(run.target)})</h3>")
-        parts.append(f"<div class='wide'>{_metrics_table(run)}</div>")
+        parts.append(f"<div class='wide'>{_metrics_table(run, inputs.currency)}</div>")
         parts.extend(_img(p, f"{run.target} {p.stem}") for p in run.plots)
     for target, why in inputs.skipped.items():
         parts.append(f"<p>No model for target {html.escape(target)}: {html.escape(why)}.</p>")

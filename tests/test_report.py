@@ -358,11 +358,17 @@ def test_metrics_table_names_a_baseline_that_failed() -> None:
         "dangol-customer_value",
         "1",
         "run",
-        {"test.normalized_gini": 0.8, "baseline.rfm.normalized_gini": 0.7},
+        {
+            "test.normalized_gini": 0.8,
+            "baseline.rfm.normalized_gini": 0.7,
+            "test.mae": 598671.672,
+            "baseline.rfm.mae": 612000.0,
+        },
         failed_baselines={"previous_window": "no spend_60d feature"},
     )
-    page = _metrics_table(run)
-    assert "<th>rfm</th>" in page
+    page = _metrics_table(run, "JPY")
+    assert "<th>rfm</th>" in page and "<td>0.700</td>" in page
+    assert "¥598,672" in page and "598671.672" not in page  # money, not a bare number
     assert "Baseline previous_window could not be computed: no spend_60d feature." in page
 
 
