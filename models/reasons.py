@@ -42,6 +42,11 @@ CONTEXT = (
 )
 
 
+# currencies without minor units (ISO 4217 exponent 0): no cents, whatever the amount
+_ZERO_DECIMAL_CODES = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+ZERO_DECIMAL = frozenset(_ZERO_DECIMAL_CODES.split())
+
+
 def _unsigned_money(value: float, currency: str, language: str) -> str:
     if language == "ko" and currency == "KRW":
         if value >= 1e8:
@@ -52,7 +57,7 @@ def _unsigned_money(value: float, currency: str, language: str) -> str:
     symbol = SYMBOLS.get(currency, f"{currency} ")
     if value >= 1e6:
         return f"{symbol}{value / 1e6:.1f}M"
-    decimals = 0 if currency in ("KRW", "JPY") or value >= 1000 else 2
+    decimals = 0 if currency in ZERO_DECIMAL or value >= 1000 else 2
     return f"{symbol}{value:,.{decimals}f}"
 
 

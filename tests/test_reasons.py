@@ -229,6 +229,7 @@ def test_texts_carry_the_customers_own_values() -> None:
         (1_200_000, "KRW", "ko", "120만 원"),
         (250_000_000, "KRW", "ko", "2.5억 원"),
         (99, "CHF", "en", "CHF 99.00"),
+        (950, "VND", "en", "VND 950"),  # no minor unit: never cents
         # the sign goes before the currency symbol
         (-17_000_000, "KRW", "en", "-₩17.0M"),
         (-1_234, "GBP", "en", "-£1,234"),
