@@ -4,9 +4,11 @@ tables and plots, the synthetic shop, the report and the service's context file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -67,3 +69,33 @@ def write_atomic_table(frame: pd.DataFrame, path: Path) -> Path:
     if suffix == ".parquet":
         return write_atomic(path, lambda staging: frame.to_parquet(staging, index=False))
     return write_atomic_csv(frame, path)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def scratch_folder(root: Path, kind: str) -> Iterator[Path]:
+    """A working folder `<root>/.<kind>-<pid>`, removed on exit. A killed process cannot
+    remove its own, so the folders of `kind` whose process is gone are removed first: the
+    project's scratch stays under its own paths, never in the machine's temp folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.glob(f".{kind}-*"):
+        pid = entry.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+    folder = root / f".{kind}-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)  # this process's, from an earlier run
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.engine import spark_for, write_scored_partitions
+from features.files import process_alive
 from features.schema import ShopTables
 from flows.config import DangolConfig
 from flows.data import build_features, data_end, refuse_after_end, refuse_unknown_cutoffs
@@ -232,10 +233,4 @@ def remove_stale_staging(exports_dir: Path) -> list[Path]:
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # this process is not exporting yet: what it left earlier is stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
+    return process_alive(pid)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from features.files import scratch_folder
 from features.targets import TARGETS
 from flows import data, drift, export
 from flows.config import DangolConfig
@@ -40,7 +40,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
     }
     measured = drift.drift_report(tables, snapshot, models, reference_cutoff(live), config)
     cohorts = cohort_table(cohort_customers(tables, data.data_end(tables, config), config.tiers))
-    with tempfile.TemporaryDirectory(prefix="dangol-report-") as scratch:
+    with scratch_folder(config.resolve(config.paths.reports), "report") as scratch:
         runs = [
             fetch_model_run(target, entry.registered_name, entry.version, Path(scratch))
             for target, entry in live.targets.items()

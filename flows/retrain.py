@@ -7,7 +7,6 @@ running one; see flows.publish for what a crash at any step leaves live.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from features.files import scratch_folder
 from features.targets import TARGETS, headline_metrics
 from flows import data, readiness, training
 from flows.config import DangolConfig, load_config
@@ -194,7 +194,7 @@ def retrain_flow(config_path: str, engine: str | None = None) -> RetrainOutcome:
         # 4. point-in-time features and labels at every labelled cutoff
         frame, split = training_data_task(tables, config)
         # plots live in a temporary folder until they are logged to MLflow, then go
-        with tempfile.TemporaryDirectory(prefix="dangol-plots-") as plots:
+        with scratch_folder(config.resolve(config.paths.mlruns), "plots") as plots:
             # 5. train and evaluate each target on the later windows
             trained, skipped = train_targets(frame, split, config, Path(plots))
             # 6. an uplift model from the campaign logs, kept only if it beats the response

@@ -33,3 +33,27 @@ def test_bad_input_stops_retrain_before_anything_is_written(
     assert "orders.csv" in message and "ordered_at" in message
     assert not (tmp_path / "mlruns").exists()
     assert not (tmp_path / "exports").exists()
+
+
+def test_scratch_folders_of_killed_runs_are_removed_by_the_next(tmp_path: Path) -> None:
+    """A retrain killed mid-training left its plot folder in the machine's temp folder for
+    good; scratch now lives under the project's paths and the next run removes what a
+    process that is gone left there (a running one's stays)."""
+    import os
+    import subprocess
+    import sys
+
+    from features.files import scratch_folder
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    dead = tmp_path / f".plots-{int(gone.stdout)}"
+    running = tmp_path / f".plots-{os.getppid()}"
+    for folder in (dead, running):
+        folder.mkdir()
+        (folder / "calibration.png").write_bytes(b"png")
+    with scratch_folder(tmp_path, "plots") as mine:
+        assert mine.is_dir() and mine.name == f".plots-{os.getpid()}"
+        assert not dead.exists() and running.exists()
+    assert not mine.exists()
