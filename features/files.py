@@ -72,13 +72,17 @@ def write_atomic_table(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs (another user's counts as running)."""
+    """Whether a process with this id runs (another user's counts as running; a zombie,
+    killed but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 

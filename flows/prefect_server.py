@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from features.files import write_atomic
+from features.files import process_alive, write_atomic
 
 RECORD_NAME = "server.json"
 LOCK_NAME = "server.lock"
@@ -177,9 +177,9 @@ def stop_server(prefect_home: Path, grace: float = 10.0) -> ServerRecord | None:
         return None
     _signal(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _pid_alive(record.pid):
+    while time.monotonic() < deadline and process_alive(record.pid):
         time.sleep(0.1)
-    if _pid_alive(record.pid):
+    if process_alive(record.pid):
         _signal(record.pid, signal.SIGKILL)
     return record
 
@@ -194,7 +194,7 @@ def read_record(prefect_home: Path) -> ServerRecord | None:
 
 def is_running(record: ServerRecord, prefect_home: Path) -> bool:
     """The recorded pid is alive and is this project's server (not a reused pid)."""
-    if not _pid_alive(record.pid):
+    if not process_alive(record.pid):
         return False
     try:
         argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
@@ -209,20 +209,6 @@ def _healthy(record: ServerRecord) -> bool:
         return httpx.get(f"{record.api_url}/health", timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (killed, not yet reaped by its parent) is not a server
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 def _signal(pid: int, signum: int) -> None:

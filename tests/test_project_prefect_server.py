@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from features.files import process_alive
 from flows import prefect_server
 from tests.conftest import REPO
 from tests.projects import write_project
@@ -96,7 +97,7 @@ def test_commands_reuse_one_server_and_survive_its_kill_and_stop(projects: list[
     # kill -9: the record stays behind, names a dead pid, and is ignored
     os.kill(first["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while prefect_server._pid_alive(first["pid"]) and time.monotonic() < deadline:
+    while process_alive(first["pid"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert prefect_server.read_record(home).pid == first["pid"]
     assert prefect_server.running_server(home) is None
@@ -107,7 +108,7 @@ def test_commands_reuse_one_server_and_survive_its_kill_and_stop(projects: list[
 
     stopped = prefect_server.stop_server(home)
     assert stopped is not None and stopped.pid == again["pid"]
-    assert not prefect_server._pid_alive(again["pid"])
+    assert not process_alive(again["pid"])
     assert prefect_server.running_server(home) is None
     assert prefect_server.stop_server(home) is None
 
@@ -131,9 +132,9 @@ def test_two_projects_do_not_share_a_server(projects: list[Path]) -> None:
     assert one["run"] not in recorded_runs(two["url"])
 
     deadline = time.monotonic() + 120
-    while prefect_server._pid_alive(two["pid"]) and time.monotonic() < deadline:
+    while process_alive(two["pid"]) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not prefect_server._pid_alive(two["pid"]), "the idle server did not stop"
+    assert not process_alive(two["pid"]), "the idle server did not stop"
     assert prefect_server.running_server(_home(projects[0])).pid == one["pid"]
 
 
