@@ -213,6 +213,8 @@ def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
     """Open `page` in headless Chromium over the DevTools protocol; report images and errors."""
     from websockets.sync.client import connect
 
+    scratch = profile.parent / "chromium-tmp"
+    scratch.mkdir(exist_ok=True)
     process = subprocess.Popen(
         [
             browser,
@@ -229,6 +231,9 @@ def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # chromium puts its singleton socket folder in TMPDIR: keep it in the test's folder,
+        # not the machine's /tmp (one org.chromium.Chromium.* was left there per run)
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     try:
         port_file = profile / "DevToolsActivePort"
