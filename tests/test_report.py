@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -213,8 +214,9 @@ def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
     """Open `page` in headless Chromium over the DevTools protocol; report images and errors."""
     from websockets.sync.client import connect
 
-    scratch = profile.parent / "chromium-tmp"
-    scratch.mkdir(exist_ok=True)
+    # a short folder of its own: the socket path must fit in 108 bytes, which a folder
+    # under pytest's tmp_path does not (chromium aborts)
+    scratch = Path(tempfile.mkdtemp(prefix="chr-"))
     process = subprocess.Popen(
         [
             browser,
@@ -231,8 +233,8 @@ def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # chromium puts its singleton socket folder in TMPDIR: keep it in the test's folder,
-        # not the machine's /tmp (one org.chromium.Chromium.* was left there per run)
+        # chromium puts its singleton socket folder in TMPDIR and leaves it: in a folder
+        # removed below, not the machine's /tmp (one org.chromium.Chromium.* per run)
         env={**os.environ, "TMPDIR": str(scratch)},
     )
     try:
@@ -284,6 +286,7 @@ def _devtools_check(browser: str, page: Path, profile: Path) -> dict:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _pump(ws, events: dict) -> dict:
