@@ -63,8 +63,10 @@ class TableReport:
     # Reasons from configured filters: intended exclusions, exempt from max_reject_share.
     filtered: list[str] = field(default_factory=list)
     # the rows (of the validated frame) cut on purpose by a configured data end, directly or
-    # through the record they belong to; None when no end was configured. Not reported.
-    cut_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # through the record they belong to (none without a configured end). Not reported.
+    cut_rows: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=bool), repr=False, compare=False
+    )
 
     @property
     def rows_rejected(self) -> int:
@@ -583,7 +585,7 @@ def validate_table(
         reject(f"duplicate {'+'.join(schema.key)}", schema.key[0], duplicated)
 
     report.rows_kept = int((~bad).sum())
-    report.cut_rows = cut if checks.end_is_set else None
+    report.cut_rows = cut if checks.end_is_set else np.zeros(len(frame), dtype=bool)
     _check_shares(report, source, checks)
     keep = ~bad
     clean = pd.DataFrame(

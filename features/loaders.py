@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -382,7 +381,7 @@ def _load_table(
     )
     # rows the configured end cut are cut on purpose, like the filters' (an id whose every
     # row went that way is excluded by config, not rejected)
-    cut = report.cut_rows if report.cut_rows is not None else np.zeros(len(filtered), bool)
+    cut = report.cut_rows
     present = [c for c in COUNTED_IDS if c in names and names[c] in raw.columns]
     ids = {
         column: SourceIds(
