@@ -199,6 +199,13 @@ def headline_metrics(name: str) -> tuple[tuple[str, str], ...]:
     return HEADLINE_METRICS[target(name).kind]
 
 
+def explained_targets() -> list[TargetSpec]:
+    """The targets whose scores come with reasons on request (`/explain`, the report's SHAP
+    plots): the probabilities and the predicted value; a timing model's scores are a curve
+    over days, which no one set of contributions explains."""
+    return [spec for spec in TARGETS.values() if spec.kind in ("probability", "amount")]
+
+
 def timing_target() -> TargetSpec | None:
     """The target that predicts when the next order comes, if the registry has one."""
     return next((spec for spec in TARGETS.values() if spec.kind == "days"), None)

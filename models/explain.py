@@ -1,7 +1,9 @@
 """Per-customer explanations: exact TreeSHAP contributions from LightGBM's own `pred_contrib`.
 
-Contributions are in log-odds of the raw booster (before calibration); per row they sum with
-the base value to the raw margin, so the largest ones are the score's main reasons.
+A probability's contributions are in log-odds of the raw booster (before calibration); a
+predicted amount's are in the log of the money (`models.value.ValueModel.contributions`,
+both parts of a two-part model). Per row they sum with the base value to the raw margin, so
+the largest ones are the score's main reasons.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.targets import Kind
 from models.train import TargetModel
 
 BASE_VALUE = "base_value"
+# what the contributions of a target of each kind add up to (the kinds that are explained)
+SCALES: dict[Kind, str] = {"probability": "log-odds", "amount": "log of the predicted value"}
 
 
 def contributions(model: TargetModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """One column per feature plus `base_value`, one row per input row (same index)."""
-    values = model.booster.predict(
-        frame[model.features].to_numpy(dtype="float64"), pred_contrib=True
-    )
+    """One column per feature plus `base_value`, one row per input row (same index), on the
+    scale `SCALES` names for the model's kind."""
+    matrix = frame[model.features].to_numpy(dtype="float64")
+    own = getattr(model, "contributions", None)  # a model of several boosters combines them
+    values = own(matrix) if own else model.booster.predict(matrix, pred_contrib=True)
     return pd.DataFrame(values, columns=[*model.features, BASE_VALUE], index=frame.index)
 
 
@@ -101,7 +107,9 @@ def plot_waterfall(contrib: pd.DataFrame, frame: pd.DataFrame, row, title: str, 
     return path
 
 
-def plot_segment_means(means: pd.DataFrame, title: str, path: Path, top: int = 10) -> Path:
+def plot_segment_means(
+    means: pd.DataFrame, title: str, path: Path, top: int = 10, scale: str = SCALES["probability"]
+) -> Path:
     """Heatmap-like bar chart: mean contribution of the top features in each segment."""
     plt = _pyplot()
     order = means.abs().max(axis=1).sort_values(ascending=False).index[:top]
@@ -112,7 +120,7 @@ def plot_segment_means(means: pd.DataFrame, title: str, path: Path, top: int = 1
     image.set_clim(-limit, limit)
     ax.set_yticks(range(len(order)), list(order))
     ax.set_xticks(range(shown.shape[1]), list(shown.columns), rotation=30, ha="right")
-    fig.colorbar(image, ax=ax, label="mean SHAP (log-odds)")
+    fig.colorbar(image, ax=ax, label=f"mean SHAP ({scale})")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -1,10 +1,10 @@
 """Top reasons in plain words: each customer's largest SHAP contributions, phrased for marketers.
 
 A reason is a feature with one of the largest contributions of the asked sign to the score
-(log-odds, from models.explain): direction +1 gives what raises the score, -1 what lowers it.
-Each is written with the customer's own value of that feature: "3 orders in the last 30 days,
-faster than their usual cycle", "viewed items of ₩1.2M on average". English or Korean; money
-in the shop's currency.
+(log-odds, or the log of a predicted amount, from models.explain): direction +1 gives what
+raises the score, -1 what lowers it. Each is written with the customer's own value of that
+feature: "3 orders in the last 30 days, faster than their usual cycle", "viewed items of
+₩1.2M on average". English or Korean; money in the shop's currency.
 
 Honesty rules: every model feature has a phrase in both languages (an unknown feature raises
 KeyError instead of printing `name = value`); a missing value is phrased from what the row
@@ -882,8 +882,8 @@ def top_reasons(
     direction: float | np.ndarray | pd.Series = 1,
     tier_window_days: int = 180,
 ) -> pd.DataFrame:
-    """`reason_i` (text), `reason_i_feature` and `reason_i_contribution` (signed log-odds) for
-    i = 1..k, for each row of `contrib` (same index).
+    """`reason_i` (text), `reason_i_feature` and `reason_i_contribution` (signed, on the
+    model's scale) for i = 1..k, for each row of `contrib` (same index).
 
     `frame` holds the features' values, row-aligned with `contrib`. direction +1: the largest
     positive contributions (what raises the score); -1: the most negative (what lowers it);

@@ -23,7 +23,7 @@ from features.files import write_atomic
 from features.targets import (
     TARGETS,
     amount_target,
-    probability_targets,
+    explained_targets,
     ranking_target,
     timing_target,
 )
@@ -32,6 +32,7 @@ from models import registry
 from models.cohorts import plot_cohorts
 from models.explain import (
     BASE_VALUE,
+    SCALES,
     _pyplot,
     contributions,
     mean_contributions,
@@ -319,7 +320,8 @@ def _global_shap(inputs: ReportInputs, target: str, directory: Path) -> list[str
     contrib = contributions(model, frame)
     parts = [
         f"<h3>{html.escape(target)}: what drives the score overall</h3>",
-        f"<p>SHAP contributions (log-odds) of {len(sample):,} sampled customers of its "
+        f"<p>SHAP contributions ({SCALES[TARGETS[target].kind]}) of {len(sample):,} sampled "
+        "customers of its "
         f"population ({html.escape(TARGETS[target].population_text)}).</p>",
     ]
     parts += [
@@ -338,9 +340,9 @@ def _by_customer(contrib: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
 def _shap_section(inputs: ReportInputs, directory: Path) -> list[str]:
     """Global plots per model and per-segment mean contributions (the scoring core's)."""
     parts = []
-    explained = {spec.name for spec in probability_targets()}
+    explained = {spec.name for spec in explained_targets()}
     for target in inputs.models:
-        if target in explained:  # money and timing models are shown in their own sections
+        if target in explained:  # a timing model's curve over days has no one explanation
             parts += _global_shap(inputs, target, directory)
         if target not in inputs.contributions:
             continue
@@ -352,7 +354,10 @@ def _shap_section(inputs: ReportInputs, directory: Path) -> list[str]:
         if groups:
             path = directory / f"{target}_segment_means.png"
             plot_segment_means(
-                mean_contributions(contrib, groups), f"{target}: mean SHAP per segment", path
+                mean_contributions(contrib, groups),
+                f"{target}: mean SHAP per segment",
+                path,
+                scale=SCALES[TARGETS[target].kind],
             )
             parts.append(f"<h3>{html.escape(target)}: per segment</h3>")
             parts.append(_img(path, f"{target} per-segment mean SHAP"))

@@ -166,7 +166,8 @@ def explain_rows(
     direction: int,
     wording: Wording,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Contributions (log-odds) and reasons of `rows` for one target, in one direction."""
+    """Contributions (on the target's scale, `models.explain.SCALES`) and reasons of `rows`
+    for one target, in one direction."""
     contrib = contributions(models[target], rows)
     return contrib, reasons_for(rows, contrib, direction, wording)
 

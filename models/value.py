@@ -43,8 +43,8 @@ TWEEDIE_POWER = 1.5
 
 @dataclass
 class ValueModel:
-    """Predicted spend in money for each row; `booster` is the one whose contributions
-    explain the log of the prediction's size (the spend booster)."""
+    """Predicted spend in money for each row, explained by `contributions` to its logarithm;
+    `booster` is the spend booster (its size and gain importances are the ones logged)."""
 
     recipe: Recipe
     boosters: dict[str, lgb.Booster]
@@ -63,6 +63,16 @@ class ValueModel:
             )
         return self.boosters["spend"].predict(matrix)
 
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions to the log of the predicted spend, one column per feature
+        and the base last: per row they sum to log(predict), both parts of a two-part model
+        included (a Tweedie or Gamma booster's raw margin is already that logarithm)."""
+        if self.recipe != "two_part":
+            return self.boosters["spend"].predict(matrix, pred_contrib=True)
+        buys = self.boosters[BUYS].predict(matrix, pred_contrib=True)
+        spend = self.boosters[SPEND_IF_BUYS].predict(matrix, pred_contrib=True)
+        return log_probability_contributions(buys) + spend
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for name, booster in self.boosters.items():
@@ -76,6 +86,30 @@ class ValueModel:
         names = [BUYS, SPEND_IF_BUYS] if record["recipe"] == "two_part" else ["spend"]
         boosters = {n: lgb.Booster(model_file=str(directory / f"{n}.txt")) for n in names}
         return cls(record["recipe"], boosters, record["features"], record.get("chosen_by", {}))
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+def log_probability_contributions(logit: np.ndarray) -> np.ndarray:
+    """A binary booster's TreeSHAP contributions (log-odds, base last) moved to the log of
+    its probability, so that they add to the log of a product of probability and amount.
+
+    The link is not additive, so each row's contributions are scaled by one factor, the
+    secant of log-sigmoid between the base and the row's margin: their sum becomes exactly
+    log p - log p(base), every feature keeps its sign and its share of the row's total, and
+    the base becomes log p(base). Where the margin equals the base the factor is the slope
+    there (the contributions then cancel each other)."""
+    base = logit[:, -1]
+    step = logit[:, :-1].sum(axis=1)
+    gained = _log_sigmoid(base + step) - _log_sigmoid(base)
+    slope = 1.0 - 1.0 / (1.0 + np.exp(-base))
+    flat = np.abs(step) < 1e-12
+    factor = np.where(flat, slope, gained / np.where(flat, 1.0, step))
+    out = logit * factor[:, None]
+    out[:, -1] = _log_sigmoid(base)
+    return out
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -8,12 +8,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from features.definitions import FeatureDef, feature_definitions
 from features.snapshot import FeatureSettings
-from features.targets import TARGETS, probability_targets
+from features.targets import TARGETS, explained_targets
 from features.tiers import TierSettings
+from models.explain import SCALES
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, description="customer id")]
-# the targets whose reasons /explain gives (contributions in log-odds of a probability)
-Target = Literal[tuple(s.name for s in probability_targets())]  # type: ignore[valid-type]
+# the targets whose reasons /explain gives (contributions in log-odds of a probability, or
+# in the log of a predicted amount)
+Target = Literal[tuple(s.name for s in explained_targets())]  # type: ignore[valid-type]
+Scale = Literal[tuple(SCALES.values())]  # type: ignore[valid-type]
 ScoreField = Literal[(*(s.score_column for s in TARGETS.values()), "expected_value")]  # type: ignore[valid-type]
 
 
@@ -179,7 +182,10 @@ class RowScoreResponse(Strict):
 class Reason(Strict):
     feature: str
     value: float | None = Field(description="the customer's feature value (null = missing)")
-    contribution: float = Field(description="TreeSHAP contribution in log-odds")
+    contribution: float = Field(
+        description="TreeSHAP contribution on the answer's `scale`: log-odds, or the log of "
+        "the predicted value (exp(contribution) is the factor it multiplies the value by)"
+    )
     text: str = Field(
         description="the reason in plain words, in the shop's language and currency "
         '(e.g. "last order 12 days ago", "spent £1,234 in total")'
@@ -192,12 +198,18 @@ class Explanation(Strict):
     cutoff: str
     model_version: str
     release: str
-    score: float | None = Field(description="calibrated probability; null outside the population")
+    score: float | None = Field(
+        description="calibrated probability, or the predicted value in the shop's currency; "
+        "null outside the population"
+    )
+    scale: Scale = Field(
+        description="what the contributions, the base value and the raw margin are in"
+    )
     direction: Literal["raises", "lowers"] = Field(
         description="the reasons are what raises the score, or (for a customer whose primary "
         "segment is a risk list ranked by this target) what lowers it"
     )
-    base_value: float = Field(description="the model's average raw margin (log-odds)")
+    base_value: float = Field(description="the model's average raw margin")
     raw_margin: float = Field(description="base_value + sum of all contributions")
     reasons: list[Reason] = Field(
         description="the largest contributions in that direction, as in the exports"

@@ -206,8 +206,9 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
             target: Target | None = None,
             top: Annotated[int, Field(ge=1, le=50)] | None = None,
         ) -> Explanation:
-            """One customer's score and the reasons behind it (TreeSHAP, log-odds), as in the
-            exports; `target` defaults to the one that explains the customer there."""
+            """One customer's score and the reasons behind it (TreeSHAP: log-odds for a
+            probability, the log of the money for the predicted value), as in the exports;
+            `target` defaults to the one that explains the customer there."""
             state = self.state
             if target is not None and target not in state.models:
                 raise InvalidArgument(

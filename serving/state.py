@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.targets import TARGETS
 from models import release as releases
-from models.explain import BASE_VALUE
+from models.explain import BASE_VALUE, SCALES
 from models.scoring import (
     DIRECTION,
     DIRECTION_WORDS,
@@ -308,7 +308,8 @@ def explain(
     state: ScoringState, customer_id: str, target: str | None, top: int | None
 ) -> dict[str, Any]:
     """One customer's score and reasons for a target (default: the one that explains them in
-    the export), each reason with its feature, value and signed contribution (log-odds)."""
+    the export), each reason with its feature, value and signed contribution (on the
+    target's `scale`: log-odds, or the log of a predicted amount)."""
     row = state.row_of.get(customer_id)
     if row is None:
         raise UnknownCustomerError(customer_id)
@@ -339,6 +340,7 @@ def explain(
         "target": chosen,
         "score": record.get(TARGETS[chosen].score_column),
         "direction": DIRECTION_WORDS[direction],
+        "scale": SCALES[TARGETS[chosen].kind],
         "base_value": base,
         "raw_margin": float(contrib.sum()),
         "reasons": out,

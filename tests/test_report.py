@@ -195,6 +195,9 @@ def test_report_is_written_and_logged_to_the_champion_runs(project, report: Path
     assert "Value per segment" in page and "Expected next orders per week" in page
     assert "normalized_gini" in page and "bgnbd_gamma_gamma" in page and "c_index" in page
     assert 'alt="customer_value customer_value_deciles"' in page
+    # what drives the predicted value, on its own scale (log of the money, not log-odds)
+    assert 'alt="customer_value customer_value_shap_beeswarm"' in page
+    assert re.search(r"SHAP contributions \(log of the predicted value\) of [\d,]+ sampled", page)
     assert 'alt="cohorts cohorts_repeat"' in page and 'alt="cohorts cohorts_tiers"' in page
     assert page.count("<img") >= 8  # gain + calibration x2, beeswarm + bar x2, segments, examples
     client = MlflowClient()

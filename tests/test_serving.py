@@ -143,6 +143,29 @@ def test_explain_contributions_add_up_and_move_the_score_the_way_shown(state) ->
         explain(state, "nope", FIRST, top=3)
 
 
+def test_explain_gives_the_predicted_values_reasons_in_the_log_of_the_money(client, state):
+    """/explain?target=customer_value: the contributions and the base add up to the log of
+    the predicted value /score gives (both parts of the model), and each reason raises it."""
+    from features.targets import amount_target
+
+    spec = amount_target()
+    assert spec.name in state.models, "the tiny project trains a value model"
+    cid = state.snapshot.loc[state.snapshot["orders_lifetime"] >= 2, "customer_id"].iloc[0]
+    body = {"customer_id": str(cid), "target": spec.name, "top": 4}
+    answer = client.post("/explain", json=body, headers=AUTH).json()
+    scored = client.post("/score", json={"customer_ids": [str(cid)]}, headers=AUTH).json()
+    value = scored["scores"][0][spec.score_column]
+    assert answer["target"] == spec.name and answer["scale"] == "log of the predicted value"
+    assert answer["score"] == pytest.approx(value, rel=1e-9) and value > 0
+    assert math.exp(answer["raw_margin"]) == pytest.approx(value, rel=1e-6)
+    assert answer["direction"] == "raises" and 0 < len(answer["reasons"]) <= 4
+    assert all(r["contribution"] > 0 and r["text"] for r in answer["reasons"])
+    probability = client.post(
+        "/explain", json={"customer_id": str(cid), "target": FIRST}, headers=AUTH
+    ).json()
+    assert probability["scale"] == "log-odds"
+
+
 def test_segment_page_filters_pages_and_ranks_by_any_target(state) -> None:
     from serving.state import UnknownSegmentError, segment_page
 

@@ -12,6 +12,7 @@ from models.train import LightGBMParams, TimeSplit, TrainingSettings
 from models.value import (
     ValueModel,
     decile_table,
+    log_probability_contributions,
     normalized_gini,
     top_decile_capture,
     train_value_model,
@@ -183,6 +184,42 @@ def test_value_model_round_trips_through_its_files(tmp_path) -> None:
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, ValueModel)
     assert np.allclose(loaded.predict(frame), model.predict(frame))
+
+
+@pytest.mark.parametrize("recipe", ["tweedie", "two_part"])
+def test_value_contributions_add_up_to_the_log_of_the_predicted_money(recipe) -> None:
+    """The reasons of a predicted value explain all of it: both parts of a two-part model
+    (the spend-if-buys booster alone would miss the chance to buy), and the feature that
+    drives spend is a larger reason than the noise."""
+    from models.explain import BASE_VALUE, contributions
+
+    cutoffs = list(pd.date_range("2025-01-01", periods=4, freq="30D"))
+    frame = planted_frame(2000, cutoffs, seed=4)
+    split = TimeSplit(cutoffs[:2], cutoffs[2:3], cutoffs[3:], refit=cutoffs[:3])
+    model = train_value_model(frame, VALUE, split, SMALL, recipes=(recipe,))
+    assert model.recipe == recipe
+    test = frame[frame["cutoff"].isin(split.test)]
+    contrib = contributions(model, test)
+    assert list(contrib.columns) == [*model.features, BASE_VALUE]
+    assert np.allclose(np.exp(contrib.sum(axis=1)), model.predict(test), rtol=1e-6)
+    size = contrib.drop(columns=BASE_VALUE).abs().mean()
+    assert size["noise"] < size["avg_order_value"] and size["noise"] < size["orders_lifetime"]
+
+
+def test_log_probability_contributions_keep_each_sign_and_sum_to_the_log_probability() -> None:
+    rng = np.random.default_rng(5)
+    logit = np.column_stack([rng.normal(0, 1.5, (200, 4)), np.full(200, -0.7)])
+    logit[0, :4] = [0.5, -0.5, 0.0, 0.0]  # contributions that cancel: the margin is the base
+    moved = log_probability_contributions(logit)
+    margin = logit.sum(axis=1)
+    assert np.allclose(moved.sum(axis=1), -np.logaddexp(0, -margin), atol=1e-12)
+    assert np.allclose(moved[:, -1], -np.logaddexp(0, 0.7))
+    assert (np.sign(moved[:, :4]) == np.sign(logit[:, :4])).all()
+    # one factor per row: every feature keeps its share of the row's total
+    rest, before = moved[1:, :4], logit[1:, :4]
+    expected = before / before.sum(axis=1, keepdims=True)
+    assert np.allclose(rest / rest.sum(axis=1, keepdims=True), expected, atol=1e-9)
+    assert np.isfinite(moved).all() and moved[0, 0] > 0 > moved[0, 1]
 
 
 def _last_bits_apart(frame: pd.DataFrame, columns: list[str], seed: int) -> pd.DataFrame:
