@@ -228,11 +228,16 @@ def cmd_models(args: argparse.Namespace) -> dict:
     """The live release: per target its registered model, version, run, horizon, data window,
     test metrics, and the promotion decision."""
 
+    from flows.training import baselines_ahead
     from models import registry, release
 
     config = _config(args)
     registry.configure_mlflow(config.resolve(config.paths.mlruns))
     live = release.require_live(config.registry.release_name, str(args.config))
+    ahead = {
+        target: baselines_ahead(target, entry.metrics, registry.run_baselines(entry.run_id))
+        for target, entry in live.targets.items()
+    }
     payload = {
         "release": live.id,
         "version": live.version,
@@ -251,6 +256,7 @@ def cmd_models(args: argparse.Namespace) -> dict:
                 "horizon_days": live.horizon_of(target),
                 "data_window": live.window_of(target),
                 "test_metrics": entry.metrics,
+                "baselines_ahead": ahead[target],
             }
             for target, entry in live.targets.items()
         },
@@ -279,6 +285,8 @@ def cmd_models(args: argparse.Namespace) -> dict:
             f"  {target}: {entry['registered_name']} v{entry['version']} "
             f"(run {entry['run_id'][:8]}): {metrics}"
         )
+        for note in entry["baselines_ahead"]:
+            print(f"    warning: {note}")
         if entry["data_window"] != window:  # a target with its own horizon and split
             fitted = entry["data_window"].get("fitted") or ["?"]
             print(

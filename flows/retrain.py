@@ -76,7 +76,7 @@ def train_task(frame, split, target: str, config: DangolConfig, plot_dir: Path):
     barely = training.barely_learned_note(trained, config.training.lightgbm.learning_rate)
     if barely:
         get_run_logger().warning("%s: %s", target, barely)
-    for note in training.baselines_ahead(trained):
+    for note in training.baselines_ahead(trained.target, trained.metrics, trained.baselines):
         get_run_logger().warning("%s: %s", target, note)
     if trained.metrics.get("unseen_season_days", 0) > 0:
         get_run_logger().warning("%s: %s", target, training.unseen_season_note(trained))

@@ -386,17 +386,20 @@ def train_target(
     )
 
 
-def baselines_ahead(trained: TrainedTarget) -> list[str]:
+def baselines_ahead(
+    target: str, metrics: dict[str, float], baselines: dict[str, dict[str, float]]
+) -> list[str]:
     """Each baseline that beat the model on the test window's headline metric (the first of
     the target's kind, higher is better), in words: a release may still go live (the first
-    one always does), but whoever reads its lists should know a rule ranked better."""
-    key, label = headline_metrics(trained.target)[0]
-    model = trained.metrics.get(key, float("nan"))
+    one always does), but whoever reads its lists should know a rule ranked better. Said by
+    `dangol train` from the fit and by `dangol models` from the run's logged metrics."""
+    key, label = headline_metrics(target)[0]
+    model = metrics.get(key, float("nan"))
     return [
-        f"{name} ranks better than the model on the test window: {label} {metrics[key]:.3f} "
+        f"{name} ranks better than the model on the test window: {label} {scored[key]:.3f} "
         f"against {model:.3f}"
-        for name, metrics in trained.baselines.items()
-        if np.isfinite(metrics.get(key, np.nan)) and metrics[key] > model
+        for name, scored in baselines.items()
+        if np.isfinite(scored.get(key, np.nan)) and scored[key] > model
     ]
 
 

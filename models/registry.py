@@ -172,3 +172,15 @@ def logged_baselines(
         if key.startswith("baseline.") and key.endswith(".status") and status == "failed"
     }
     return scored, failed
+
+
+def run_baselines(run_id: str) -> dict[str, dict[str, float]]:
+    """The baselines' test metrics a target's run logged ({} when the run is gone)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        return {}
+    return logged_baselines(run.data.metrics, run.data.tags)[0]

@@ -350,3 +350,23 @@ def test_models_command_shows_the_live_release(project: Path, trained) -> None:
         timeout=300,
     )
     assert text.returncode == 0 and trained.release.id in text.stdout
+    # a rule that ranked the test window better than the model is named again, from the
+    # run's logged metrics, as `dangol train` warned when it fitted it
+    from mlflow import MlflowClient
+
+    from models.registry import store_uri
+
+    client = MlflowClient(store_uri(config.resolve(config.paths.mlruns)))
+    for target, entry in payload["targets"].items():
+        key = headline_metrics(target)[0][0]
+        logged = client.get_run(entry["run_id"]).data.metrics
+        ahead = {
+            name.split(".")[1]
+            for name, value in logged.items()
+            if name.startswith("baseline.")
+            and name.endswith(f".{key}")
+            and value > entry["test_metrics"][key]
+        }
+        assert {note.split(" ")[0] for note in entry["baselines_ahead"]} == ahead, target
+        for note in entry["baselines_ahead"]:
+            assert f"warning: {note}" in text.stdout

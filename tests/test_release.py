@@ -142,6 +142,25 @@ def test_a_release_goes_live_only_when_better_beyond_noise(models, config, tmp_p
         assert any(path.endswith("_importance.png") for path in artifacts)
 
 
+def test_models_names_the_baselines_train_warned_about_from_the_store(models, config, tmp_path):
+    """A first release goes live whatever it scores; `dangol models` reads back from the
+    run's logged metrics exactly the baselines `dangol train` said ranked better."""
+    from flows.training import baselines_ahead
+
+    config = _store(config, tmp_path)
+    first = _publish(models["weak"], models["split"], config)
+    assert first.promoted
+    at_fit = {t.target: baselines_ahead(t.target, t.metrics, t.baselines) for t in models["weak"]}
+    assert any(at_fit.values()), "a one-stump model loses to some rule"
+    registry.configure_mlflow(config.resolve(config.paths.mlruns))
+    read_back = {
+        target: baselines_ahead(target, entry.metrics, registry.run_baselines(entry.run_id))
+        for target, entry in first.release.targets.items()
+    }
+    assert read_back == at_fit
+    assert registry.run_baselines("0" * 32) == {}
+
+
 def test_same_data_another_seed_keeps_the_live_release(models, config, tmp_path) -> None:
     config = _store(config, tmp_path)
     split = models["split"]
