@@ -3,9 +3,10 @@
 `campaign_outcomes` turns the `contacts`, `campaigns` and `orders` tables into one row per
 contacted customer: group, orders and revenue inside the campaign's attribution window,
 pre-period spend and the coupon cost of the customer's window orders. `measure_campaign`
-compares the groups (two-proportion z-test on conversion, Welch t-test on CUPED-adjusted
-revenue per customer) and prices the result (incremental buyers and revenue, coupon cost,
-ROI) in one verdict sentence. docs/measurement.md has the formulas.
+compares the groups (two-proportion z-test on conversion; on CUPED-adjusted revenue per
+customer, Welch's statistic calibrated by label shuffles and the bootstrap) and prices the
+result (incremental buyers and revenue, coupon cost, ROI) in one verdict sentence.
+docs/measurement.md has the formulas.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import pandas as pd
 
 from features.contract import ContractError
 from features.schema import HOLDOUT, TREATED, ShopTables
-from models.stats import Difference, cuped, is_constant, two_proportion_ztest, welch_ttest
+from models.reasons import format_money
+from models.stats import (
+    Difference,
+    cuped,
+    is_constant,
+    resampled_difference,
+    two_proportion_ztest,
+    welch_ttest,
+)
 
 PRE_DAYS = 180  # CUPED covariate: spend over this many days before the window opens
 
@@ -243,25 +252,33 @@ class CampaignResult:
 
 
 def money(value: float, currency: str) -> str:
-    """₩12,345 for KRW; 12,345 GBP otherwise."""
-    sign = "-" if value < 0 else ""
-    if currency == "KRW":
-        return f"{sign}₩{abs(value):,.0f}"
-    return f"{sign}{abs(value):,.0f} {currency}"
+    """Money as the exports write it: the currency's symbol and minor units (£688.09,
+    ₩12,345, -₩33.8M)."""
+    return format_money(value, currency)
 
 
 def p_text(p_value: float) -> str:
-    """A p-value as reports print it: p = 0.042, or p < 0.001."""
-    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+    """A p-value as reports print it: p = 0.0497 (three figures below 0.1, so a value next to
+    0.05 is not rounded onto it), p = 0.312, or p < 0.001."""
+    if p_value < 0.001:
+        return "p < 0.001"
+    return f"p = {p_value:.3g}" if p_value < 0.1 else f"p = {p_value:.3f}"
+
+
+def beyond_noise(difference: Difference) -> bool:
+    """p < 0.05 and the 95% interval excludes zero: the two can disagree near the edge (the
+    z-test's p against Newcombe's interval), and a verdict must not claim an effect its own
+    interval allows to be none."""
+    return difference.significant and (difference.ci_low > 0 or difference.ci_high < 0)
 
 
 def verdict(result: CampaignResult) -> str:
     """One plain sentence: did conversion move beyond noise, and what did it earn?"""
     c = result.conversion
     ci = f"95% CI {c.ci_low:+.1f} to {c.ci_high:+.1f} pp, {p_text(c.p_value)}"
-    if c.significant and c.estimate > 0:
+    if beyond_noise(c) and c.estimate > 0:
         head = f"Campaign {result.campaign_id} raised conversion by {c.estimate:+.1f} pp ({ci})"
-    elif c.significant:
+    elif beyond_noise(c):
         head = f"Campaign {result.campaign_id} lowered conversion by {c.estimate:+.1f} pp ({ci})"
     else:
         head = (
@@ -271,7 +288,7 @@ def verdict(result: CampaignResult) -> str:
     cur = result.currency
     revenue = (
         f"incremental revenue {money(result.incremental_revenue, cur)}"
-        f"{'' if result.revenue.significant else ' (not significant)'}"
+        f"{'' if beyond_noise(result.revenue) else ' (not significant)'}"
     )
     if result.roi is None:
         return f"{head}; {revenue}; no coupon cost logged."
@@ -306,10 +323,11 @@ def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
         "conversion_cuped": conversion.scaled(100)
         if _constant_group(buyer, is_t)
         else welch_ttest(conv_cuped.adjusted[is_t], conv_cuped.adjusted[~is_t]).scaled(100),
-        "revenue": welch_ttest(
+        # spend's tail is a few big buyers: its interval and p come from resampling
+        "revenue": resampled_difference(
             rev_cuped.adjusted[is_t], rev_cuped.adjusted[~is_t], _constant_group(revenue, is_t)
         ),
-        "revenue_raw": welch_ttest(revenue[is_t], revenue[~is_t]),
+        "revenue_raw": resampled_difference(revenue[is_t], revenue[~is_t]),
         "variance_reduction": {
             "conversion": conv_cuped.variance_reduction,
             "revenue": rev_cuped.variance_reduction,
@@ -391,7 +409,7 @@ def report_lines(result: CampaignResult) -> list[str]:
         f"  CUPED-adjusted:  {cc.estimate:+.2f} pp (95% CI {cc.ci_low:+.2f} to "
         f"{cc.ci_high:+.2f}), {p_text(cc.p_value)}; variance removed {vr['conversion']:.1%}",
         f"revenue per customer uplift (CUPED): {money(r.estimate, cur)} (95% CI "
-        f"{money(r.ci_low, cur)} to {money(r.ci_high, cur)}), {p_text(r.p_value)} (Welch); "
+        f"{money(r.ci_low, cur)} to {money(r.ci_high, cur)}), {p_text(r.p_value)} (resampled); "
         f"variance removed {vr['revenue']:.1%}",
         f"  unadjusted: {money(result.revenue_raw.estimate, cur)}, "
         f"{p_text(result.revenue_raw.p_value)}",

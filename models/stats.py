@@ -46,10 +46,16 @@ def wilson_interval(x: float, n: int) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
+# below this many expected buyers (or non-buyers) in a group, a count test is exact
+FEW_EXPECTED = 5
+
+
 def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
     """p1 − p0 for x1 of n1 against x0 of n0.
 
-    The p-value is the two-proportion z-test's (pooled proportion under H0: p1 = p0). The
+    The p-value is the two-proportion z-test's (pooled proportion under H0: p1 = p0), or
+    Fisher's exact test's when a group expects fewer than `FEW_EXPECTED` buyers or
+    non-buyers under H0 (the textbook rule for the normal approximation). The
     95% interval is Newcombe's hybrid score interval, built from the two Wilson intervals:
     unlike the Wald interval it stays honest when a small group has no buyer at all.
     `se` is the unpooled sqrt(p1(1−p1)/n1 + p0(1−p0)/n0).
@@ -61,6 +67,11 @@ def two_proportion_ztest(x1: float, n1: int, x0: float, n0: int) -> Difference:
     pooled = (x1 + x0) / (n1 + n0)
     se0 = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
     p_value = 1.0 if se0 == 0 else float(2 * stats.norm.sf(abs(diff) / se0))
+    if min(pooled, 1 - pooled) * min(n1, n0) < FEW_EXPECTED:
+        # too few expected buyers (or non-buyers) for the normal approximation: 3 of 151
+        # against 2 of 15 gave z's p = 0.014 where Fisher's exact test says 0.065
+        table = [[x1, n1 - x1], [x0, n0 - x0]]
+        p_value = float(stats.fisher_exact(np.rint(table).astype(int)).pvalue)
     se = float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
     (l1, u1), (l0, u0) = wilson_interval(x1, n1), wilson_interval(x0, n0)
     low = diff - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
@@ -102,6 +113,85 @@ def welch_ttest(a: np.ndarray, b: np.ndarray, borrow_variance: bool = False) -> 
     q = float(stats.t.ppf(0.975, df))
     p_value = float(2 * stats.t.sf(abs(diff) / se, df))
     return Difference(diff, diff - q * se, diff + q * se, p_value, se)
+
+
+# draws of each resampling; a 95% quantile is then set by ~100 draws beyond it
+RESAMPLES = 1999
+# values drawn per block of draws (bounds the memory: 4M float64 = 32 MB)
+_BLOCK_VALUES = 4_000_000
+
+
+def _abs_t(ra: np.ndarray, rb: np.ndarray, centre: float, borrow_variance: bool) -> np.ndarray:
+    """|mean(ra) − mean(rb) − centre| / se per row of two stacks of groups, se by the rule
+    of `welch_ttest` (a group that came out constant borrows the pooled spread)."""
+    na, nb = ra.shape[1], rb.shape[1]
+    va, vb = ra.var(axis=1, ddof=1), rb.var(axis=1, ddof=1)
+    se = np.sqrt(va / na + vb / nb)
+    pooled = np.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2) * (1 / na + 1 / nb))
+    flat = (np.ptp(ra, axis=1) == 0) | (np.ptp(rb, axis=1) == 0)
+    se = np.where(borrow_variance | flat, np.maximum(se, pooled), se)
+    gap = np.abs(ra.mean(axis=1) - rb.mean(axis=1) - centre)
+    safe = np.where(se > 0, se, 1.0)
+    return np.where(se > 0, gap / safe, np.where(gap > 0, np.inf, 0.0))
+
+
+def _bootstrap_t(a, b, centre, borrow_variance, draws, rng) -> np.ndarray:
+    """|t*| of each group resampled on its own, around the observed difference."""
+    ra = a[rng.integers(0, a.size, (draws, a.size))]
+    rb = b[rng.integers(0, b.size, (draws, b.size))]
+    return _abs_t(ra, rb, centre, borrow_variance)
+
+
+def _permutation_t(a, b, centre, borrow_variance, draws, rng) -> np.ndarray:
+    """|t| of the labels shuffled (no difference but chance), `centre` unused (0)."""
+    pooled = np.concatenate([a, b])
+    shuffled = rng.permuted(np.broadcast_to(pooled, (draws, pooled.size)), axis=1)
+    return _abs_t(shuffled[:, : a.size], shuffled[:, a.size :], 0.0, borrow_variance)
+
+
+def _draw(kind, a, b, centre, borrow_variance, resamples, rng) -> np.ndarray:
+    block = max(1, _BLOCK_VALUES // (a.size + b.size))
+    return np.concatenate(
+        [
+            kind(a, b, centre, borrow_variance, min(block, resamples - done), rng)
+            for done in range(0, resamples, block)
+        ]
+    )
+
+
+def resampled_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    borrow_variance: bool = False,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Difference:
+    """mean(a) − mean(b) with Welch's standard error, its interval and p-value calibrated by
+    resampling instead of Student's t: Δ ± q·se, where q is the larger 95% quantile of |t|
+    (a) over the labels shuffled, the studentized permutation test (exact when the groups
+    do not differ, and valid for equal means with unequal spreads: Janssen 1997), and (b)
+    over each group resampled on its own, the symmetric bootstrap-t (Hall 1988), which
+    carries the groups' own skew; p is the larger of the two tests' p-values, so p < 0.05
+    when the interval excludes zero (up to one draw).
+
+    For spend, whose tail is a few big buyers, Welch's t is far from Student's when a group
+    is small: in label shuffles of the synthetic shop's campaigns Welch called up to 9.8%
+    significant at p < 0.05 and 2.8% at p < 0.01 (docs/measurement.md). A fixed seed keeps
+    one answer per data.
+    """
+    welch = welch_ttest(a, b, borrow_variance)
+    if welch.se == 0:
+        return welch
+    a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
+    rng = np.random.default_rng(seed)
+    observed = abs(welch.estimate) / welch.se
+    q, p_value = 0.0, 0.0
+    for kind in (_permutation_t, _bootstrap_t):
+        spread = _draw(kind, a, b, welch.estimate, borrow_variance, resamples, rng)
+        q = max(q, float(np.quantile(spread, 0.95)))
+        p_value = max(p_value, (1 + np.count_nonzero(spread >= observed)) / (resamples + 1))
+    low, high = welch.estimate - q * welch.se, welch.estimate + q * welch.se
+    return Difference(welch.estimate, low, high, float(p_value), welch.se)
 
 
 @dataclass(frozen=True)
