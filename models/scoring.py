@@ -23,10 +23,11 @@ from features.targets import (
     timing_target,
 )
 from features.tiers import TierSettings
-from models.explain import contributions
+from models.explain import BASE_VALUE, contributions
 from models.population import Population
 from models.reasons import reason_columns, top_reasons
 from models.segments import (
+    LOWERS,
     RAISES,
     WINDOW_COLUMNS,
     SegmentSettings,
@@ -157,19 +158,6 @@ def reasons_for(
         direction=direction,
         tier_window_days=wording.tier_window_days,
     )
-
-
-def explain_rows(
-    rows: pd.DataFrame,
-    models: dict[str, TargetModel],
-    target: str,
-    direction: int,
-    wording: Wording,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Contributions (on the target's scale, `models.explain.SCALES`) and reasons of `rows`
-    for one target, in one direction."""
-    contrib = contributions(models[target], rows)
-    return contrib, reasons_for(rows, contrib, direction, wording)
 
 
 def member_columns(segment: str, score_columns: list[str], reasons: int) -> list[str]:
@@ -310,20 +298,31 @@ def explain_customer(
     models: dict[str, TargetModel],
     target: str | None,
     wording: Wording,
+    direction: int | None = None,
 ) -> tuple[str, int, pd.Series, pd.DataFrame]:
     """One customer's explanation for `target` (default: who explains them in the export).
 
-    The direction is their primary segment's when that segment is ranked by `target`, else
-    "what raises it". Returns (target, direction, contributions, reasons) where the reasons
-    are exactly those of the export row for the same target.
+    The direction, unless asked: their primary segment's when that segment is ranked by
+    `target` (so the reasons are exactly those of the export row), else the way the score
+    went from the model's average (what raised a value above it, what lowered one below:
+    a customer valued at ₩35 against an average of ₩59,000 is explained by what brought it
+    down, not by the small factors that nudged it up). Returns (target, direction,
+    contributions, reasons).
     """
     primary = _text(scores_row.get(PRIMARY))
     target = target or _text(scores_row.get(EXPLAINED_BY)) or next(iter(models))
-    direction = RAISES
-    if primary and ranking_target(primary).name == target:
+    contrib = contributions(models[target], snapshot_row)
+    if direction is None and primary and ranking_target(primary).name == target:
         direction = reason_direction(primary)
-    contrib, reasons = explain_rows(snapshot_row, models, target, direction, wording)
-    return target, direction, contrib.iloc[0], reasons
+    if direction is None:
+        moved = float(contrib.drop(columns=BASE_VALUE).iloc[0].sum())
+        direction = RAISES if moved >= 0 else LOWERS
+    return (
+        target,
+        direction,
+        contrib.iloc[0],
+        reasons_for(snapshot_row, contrib, direction, wording),
+    )
 
 
 def _text(value: object) -> str | None:

@@ -11,12 +11,15 @@ from features.snapshot import FeatureSettings
 from features.targets import TARGETS, explained_targets
 from features.tiers import TierSettings
 from models.explain import SCALES
+from models.scoring import DIRECTION_WORDS
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, description="customer id")]
 # the targets whose reasons /explain gives (contributions in log-odds of a probability, or
 # in the log of a predicted amount)
 Target = Literal[tuple(s.name for s in explained_targets())]  # type: ignore[valid-type]
 Scale = Literal[tuple(SCALES.values())]  # type: ignore[valid-type]
+# which contributions are the reasons: those that raise the score, or those that lower it
+Direction = Literal[tuple(DIRECTION_WORDS.values())]  # type: ignore[valid-type]
 ScoreField = Literal[(*(s.score_column for s in TARGETS.values()), "expected_value")]  # type: ignore[valid-type]
 
 
@@ -205,9 +208,10 @@ class Explanation(Strict):
     scale: Scale = Field(
         description="what the contributions, the base value and the raw margin are in"
     )
-    direction: Literal["raises", "lowers"] = Field(
-        description="the reasons are what raises the score, or (for a customer whose primary "
-        "segment is a risk list ranked by this target) what lowers it"
+    direction: Direction = Field(
+        description="the reasons are what raises the score or what lowers it: as asked, else "
+        "the customer's primary segment's when this target ranks it (a risk list: lowers), "
+        "else the way the score went from the model's average"
     )
     base_value: float = Field(description="the model's average raw margin")
     raw_margin: float = Field(description="base_value + sum of all contributions")

@@ -22,11 +22,13 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from models.release import ReleaseMismatchError
+from models.scoring import DIRECTION_WORDS
 from serving import state as states
 
 # BentoML reads the endpoints' annotations from this module's namespace
 from serving.schemas import (
     CustomerId,
+    Direction,
     Explanation,
     ModelDetails,
     ModelInfo,
@@ -41,6 +43,7 @@ from serving.schemas import (
 from serving.settings import BUILDING_ENV, ServiceContext
 
 logger = logging.getLogger("dangol.serving")
+DIRECTION_OF = {word: sign for sign, word in DIRECTION_WORDS.items()}
 
 # What the API document states; the configured limits (serving.max_batch, max_page) are
 # checked per request and are never above these.
@@ -205,19 +208,24 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
             customer_id: CustomerId,
             target: Target | None = None,
             top: Annotated[int, Field(ge=1, le=50)] | None = None,
+            direction: Direction | None = None,
         ) -> Explanation:
             """One customer's score and the reasons behind it (TreeSHAP: log-odds for a
             probability, the log of the money for the predicted value), as in the exports;
-            `target` defaults to the one that explains the customer there."""
+            `target` defaults to the one that explains the customer there, `direction` to
+            their segment's, else the way the score went from the model's average."""
             state = self.state
             if target is not None and target not in state.models:
                 raise InvalidArgument(
                     f"target: the live {state.release.label} has no {target} model"
                 )
+            asked = None if direction is None else DIRECTION_OF[direction]
             try:
-                result = states.explain(state, customer_id, target, top)
+                result = states.explain(state, customer_id, target, top, asked)
             except states.UnknownCustomerError:
                 raise NotFound(f"customer_id: {customer_id!r} is not in the snapshot") from None
+            except states.OutsidePopulationError as exc:
+                raise InvalidArgument(str(exc)) from None
             return Explanation(
                 **result,
                 cutoff=state.cutoff,

@@ -44,6 +44,11 @@ class UnknownCustomerError(KeyError):
     """A customer id that the latest snapshot does not hold."""
 
 
+class OutsidePopulationError(ValueError):
+    """A customer the asked target does not score (outside its population): there is no
+    score to explain."""
+
+
 class FeatureRowError(ValueError):
     """A feature row that cannot be scored (missing or unknown feature names)."""
 
@@ -305,7 +310,11 @@ def _dates(scores: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str, str
 
 
 def explain(
-    state: ScoringState, customer_id: str, target: str | None, top: int | None
+    state: ScoringState,
+    customer_id: str,
+    target: str | None,
+    top: int | None,
+    direction: int | None = None,
 ) -> dict[str, Any]:
     """One customer's score and reasons for a target (default: the one that explains them in
     the export), each reason with its feature, value and signed contribution (on the
@@ -315,8 +324,19 @@ def explain(
         raise UnknownCustomerError(customer_id)
     wording = state.wording if top is None else replace(state.wording, reasons=top)
     record = state.records[row]
+    if target is not None and record.get(TARGETS[target].score_column) is None:
+        spec = TARGETS[target]
+        raise OutsidePopulationError(
+            f"customer_id: {customer_id!r} has no {target} score to explain: the model scores "
+            f"{spec.population_text}"
+        )
     chosen, direction, contrib, reasons = explain_customer(
-        state.snapshot.iloc[[row]], state.scored.scores.iloc[row], state.models, target, wording
+        state.snapshot.iloc[[row]],
+        state.scored.scores.iloc[row],
+        state.models,
+        target,
+        wording,
+        direction,
     )
     values = state.snapshot.iloc[row]
     out = []

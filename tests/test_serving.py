@@ -158,12 +158,34 @@ def test_explain_gives_the_predicted_values_reasons_in_the_log_of_the_money(clie
     assert answer["target"] == spec.name and answer["scale"] == "log of the predicted value"
     assert answer["score"] == pytest.approx(value, rel=1e-9) and value > 0
     assert math.exp(answer["raw_margin"]) == pytest.approx(value, rel=1e-6)
-    assert answer["direction"] == "raises" and 0 < len(answer["reasons"]) <= 4
-    assert all(r["contribution"] > 0 and r["text"] for r in answer["reasons"])
+    # in no list ranked by value: the reasons go the way the value went from the average
+    went_up = answer["raw_margin"] >= answer["base_value"]
+    assert answer["direction"] == ("raises" if went_up else "lowers")
+    sign = 1 if went_up else -1
+    assert 0 < len(answer["reasons"]) <= 4
+    assert all(sign * r["contribution"] > 0 and r["text"] for r in answer["reasons"])
+    asked = "lowers" if went_up else "raises"
+    other = client.post("/explain", json={**body, "direction": asked}, headers=AUTH).json()
+    assert other["direction"] == asked
+    assert all(-sign * r["contribution"] > 0 for r in other["reasons"])
     probability = client.post(
         "/explain", json={"customer_id": str(cid), "target": FIRST}, headers=AUTH
     ).json()
     assert probability["scale"] == "log-odds"
+
+
+def test_explain_refuses_a_target_that_does_not_score_the_customer(client, state) -> None:
+    """A member who never ordered has no predicted value: no margin, no reasons to invent
+    ("no orders yet" raising a value nobody predicted), but a 400 naming the population."""
+    from features.targets import amount_target
+
+    spec = amount_target()
+    never = state.snapshot.loc[state.snapshot["orders_lifetime"] == 0, "customer_id"]
+    assert len(never), "the tiny shop has members without orders"
+    body = {"customer_id": str(never.iloc[0]), "target": spec.name}
+    response = client.post("/explain", json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert spec.population_text in response.text and spec.name in response.text
 
 
 def test_segment_page_filters_pages_and_ranks_by_any_target(state) -> None:
