@@ -705,19 +705,21 @@ def _segments_section(inputs: ReportInputs, directory: Path) -> list[str]:
 
 def _whatif_part(inputs: ReportInputs) -> list[str]:
     """The campaign what-if, one row per segment and uplift source."""
-    from models.whatif import uplift_text
+    from models.whatif import revenue_text, uplift_text
 
     if inputs.whatif is None or inputs.whatif.empty:
         return []
+    rows = list(inputs.whatif.itertuples(index=False))
     table = inputs.whatif.assign(
-        uplift=[uplift_text(row) for row in inputs.whatif.itertuples(index=False)]
+        base_rate=[f"{row.baseline_rate:.1%}" for row in rows],
+        uplift=[uplift_text(row) for row in rows],
+        extra_revenue=[revenue_text(row, inputs.currency, "en") for row in rows],
     )
-    shown = ["source", "members", "uplift", "extra_buyers"]
-    shown += ["extra_revenue_value", "coupon_cost_value", "net_value"]
+    shown = ["source", "members", "base_rate", "uplift", "extra_buyers", "extra_revenue"]
+    shown += ["coupon_cost_value", "net_value"]
     table = table.rename(
         columns={
-            "extra_revenue": "extra_revenue_value",  # "value" columns print as money
-            "coupon_cost": "coupon_cost_value",
+            "coupon_cost": "coupon_cost_value",  # "value" columns print as money
             "net_extra_revenue": "net_value",
         }
     ).set_index("segment")[shown]
@@ -725,8 +727,11 @@ def _whatif_part(inputs: ReportInputs) -> list[str]:
         "<h3>Campaign what-if</h3>",
         "<p>Uplift by source: <i>uplift model</i>, the live release's (mean predicted uplift; "
         "extra buyers = the sum over the members); <i>measured</i>, the latest campaign that "
-        "targeted the segment (95% CI); <i>assumed</i>, the fixed points of "
-        "<code>segments.whatif.uplifts_pp</code>, shown only when neither exists.</p>",
+        "targeted the segment (95% CI; its money is the campaign's measured revenue uplift "
+        "and coupon cost per customer, with the revenue's interval); <i>assumed</i>, the fixed "
+        "points of <code>segments.whatif.uplifts_pp</code>, shown when neither exists or "
+        "beside a measurement wider than they are. Members shared by two segments count in "
+        "both.</p>",
         _html_table(table, inputs.currency),
     ]
 

@@ -27,7 +27,13 @@ import pandas as pd
 from features.schema import TREATED, ShopTables
 from features.snapshot import FeatureSettings, build_features
 from features.tiers import TierSettings
-from models.measure import MeasurementError, campaign_outcomes, campaign_window
+from models.measure import (
+    MIN_GROUP,
+    MeasurementError,
+    campaign_outcomes,
+    campaign_window,
+    compare_groups,
+)
 from models.stats import two_proportion_ztest
 
 Learner = Literal["t", "x"]
@@ -277,13 +283,28 @@ def top_share_uplift(
     return float(row["y_t"] / row["n_t"] - row["y_c"] / row["n_c"])
 
 
+# what a measured campaign says per segment: conversion uplift (pp) and what it earned
+MEASURED_COLUMNS = (
+    "uplift_pp",
+    "ci_low_pp",
+    "ci_high_pp",
+    "p_value",
+    "revenue_uplift",
+    "revenue_ci_low",
+    "revenue_ci_high",
+    "coupon_cost_per_treated",
+)
+
+
 def measured_uplift_by_segment(outcomes: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
     """Measured conversion uplift per segment of a campaign's contacts, for the what-if.
 
     `outcomes`: `models.measure.campaign_outcomes` rows (customer_id, group, buyer,
     revenue); `segments`: customer_id, segment (a customer may sit in several). Per
     segment: treated and holdout customers, their conversion, uplift in pp with 95% CI and
-    p-value (two-proportion z-test), and revenue per customer of each group.
+    p-value (two-proportion z-test), revenue per customer of each group and, with
+    `pre_spend` and `coupon_cost` (as `campaign_outcomes` gives them), the CUPED revenue
+    uplift per customer with its interval and the coupon cost per treated customer.
     """
     joined = outcomes.merge(segments[["customer_id", "segment"]], on="customer_id")
     rows = []
@@ -299,13 +320,26 @@ def measured_uplift_by_segment(outcomes: pd.DataFrame, segments: pd.DataFrame) -
             "revenue_per_customer_treated": t["revenue"].mean() if len(t) else np.nan,
             "revenue_per_customer_holdout": c["revenue"].mean() if len(c) else np.nan,
         }
+        row |= dict.fromkeys(MEASURED_COLUMNS, np.nan)
         if len(t) and len(c):
             d = two_proportion_ztest(t["buyer"].sum(), len(t), c["buyer"].sum(), len(c))
             d = d.scaled(100)
             row |= {"uplift_pp": d.estimate, "ci_low_pp": d.ci_low, "ci_high_pp": d.ci_high}
             row["p_value"] = d.p_value
-        else:
-            row |= dict.fromkeys(("uplift_pp", "ci_low_pp", "ci_high_pp", "p_value"), np.nan)
+        if (
+            len(t) >= MIN_GROUP
+            and len(c) >= MIN_GROUP
+            and {"pre_spend", "coupon_cost"} <= set(part)
+        ):
+            # what the campaign earned, as `dangol measure` prices it: CUPED revenue per
+            # customer (resampled interval) and the coupons its treated customers cost
+            revenue = compare_groups(part)["revenue"]
+            row |= {
+                "revenue_uplift": revenue.estimate,
+                "revenue_ci_low": revenue.ci_low,
+                "revenue_ci_high": revenue.ci_high,
+                "coupon_cost_per_treated": float(t["coupon_cost"].mean()),
+            }
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -646,8 +680,7 @@ def measured_uplift_of_segments(
     """Per segment name, the measured uplift of the latest finished campaign that targeted
     it (`campaigns.segment`): `measured_uplift_by_segment` over its contacts, with
     `campaign_id`. Empty without campaign logs or a campaign naming one of the segments."""
-    columns = ["segment", "campaign_id", "treated", "holdout", "uplift_pp"]
-    columns += ["ci_low_pp", "ci_high_pp", "p_value"]
+    columns = ["segment", "campaign_id", "treated", "holdout", *MEASURED_COLUMNS]
     if tables.campaigns is None or "segment" not in tables.campaigns:
         return pd.DataFrame(columns=columns)
     targeted = tables.campaigns.dropna(subset=["segment"])

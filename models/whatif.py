@@ -5,8 +5,10 @@ The uplift comes from evidence where there is some (`source` of each row):
 - "uplift model": the live release's uplift model (models.uplift): extra buyers = the sum of
   the members' predicted uplifts, extra revenue = the sum of uplift x order value;
 - "measured <campaign>": the latest finished campaign that targeted this segment name
-  (`campaigns.segment`), its treated - holdout conversion with the 95% interval;
-- "assumed": only when neither exists, the fixed `whatif.uplifts_pp` (+3/5/7 pp).
+  (`campaigns.segment`), its treated - holdout conversion with the 95% interval, and its
+  measured revenue uplift and coupon cost per customer for the money;
+- "assumed": the fixed `whatif.uplifts_pp` (+3/5/7 pp), when neither exists or the
+  measured interval is wider than the largest of them.
 
 Per member: the expected order value (own average order, else the mean viewed price). Extra
 buyers = uplift x members; extra revenue = uplift x sum of expected order values. Coupons are
@@ -52,6 +54,8 @@ def _row(
         "uplift_pp": float(pp),
         "ci_low_pp": np.nan,
         "ci_high_pp": np.nan,
+        # the points the rate actually moves: less than asked where it would pass 0 or 100%
+        "applied_pp": 100 * gained,
         "baseline_rate": rate,
         "baseline_buyers": rate * len(value),
         "baseline_revenue": rate * float(value.sum()),
@@ -59,6 +63,8 @@ def _row(
         "extra_revenue": gained * float(value.sum()),
         "coupon_cost": new_rate * float(coupon.sum()),
         "net_extra_revenue": gained * float(value.sum()) - new_rate * float(coupon.sum()),
+        "extra_revenue_ci_low": np.nan,
+        "extra_revenue_ci_high": np.nan,
     }
 
 
@@ -101,8 +107,11 @@ def model_whatif(
     uplift = np.nan_to_num(np.asarray(uplift, dtype="float64"), nan=0.0)
     mean = float(uplift.mean()) if len(uplift) else 0.0
     row = _row(rate, 100 * mean, value, coupon, MODEL_SOURCE)
+    # not clipped by the member's probability: the uplift model's outcome is the campaign
+    # window's purchase, the probability the horizon's (docs/measurement.md)
     extra_revenue = float((uplift * value).sum())
     row |= {
+        "applied_pp": 100 * float(uplift.mean()) if len(uplift) else 0.0,
         "extra_buyers": float(uplift.sum()),
         "extra_revenue": extra_revenue,
         "net_extra_revenue": extra_revenue - float(row["coupon_cost"]),
@@ -116,8 +125,14 @@ def measured_whatif(
     measured: pd.Series,
     settings: WhatIfSettings,
 ) -> dict[str, float | str]:
-    """The row of a measured campaign: its uplift in pp with the 95% interval applied to
-    the segment's members (`measured`: a `models.uplift.measured_uplift_of_segments` row)."""
+    """The row of a measured campaign (`measured`: a
+    `models.uplift.measured_uplift_of_segments` row) over the segment's members: its
+    conversion uplift in pp with the 95% interval, and the money as `dangol measure` priced
+    the campaign: extra revenue = its CUPED revenue uplift per customer (with its interval)
+    × members, coupon cost = its coupon cost per treated customer × members. Conversion
+    times each member's order value would count every extra buyer at a full expected order
+    and miss the spend the campaign moved or lost (K2510: +9 pp of buyers, revenue per
+    customer unchanged)."""
     value, coupon = _values(order_value, settings)
     row = _row(
         _base_rate(probability),
@@ -126,7 +141,28 @@ def measured_whatif(
         coupon,
         f"measured {measured['campaign_id']}",
     )
-    return row | {"ci_low_pp": measured["ci_low_pp"], "ci_high_pp": measured["ci_high_pp"]}
+    row |= {"ci_low_pp": measured["ci_low_pp"], "ci_high_pp": measured["ci_high_pp"]}
+    revenue = float(measured.get("revenue_uplift", np.nan))
+    if not np.isfinite(revenue):
+        return row
+    members = len(value)
+    cost = float(measured["coupon_cost_per_treated"]) * members
+    return row | {
+        "extra_revenue": revenue * members,
+        "extra_revenue_ci_low": float(measured["revenue_ci_low"]) * members,
+        "extra_revenue_ci_high": float(measured["revenue_ci_high"]) * members,
+        "coupon_cost": cost,
+        "net_extra_revenue": revenue * members - cost,
+    }
+
+
+def precise_enough(measured: pd.Series, settings: WhatIfSettings) -> bool:
+    """Whether a measured uplift may stand alone for its segment: its 95% interval is no
+    wider on either side than the largest assumed uplift. A holdout of three gave +10.5 pp
+    (−45.8 to +15.1), which says less than the assumptions; those rows then stay beside it."""
+    half_width = (float(measured["ci_high_pp"]) - float(measured["ci_low_pp"])) / 2
+    largest = max((abs(pp) for pp in settings.uplifts_pp), default=0.0)
+    return bool(np.isfinite(half_width)) and half_width <= largest
 
 
 def whatif_table(
@@ -139,7 +175,8 @@ def whatif_table(
     """The what-if of every segment; `order_value` is indexed by customer_id. Per segment a
     row from the uplift model where the members carry a predicted uplift, a row from the
     measured campaign that targeted the segment (`measured`, one row per segment name), and
-    the assumed +3/5/7 pp rows only when neither exists."""
+    the assumed +3/5/7 pp rows when neither exists or the measurement is too wide to stand
+    alone (`precise_enough`)."""
     by_segment = (
         measured.set_index("segment")
         if measured is not None and len(measured)
@@ -164,9 +201,13 @@ def whatif_table(
         )
         if np.isfinite(uplift).any():
             found.append(model_whatif(probability, uplift, values, settings))
+        assumed = segment_whatif(probability, values, settings)
         if name in by_segment.index and np.isfinite(by_segment.loc[name, "uplift_pp"]):
-            found.append(measured_whatif(probability, values, by_segment.loc[name], settings))
-        for row in found or segment_whatif(probability, values, settings):
+            campaign = by_segment.loc[name]
+            found.append(measured_whatif(probability, values, campaign, settings))
+            if not precise_enough(campaign, settings):
+                found += assumed
+        for row in found or assumed:
             rows.append({"segment": name, "members": len(members), **row})
     # the columns even when every list is empty (a date before anyone bought, a tiny shop)
     return pd.DataFrame(rows, columns=WHATIF_COLUMNS)
@@ -294,16 +335,20 @@ def segment_summary(
         "## Campaign what-if",
         "",
         "Uplift by source: the live uplift model (mean predicted uplift, extra buyers = the sum",
-        "over the members), the latest campaign that targeted the segment (measured, 95% CI),",
-        "or, only without either, the assumed points of `segments.whatif.uplifts_pp`.",
+        "over the members), the latest campaign that targeted the segment (measured, 95% CI;",
+        "its money is the campaign's measured revenue uplift and coupon cost per customer, as",
+        "`dangol measure` prices it), or the assumed points of `segments.whatif.uplifts_pp`",
+        "(without either, or beside a measurement wider than they are). Every member counts,",
+        "so members shared by two segments count in both.",
         "",
-        "| segment | source | uplift | extra buyers | extra revenue | coupon cost | net |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| segment | source | base rate | uplift | extra buyers | extra revenue | coupon cost "
+        "| net |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for row in table.itertuples(index=False):
         lines.append(
-            f"| {row.segment} | {row.source} | {uplift_text(row)} | {row.extra_buyers:,.1f} | "
-            f"{format_money(row.extra_revenue, currency, settings.language)} | "
+            f"| {row.segment} | {row.source} | {row.baseline_rate:.1%} | {uplift_text(row)} | "
+            f"{row.extra_buyers:,.1f} | {revenue_text(row, currency, settings.language)} | "
             f"{format_money(row.coupon_cost, currency, settings.language)} | "
             f"{format_money(row.net_extra_revenue, currency, settings.language)} |"
         )
@@ -311,9 +356,26 @@ def segment_summary(
 
 
 def uplift_text(row) -> str:
-    """A what-if row's uplift in points, with its interval when measured: "+7.71 pp (+5.4,
-    +10.0)"."""
+    """A what-if row's uplift in points, with its interval when measured and the points
+    applied when the rate could not move that far: "+7.71 pp (+5.4, +10.0)", "+7 pp
+    (applied +1.0: the rate reaches 100%)"."""
     text = f"{row.uplift_pp:+.3g} pp"
     if np.isfinite(row.ci_low_pp) and np.isfinite(row.ci_high_pp):
         text += f" ({row.ci_low_pp:+.1f}, {row.ci_high_pp:+.1f})"
+    if abs(row.applied_pp - row.uplift_pp) > 0.05:
+        bound = "100%" if row.uplift_pp > 0 else "0%"
+        text += f" (applied {row.applied_pp:+.1f}: the rate reaches {bound})"
+    return text
+
+
+def revenue_text(row, currency: str, language: str) -> str:
+    """Extra revenue, with its interval when it was measured."""
+    from models.reasons import format_money
+
+    text = format_money(row.extra_revenue, currency, language)
+    low, high = row.extra_revenue_ci_low, row.extra_revenue_ci_high
+    if np.isfinite(low) and np.isfinite(high):
+        text += (
+            f" ({format_money(low, currency, language)}, {format_money(high, currency, language)})"
+        )
     return text

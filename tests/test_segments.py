@@ -236,6 +236,31 @@ def test_whatif_arithmetic() -> None:
     assert uncapped["coupon_cost"] == pytest.approx(0.35 * 6_000)
 
 
+def test_whatif_says_how_far_the_rate_could_move_and_keeps_assumptions_beside_a_wide_measure():
+    """At a 99% base rate +3/5/7 pp all move the rate to 100%: each row says what it
+    applied. A campaign measured on a holdout of three (+10.5 pp, −45.8 to +15.1) says less
+    than the assumptions, so they stay beside it; a tight measurement stands alone."""
+    from models.whatif import uplift_text, whatif_table
+
+    settings = WhatIfSettings(uplifts_pp=[3, 5, 7])
+    rows = segment_whatif(np.array([0.99, 0.99]), np.array([100.0, 100.0]), settings)
+    assert [round(r["applied_pp"], 6) for r in rows] == [1.0, 1.0, 1.0]
+    text = uplift_text(pd.Series(rows[2] | {"members": 2}))
+    assert text == "+7 pp (applied +1.0: the rate reaches 100%)"
+    members = pd.DataFrame({"customer_id": ["a", "b"], "repurchase_score": [0.3, 0.5]})
+    order_value = pd.Series([100.0, 200.0], index=["a", "b"])
+    measured = pd.DataFrame(
+        {"segment": ["active", "active"], "campaign_id": ["wide", "tight"]}
+        | {"uplift_pp": [10.5, 4.0], "ci_low_pp": [-45.8, 1.5], "ci_high_pp": [15.1, 6.5]}
+    )
+    for campaign, sources in (("wide", 4), ("tight", 1)):
+        found = measured[measured["campaign_id"] == campaign]
+        table = whatif_table(
+            {"active": members}, {"active": "repurchase_score"}, order_value, settings, found
+        )
+        assert len(table) == sources and table["source"].iloc[0] == f"measured {campaign}"
+
+
 def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame]) -> None:
     snapshot, _ = _crafted()
     summary, markdown = segment_summary(segments, snapshot, ABSOLUTE, "KRW")

@@ -194,6 +194,13 @@ def test_the_whatif_uses_model_and_measured_uplift_and_names_its_sources(project
     assert row["uplift_pp"] == pytest.approx(truth.to_dict()["uplift_pp"])
     assert row["ci_low_pp"] == pytest.approx(truth.to_dict()["ci_low_pp"])
     assert row["extra_buyers"] == pytest.approx(row["uplift_pp"] / 100 * row["members"])
+    # its money is what `dangol measure` says the campaign earned and cost, per customer
+    n = row["members"]
+    assert row["extra_revenue"] == pytest.approx(truth.revenue.estimate * n)
+    assert row["extra_revenue_ci_low"] == pytest.approx(truth.revenue.ci_low * n)
+    assert row["extra_revenue_ci_high"] == pytest.approx(truth.revenue.ci_high * n)
+    assert row["coupon_cost"] == pytest.approx(truth.coupon_cost / truth.treated.customers * n)
+    assert row["net_extra_revenue"] == pytest.approx(row["extra_revenue"] - row["coupon_cost"])
     members = scored.segments["active"]
     model_row = active.loc[MODEL_SOURCE]
     assert model_row["extra_buyers"] == pytest.approx(members[UPLIFT_COLUMN].sum())
