@@ -71,16 +71,25 @@ def _pyplot():
     return plt
 
 
-def plot_global(contrib: pd.DataFrame, frame: pd.DataFrame, title: str, directory: Path) -> list:
-    """shap's beeswarm and bar plots of the given rows; returns the two PNG paths."""
+def plot_global(
+    contrib: pd.DataFrame,
+    frame: pd.DataFrame,
+    title: str,
+    directory: Path,
+    scale: str = SCALES["probability"],
+) -> list:
+    """shap's beeswarm and bar plots of the given rows, the axis naming the contributions'
+    scale; returns the two PNG paths."""
     import shap
 
     plt = _pyplot()
     explanation = _explanation(contrib, frame)
     paths = []
+    axes = {"beeswarm": f"SHAP value ({scale})", "bar": f"mean |SHAP value| ({scale})"}
     for kind, draw in (("beeswarm", shap.plots.beeswarm), ("bar", shap.plots.bar)):
         plt.figure()
         draw(explanation, max_display=12, show=False)
+        plt.xlabel(axes[kind])
         plt.title(f"{title}: SHAP {kind}")
         path = directory / f"{title}_shap_{kind}.png".replace(" ", "_")
         plt.gcf().set_size_inches(8, 5.5)

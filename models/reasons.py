@@ -49,10 +49,13 @@ ZERO_DECIMAL = frozenset(_ZERO_DECIMAL_CODES.split())
 
 def _unsigned_money(value: float, currency: str, language: str) -> str:
     if language == "ko" and currency == "KRW":
+        # whole 만 only from 100만 up (at most 0.5% off): 15,000 as "2만 원" was 33% off
         if value >= 1e8:
             return f"{value / 1e8:.1f}억 원"
-        if value >= 1e4:
+        if value >= 1e6:
             return f"{value / 1e4:,.0f}만 원"
+        if value >= 1e5:
+            return f"{value / 1e4:.1f}".removesuffix(".0") + "만 원"
         return f"{value:,.0f}원"
     symbol = SYMBOLS.get(currency, f"{currency} ")
     if value >= 1e6:

@@ -326,7 +326,7 @@ def _global_shap(inputs: ReportInputs, target: str, directory: Path) -> list[str
     ]
     parts += [
         _img(path, f"{target} {path.stem}")
-        for path in plot_global(contrib, frame, target, directory)
+        for path in plot_global(contrib, frame, target, directory, SCALES[TARGETS[target].kind])
     ]
     return parts
 

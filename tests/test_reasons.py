@@ -227,6 +227,10 @@ def test_texts_carry_the_customers_own_values() -> None:
         (12.5, "GBP", "en", "£12.50"),
         (2_500, "GBP", "en", "£2,500"),
         (1_200_000, "KRW", "ko", "120만 원"),
+        (15_000, "KRW", "ko", "15,000원"),  # not "2만 원": a third off
+        (56_100, "KRW", "ko", "56,100원"),
+        (134_000, "KRW", "ko", "13.4만 원"),
+        (130_000, "KRW", "ko", "13만 원"),
         (250_000_000, "KRW", "ko", "2.5억 원"),
         (99, "CHF", "en", "CHF 99.00"),
         (950, "VND", "en", "VND 950"),  # no minor unit: never cents
