@@ -62,6 +62,9 @@ class TableReport:
     columns: dict[str, str] = field(default_factory=dict)
     # Reasons from configured filters: intended exclusions, exempt from max_reject_share.
     filtered: list[str] = field(default_factory=list)
+    # Reasons that follow another table's rejected row (contacts of a campaign whose row
+    # was invalid): that table's check judges the row; these rows are not a second fault.
+    followed: list[str] = field(default_factory=list)
     # the rows (of the validated frame) cut on purpose by a configured data end, directly or
     # through the record they belong to (none without a configured end). Not reported.
     cut_rows: np.ndarray = field(
@@ -152,6 +155,9 @@ class Checks:
     # column -> ids whose records the configured end cut (an order after data.end): rows
     # pointing at them are cut with them, not rejected as unknown
     cut: Mapping[str, pd.Series] = field(default_factory=dict)
+    # column -> (ids, reason): ids whose own row another table rejected; rows pointing at
+    # them are rejected under that reason, which names the cause, not as unknown
+    rejected_parents: Mapping[str, tuple[pd.Series, str]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- examples
@@ -577,8 +583,19 @@ def validate_table(
             unknown = ~_is_in(value, known) & value.notna().to_numpy(dtype=bool)
             if column in checks.cut:
                 reject(AFTER_END, column, unknown & _is_in(value, checks.cut[column]))
+            if column in checks.rejected_parents:
+                ids, parent_reason = checks.rejected_parents[column]
+                reject(parent_reason, column, unknown & _is_in(value, ids))
+                if parent_reason in report.rejected and parent_reason not in report.followed:
+                    report.followed.append(parent_reason)
             reject(reason, column, unknown)
     if schema.key and all(c in parsed for c in schema.key):
+        for column in (c for c in schema.agreeing if c in parsed):
+            keyed = pd.DataFrame({c: parsed[c] for c in (*schema.key, column)})[~bad]
+            differing = keyed.groupby(list(schema.key), dropna=False)[column].transform("nunique")
+            torn = np.zeros(len(frame), dtype=bool)
+            torn[np.flatnonzero(~bad)[(differing > 1).to_numpy()]] = True
+            reject(f"{'+'.join(schema.key)} listed with different {column}s", column, torn)
         keys = pd.DataFrame({c: parsed[c] for c in schema.key})[~bad]
         duplicated = np.zeros(len(frame), dtype=bool)
         duplicated[np.flatnonzero(~bad)[keys.duplicated(keep="first").to_numpy()]] = True
@@ -600,7 +617,9 @@ def _check_shares(report: TableReport, source: str | Path, checks: Checks) -> No
         return
     for reason, count in report.rejected.items():
         share = count / report.rows_read
-        if reason in report.filtered or share <= checks.max_reject_share:
+        if reason in report.filtered or reason in report.followed:
+            continue
+        if share <= checks.max_reject_share:
             continue
         example = report.examples.get(reason, [{}])[0]
         raise ContractError(

@@ -11,7 +11,7 @@ order lines when there is no orders file, and returns the clean `ShopTables` wit
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -331,6 +331,8 @@ class SourceIds:
 # The id columns whose losses the load report counts: a whole order (every line gone) and a
 # whole customer (every order gone) disappear without a rejected row of their own.
 COUNTED_IDS = ("order_id", "customer_id")
+# the key another table refers to, whose rejected rows that table's rows then follow
+REFERENCED_KEYS: dict[str, tuple[str, ...]] = {"campaigns": ("campaign_id",)}
 
 
 def _ids(values: pd.Series) -> pd.Index:
@@ -350,6 +352,9 @@ class LoadedTable:
     # per id column, the ids whose rows the configured data end cut (for the tables that
     # refer to them)
     cut: dict[str, pd.Series]
+    # per id column, the ids whose every row validation rejected (for the tables that refer
+    # to them: their rows then say why, not "unknown")
+    rejected: dict[str, pd.Series] = field(default_factory=dict)
 
 
 def _load_table(
@@ -391,7 +396,12 @@ def _load_table(
         if count_ids
     }
     cut_ids = {c: pd.Series(_ids(filtered[names[c]][cut])) for c in present if cut.any()}
-    return LoadedTable(clean, report, ids, cut_ids)
+    rejected = {
+        column: pd.Series(_ids(filtered[names[column]][~cut]).difference(clean[column].unique()))
+        for column in REFERENCED_KEYS.get(table, ())
+        if report.rows_rejected and names[column] in filtered
+    }
+    return LoadedTable(clean, report, ids, cut_ids, rejected)
 
 
 def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
@@ -486,6 +496,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     order_source = "order_items" if standalone else "orders"
     source_ids: dict[str, SourceIds] = {}
     cut_orders = pd.Series([], dtype="string")
+    rejected_campaigns = pd.Series([], dtype="string")
     for table in LOAD_ORDER:
         source = settings.tables.get(table)
         if source is None:
@@ -495,15 +506,23 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
             references["customer_id"] = (clean["customers"]["customer_id"], "unknown customer")
         if table == "order_items" and "orders" in clean:
             references["order_id"] = (clean["orders"]["order_id"], "unknown order")
+        parents: dict[str, tuple[pd.Series, str]] = {}
         if table == "contacts" and "campaigns" in clean:
             references["campaign_id"] = (clean["campaigns"]["campaign_id"], "unknown campaign")
+            invalid = rejected_campaigns
+            if len(invalid):
+                parents["campaign_id"] = (invalid, "campaign's row rejected in campaigns")
         required = STANDALONE_ITEM_COLUMNS if table == "order_items" and standalone else ()
         # lines of an order the configured end cut go with it
         cut = {"order_id": cut_orders} if table == "order_items" and len(cut_orders) else {}
-        checks = replace(base, required=required, references=references, cut=cut)
+        checks = replace(
+            base, required=required, references=references, cut=cut, rejected_parents=parents
+        )
         loaded = _load_table(table, source, base_dir, checks, count_ids=table == order_source)
         if table == "orders":
             cut_orders = loaded.cut.get("order_id", cut_orders)
+        if table == "campaigns":
+            rejected_campaigns = loaded.rejected.get("campaign_id", rejected_campaigns)
         clean[table], report.tables[table] = loaded.frame, loaded.report
         if table == order_source:
             source_ids = loaded.ids

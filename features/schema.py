@@ -32,6 +32,9 @@ class TableSchema:
     ordered: tuple[tuple[str, str], ...] = ()
     # time columns that may lie after the data end (planned dates, not events)
     planned: tuple[str, ...] = ()
+    # columns on which rows of one key must agree: when they differ, no row of that key can
+    # be trusted (a customer both treated and held out), and all of them are rejected
+    agreeing: tuple[str, ...] = ()
 
     @property
     def columns(self) -> dict[str, str]:
@@ -68,6 +71,7 @@ CONTACTS = TableSchema(
     optional={"coupon_id": ID},
     key=("campaign_id", "customer_id"),
     allowed={"group": (TREATED, HOLDOUT)},
+    agreeing=("group",),
 )
 CAMPAIGNS = TableSchema(
     "campaigns",

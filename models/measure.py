@@ -87,7 +87,9 @@ def campaign_window(tables: ShopTables, campaign_id: str, attribution_days: int)
     if campaign_id not in known:
         listed = ", ".join(sorted(map(str, known))[:20]) or "none"
         raise MeasurementError(
-            f"unknown campaign {campaign_id!r}: the contacts table has campaigns {listed}"
+            f"unknown campaign {campaign_id!r}: the contacts table has campaigns {listed} "
+            "(a campaign whose row or contacts were rejected on load is not among them: "
+            "the load lines above, or `dangol check`, say why)"
         )
     row = None
     if tables.campaigns is not None:

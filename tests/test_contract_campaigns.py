@@ -106,6 +106,34 @@ def test_unknown_campaign_is_rejected_by_reason(tmp_path: Path) -> None:
         _load(tmp_path, _contacts(campaign_id=["K9"] * 4))
 
 
+def test_contacts_of_a_rejected_campaign_row_say_so_and_do_not_stop_the_load(tmp_path):
+    """K1's row has a negative coupon cap: its row is rejected (and named), and its
+    contacts follow it under a reason that names the cause, not "unknown campaign", and
+    however many they are they do not break the contacts file (its rows are not at fault)."""
+    bad = CAMPAIGNS.assign(coupon_cap=[-5000, None])
+    tables, report = _load(tmp_path, _contacts(), campaigns=bad)
+    assert report.tables["campaigns"].rejected == {"negative coupon_cap": 1}
+    followed = "campaign's row rejected in campaigns"
+    assert report.tables["contacts"].rejected == {followed: 4}
+    assert "unknown campaign" not in "\n".join(report.summary_lines())
+    assert tables.contacts.empty
+
+
+def test_a_customer_both_treated_and_held_out_is_rejected_in_both_rows(tmp_path: Path) -> None:
+    """Listed first as holdout, then as treated: keeping the first row measured them as
+    held out without a word. Neither row can be trusted; an exact repeat keeps one."""
+    contacts = _contacts(
+        customer_id=["c1", "c2", "c3", "c3"], group=["treated", "treated", "holdout", "treated"]
+    )
+    tables, report = _load(tmp_path, pd.concat([contacts, contacts.iloc[[0]]]))
+    rejected = report.tables["contacts"].rejected
+    assert rejected == {
+        "campaign_id+customer_id listed with different groups": 2,
+        "duplicate campaign_id+customer_id": 1,
+    }
+    assert sorted(tables.contacts["customer_id"]) == ["c1", "c2"]
+
+
 def test_contacts_without_a_campaigns_table_are_fine(tmp_path: Path) -> None:
     tables, _report = _load(tmp_path, _contacts(campaign_id=["K9"] * 4), campaigns=None)
     assert tables.campaigns is None and len(tables.contacts) == 4
