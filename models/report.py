@@ -24,6 +24,8 @@ from features.targets import (
     TARGETS,
     amount_target,
     explained_targets,
+    never_ordered,
+    probability_targets,
     ranking_target,
     timing_target,
 )
@@ -513,6 +515,15 @@ def _horizon_of(inputs: ReportInputs, target: str) -> int | None:
     return next((r.horizon_days for r in inputs.runs if r.target == target), None)
 
 
+def _unordered_value(inputs: ReportInputs) -> str:
+    """How members who never ordered are valued, by the model that values them if any."""
+    for spec in probability_targets():
+        if spec.population is never_ordered and spec.order_value and spec.name in inputs.models:
+            worth = spec.order_value.replace("_", " ")
+            return f"Members who never ordered are valued at P(first order) x their {worth}."
+    return "Members who never ordered get no value: no model here scores a first order."
+
+
 def _value_section(inputs: ReportInputs, directory: Path) -> list[str]:
     """Predicted value in money today: its spread over the customers and per segment (how
     well it ranked and how close its deciles came on the test window is in section 1)."""
@@ -533,8 +544,7 @@ def _value_section(inputs: ReportInputs, directory: Path) -> list[str]:
         f"<p>{spec.name} predicts each buyer's spend over {over}: "
         f"{format_money(float(scored.sum()), inputs.currency)} in all for {len(scored):,} "
         f"buyers (median {format_money(float(np.median(scored)), inputs.currency)}); the "
-        f"10% with the highest predictions hold {top:.0%} of it. Members who never ordered are "
-        "valued at P(first order) x their mean viewed price.</p>"
+        f"10% with the highest predictions hold {top:.0%} of it. {_unordered_value(inputs)}</p>"
     ]
     rows = {}
     for name, members in inputs.segments.items():

@@ -501,3 +501,17 @@ def test_waterfall_labels_are_words(project) -> None:
             # a column name (they all have underscores or are single words) is never a label
             assert "_" not in label and label != feature, (feature, label)
             assert "nan" not in label.lower() and " = " not in label, (feature, label)
+
+
+def test_the_value_of_members_who_never_ordered_is_said_by_the_model_that_gives_it() -> None:
+    """Online Retail has no first-purchase model (orders only, no views): the page said
+    those members were valued at P(first order) x their mean viewed price anyway."""
+    from features.targets import TARGETS, never_ordered
+    from models.report import _unordered_value
+
+    snapshot = pd.DataFrame({"customer_id": ["a"], "orders_lifetime": [0.0]})
+    assert _unordered_value(_bare_inputs(snapshot)).endswith("no model here scores a first order.")
+    (first,) = [s.name for s in TARGETS.values() if s.population is never_ordered]
+    with_model = _bare_inputs(snapshot)
+    with_model.models[first] = object()
+    assert "P(first order) x their mean viewed price" in _unordered_value(with_model)
