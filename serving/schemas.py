@@ -213,7 +213,11 @@ class Explanation(Strict):
         "the customer's primary segment's when this target ranks it (a risk list: lowers), "
         "else the way the score went from the model's average"
     )
-    base_value: float = Field(description="the model's average raw margin")
+    base_value: float = Field(
+        description="where the contributions start: the model's expected raw margin over its "
+        "training rows (for a two-part value model, log P(buys) at the buying model's "
+        "expected margin plus the amount model's expected log)"
+    )
     raw_margin: float = Field(description="base_value + sum of all contributions")
     reasons: list[Reason] = Field(
         description="the largest contributions in that direction, as in the exports"

@@ -206,7 +206,13 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
         async def explain(
             self,
             customer_id: CustomerId,
-            target: Target | None = None,
+            target: Annotated[
+                Target | None,
+                Field(
+                    description="the model to explain: a probability or the predicted value "
+                    "(the timing model's answer is a curve over days and has no reasons)"
+                ),
+            ] = None,
             top: Annotated[int, Field(ge=1, le=50)] | None = None,
             direction: Direction | None = None,
         ) -> Explanation:
