@@ -113,6 +113,7 @@ class LoadReport:
             for reason, count in sorted(t.rejected.items(), key=lambda kv: -kv[1]):
                 share = count / t.rows_read if t.rows_read else 0.0
                 tag = " [excluded by config]" if reason in t.filtered else ""
+                tag = " [follows a row rejected above]" if reason in t.followed else tag
                 example = t.examples.get(reason, [{}])[0]
                 lines.append(
                     f"  rejected {count:,} ({share:.1%}) {reason}{tag}; e.g. {_short(example)}"

@@ -228,14 +228,15 @@ def cmd_models(args: argparse.Namespace) -> dict:
     """The live release: per target its registered model, version, run, horizon, data window,
     test metrics, and the promotion decision."""
 
-    from flows.training import baselines_ahead
     from models import registry, release
 
     config = _config(args)
     registry.configure_mlflow(config.resolve(config.paths.mlruns))
     live = release.require_live(config.registry.release_name, str(args.config))
     ahead = {
-        target: baselines_ahead(target, entry.metrics, registry.run_baselines(entry.run_id))
+        target: registry.baselines_ahead(
+            target, entry.metrics, registry.logged_results(entry.run_id)[1]
+        )
         for target, entry in live.targets.items()
     }
     payload = {

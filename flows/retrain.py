@@ -76,7 +76,7 @@ def train_task(frame, split, target: str, config: DangolConfig, plot_dir: Path):
     barely = training.barely_learned_note(trained, config.training.lightgbm.learning_rate)
     if barely:
         get_run_logger().warning("%s: %s", target, barely)
-    for note in training.baselines_ahead(trained.target, trained.metrics, trained.baselines):
+    for note in registry.baselines_ahead(trained.target, trained.metrics, trained.baselines):
         get_run_logger().warning("%s: %s", target, note)
     if trained.metrics.get("unseen_season_days", 0) > 0:
         get_run_logger().warning("%s: %s", target, training.unseen_season_note(trained))
@@ -127,11 +127,7 @@ def unchanged_outcome(earlier: release.Release, config: DangolConfig) -> Retrain
 
 def _logged_outcome(target: str, entry: release.TargetVersion) -> TargetOutcome:
     """What a target's run logged: its test metrics, baselines and failed baselines."""
-    from mlflow import MlflowClient
-
-    run = MlflowClient().get_run(entry.run_id).data
-    tested = {k.removeprefix("test."): v for k, v in run.metrics.items() if k.startswith("test.")}
-    scored, failed = registry.logged_baselines(run.metrics, run.tags)
+    tested, scored, failed = registry.logged_results(entry.run_id)
     return TargetOutcome(
         target, entry.registered_name, entry.version, tested, scored, baseline_failures=failed
     )

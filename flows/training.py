@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.schema import ShopTables
 from features.snapshot import labelled_cutoffs
-from features.targets import TARGETS, amount_target, headline_metrics
+from features.targets import TARGETS, amount_target
 from flows.config import DangolConfig
 from flows.data import data_end, first_event, training_frame
 from models.evaluate import (
@@ -384,23 +384,6 @@ def train_target(
         split=split,
         horizon_days=target_horizon(target, cutoffs, config),
     )
-
-
-def baselines_ahead(
-    target: str, metrics: dict[str, float], baselines: dict[str, dict[str, float]]
-) -> list[str]:
-    """Each baseline that beat the model on the test window's headline metric (the first of
-    the target's kind, higher is better), in words: a release may still go live (the first
-    one always does), but whoever reads its lists should know a rule ranked better. Said by
-    `dangol train` from the fit and by `dangol models` from the run's logged metrics."""
-    key, label = headline_metrics(target)[0]
-    model = metrics.get(key, float("nan"))
-    return [
-        f"{name} ranks better than the model on the test window: {label} {scored[key]:.3f} "
-        f"against {model:.3f}"
-        for name, scored in baselines.items()
-        if np.isfinite(scored.get(key, np.nan)) and scored[key] > model
-    ]
 
 
 # Below this many rounds x learning rate, boosting has moved the scores only a small step

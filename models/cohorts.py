@@ -136,7 +136,7 @@ def _row(metric: str, before: np.ndarray, after: np.ndarray, diff: Difference) -
 def compare_cohorts(customers: pd.DataFrame, change_date: date) -> pd.DataFrame:
     """Cohorts starting before `change_date` against those from it: after − before, 95% CI.
 
-    Rates (repurchase, tier up) by two-proportion z-test, LTV by Welch's t-test, each on the
+    Rates (repurchase, tier up) by `two_proportion_ztest`, LTV by Welch's t-test, each on the
     customers observable at that horizon. The cohort holding the date (if the date is not
     its first day) mixes both regimes and is left out.
     """

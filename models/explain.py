@@ -31,7 +31,8 @@ def contributions(model: TargetModel, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def contributions_shap(model: TargetModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """The same numbers via shap.TreeExplainer (for the speed comparison in bench/segments.py)."""
+    """A single booster's contributions via shap.TreeExplainer: the same numbers as
+    `contributions` for a one-booster model (the speed comparison in bench/segments.py)."""
     import shap
 
     explainer = shap.TreeExplainer(model.booster)

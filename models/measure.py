@@ -3,9 +3,10 @@
 `campaign_outcomes` turns the `contacts`, `campaigns` and `orders` tables into one row per
 contacted customer: group, orders and revenue inside the campaign's attribution window,
 pre-period spend and the coupon cost of the customer's window orders. `measure_campaign`
-compares the groups (two-proportion z-test on conversion; on CUPED-adjusted revenue per
-customer, Welch's statistic calibrated by label shuffles and the bootstrap) and prices the
-result (incremental buyers and revenue, coupon cost, ROI) in one verdict sentence.
+compares the groups (two-proportion z-test on conversion, Fisher's exact test with few
+expected buyers; on CUPED-adjusted revenue per customer, Welch's statistic calibrated by
+label shuffles and the bootstrap) and prices the result (incremental buyers and revenue,
+coupon cost, ROI) in one verdict sentence.
 docs/measurement.md has the formulas.
 """
 
@@ -21,6 +22,7 @@ from features.contract import ContractError
 from features.schema import HOLDOUT, TREATED, ShopTables
 from models.reasons import format_money
 from models.stats import (
+    Cuped,
     Difference,
     cuped,
     is_constant,
@@ -210,10 +212,10 @@ class CampaignResult:
     window: str
     treated: GroupSummary
     holdout: GroupSummary
-    conversion: Difference  # percentage points, two-proportion z-test
+    conversion: Difference  # percentage points, z-test (Fisher's with few buyers)
     conversion_cuped: Difference  # percentage points, CUPED-adjusted, Welch
-    revenue: Difference  # per customer, CUPED-adjusted, Welch
-    revenue_raw: Difference  # per customer, unadjusted, Welch
+    revenue: Difference  # per customer, CUPED-adjusted, resampled (`revenue_difference`)
+    revenue_raw: Difference  # per customer, unadjusted, resampled
     variance_reduction: dict[str, float]
     theta: dict[str, float]
     incremental_buyers: float
@@ -254,9 +256,9 @@ class CampaignResult:
 
 
 def money(value: float, currency: str) -> str:
-    """Money as the exports write it: the currency's symbol and minor units (£688.09,
-    ₩12,345, -₩33.8M)."""
-    return format_money(value, currency)
+    """Money as the exports write it (the currency's symbol and minor units: £688.09,
+    ₩12,345, -₩33.8M); an interval's end that resampling could not bound is "unbounded"."""
+    return format_money(value, currency) if np.isfinite(value) else "unbounded"
 
 
 def p_text(p_value: float) -> str:
@@ -267,20 +269,13 @@ def p_text(p_value: float) -> str:
     return f"p = {p_value:.3g}" if p_value < 0.1 else f"p = {p_value:.3f}"
 
 
-def beyond_noise(difference: Difference) -> bool:
-    """p < 0.05 and the 95% interval excludes zero: the two can disagree near the edge (the
-    z-test's p against Newcombe's interval), and a verdict must not claim an effect its own
-    interval allows to be none."""
-    return difference.significant and (difference.ci_low > 0 or difference.ci_high < 0)
-
-
 def verdict(result: CampaignResult) -> str:
     """One plain sentence: did conversion move beyond noise, and what did it earn?"""
     c = result.conversion
     ci = f"95% CI {c.ci_low:+.1f} to {c.ci_high:+.1f} pp, {p_text(c.p_value)}"
-    if beyond_noise(c) and c.estimate > 0:
+    if c.beyond_noise and c.estimate > 0:
         head = f"Campaign {result.campaign_id} raised conversion by {c.estimate:+.1f} pp ({ci})"
-    elif beyond_noise(c):
+    elif c.beyond_noise:
         head = f"Campaign {result.campaign_id} lowered conversion by {c.estimate:+.1f} pp ({ci})"
     else:
         head = (
@@ -290,7 +285,7 @@ def verdict(result: CampaignResult) -> str:
     cur = result.currency
     revenue = (
         f"incremental revenue {money(result.incremental_revenue, cur)}"
-        f"{'' if beyond_noise(result.revenue) else ' (not significant)'}"
+        f"{'' if result.revenue.beyond_noise else ' (not significant)'}"
     )
     if result.roi is None:
         return f"{head}; {revenue}; no coupon cost logged."
@@ -305,6 +300,17 @@ def _constant_group(outcome: np.ndarray, is_treated: np.ndarray) -> bool:
     and Welch alone gave +95.7 pp (95.2 to 96.3) for 100 treated buyers against 2 held-out
     non-buyers, where the raw interval was 34 to 100."""
     return any(is_constant(outcome[group]) for group in (is_treated, ~is_treated))
+
+
+def revenue_difference(outcomes: pd.DataFrame, adjusted: Cuped | None = None) -> Difference:
+    """Treated − holdout revenue per customer, CUPED-adjusted when `adjusted` is given. Spend's
+    tail is a few big buyers, so the interval and p come from resampling; a group whose raw
+    revenue did not vary borrows the pooled spread, adjusted or not (the same data must not
+    be "beyond noise" one way and not the other)."""
+    is_t = (outcomes["group"] == TREATED).to_numpy()
+    revenue = outcomes["revenue"].to_numpy()
+    values = revenue if adjusted is None else adjusted.adjusted
+    return resampled_difference(values[is_t], values[~is_t], _constant_group(revenue, is_t))
 
 
 def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
@@ -325,11 +331,8 @@ def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
         "conversion_cuped": conversion.scaled(100)
         if _constant_group(buyer, is_t)
         else welch_ttest(conv_cuped.adjusted[is_t], conv_cuped.adjusted[~is_t]).scaled(100),
-        # spend's tail is a few big buyers: its interval and p come from resampling
-        "revenue": resampled_difference(
-            rev_cuped.adjusted[is_t], rev_cuped.adjusted[~is_t], _constant_group(revenue, is_t)
-        ),
-        "revenue_raw": resampled_difference(revenue[is_t], revenue[~is_t]),
+        "revenue": revenue_difference(outcomes, rev_cuped),
+        "revenue_raw": revenue_difference(outcomes),
         "variance_reduction": {
             "conversion": conv_cuped.variance_reduction,
             "revenue": rev_cuped.variance_reduction,
@@ -407,7 +410,7 @@ def report_lines(result: CampaignResult) -> list[str]:
     vr = result.variance_reduction
     lines += [
         f"conversion uplift: {c.estimate:+.2f} pp (95% CI {c.ci_low:+.2f} to {c.ci_high:+.2f}), "
-        f"{p_text(c.p_value)} (two-proportion z-test)",
+        f"{p_text(c.p_value)} (two-proportion z-test; Fisher's exact with few buyers)",
         f"  CUPED-adjusted:  {cc.estimate:+.2f} pp (95% CI {cc.ci_low:+.2f} to "
         f"{cc.ci_high:+.2f}), {p_text(cc.p_value)}; variance removed {vr['conversion']:.1%}",
         f"revenue per customer uplift (CUPED): {money(r.estimate, cur)} (95% CI "

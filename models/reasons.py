@@ -50,7 +50,7 @@ ZERO_DECIMAL = frozenset(_ZERO_DECIMAL_CODES.split())
 def _unsigned_money(value: float, currency: str, language: str) -> str:
     if language == "ko" and currency == "KRW":
         # whole 만 only from 100만 up (at most 0.5% off): 15,000 as "2만 원" was 33% off
-        if value >= 1e8:
+        if round(value / 1e4) >= 1e4:  # 99,999,999 is 1.0억, not 10,000만
             return f"{value / 1e8:.1f}억 원"
         if value >= 1e6:
             return f"{value / 1e4:,.0f}만 원"

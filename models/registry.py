@@ -11,10 +11,11 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from features.targets import TARGETS
+from features.targets import TARGETS, headline_metrics
 from models.jsontext import strict_json
 from models.train import TargetModel
 
@@ -174,13 +175,35 @@ def logged_baselines(
     return scored, failed
 
 
-def run_baselines(run_id: str) -> dict[str, dict[str, float]]:
-    """The baselines' test metrics a target's run logged ({} when the run is gone)."""
+def logged_results(
+    run_id: str,
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, str]]:
+    """A target run's test metrics (`test.` dropped), its baselines' metrics and its failed
+    baselines with why, as the retrain logged them; all empty when the run is gone."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        run = MlflowClient().get_run(run_id)
+        run = MlflowClient().get_run(run_id).data
     except MlflowException:
-        return {}
-    return logged_baselines(run.data.metrics, run.data.tags)[0]
+        return {}, {}, {}
+    tested = {k.removeprefix("test."): v for k, v in run.metrics.items() if k.startswith("test.")}
+    scored, failed = logged_baselines(run.metrics, run.tags)
+    return tested, scored, failed
+
+
+def baselines_ahead(
+    target: str, metrics: dict[str, float], baselines: dict[str, dict[str, float]]
+) -> list[str]:
+    """Each baseline that beat the model on the test window's headline metric (the first of
+    the target's kind, higher is better), in words: a release may still go live (the first
+    one always does), but whoever reads its lists should know a rule ranked better. Said by
+    `dangol train` from the fit and by `dangol models` from the run's logged metrics."""
+    key, label = headline_metrics(target)[0]
+    model = metrics.get(key, float("nan"))
+    return [
+        f"{name} ranks better than the model on the test window: {label} {scored[key]:.3f} "
+        f"against {model:.3f}"
+        for name, scored in baselines.items()
+        if np.isfinite(scored.get(key, np.nan)) and scored[key] > model
+    ]

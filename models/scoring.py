@@ -292,6 +292,11 @@ def score_and_explain(
     return Scored(scores=scores, segments=segments, contributions=contrib)
 
 
+class NotScoredError(ValueError):
+    """The target asked to explain a customer it does not score (outside its population):
+    there is no score, so no reasons."""
+
+
 def explain_customer(
     snapshot_row: pd.DataFrame,
     scores_row: pd.Series,
@@ -302,27 +307,32 @@ def explain_customer(
 ) -> tuple[str, int, pd.Series, pd.DataFrame]:
     """One customer's explanation for `target` (default: who explains them in the export).
 
-    The direction, unless asked: their primary segment's when that segment is ranked by
-    `target` (so the reasons are exactly those of the export row), else the way the score
-    went from the model's average (what raised a value above it, what lowered one below:
-    a customer valued at ₩35 against an average of ₩59,000 is explained by what brought it
-    down, not by the small factors that nudged it up). Returns (target, direction,
-    contributions, reasons).
+    The direction, unless asked: what the export says (their primary segment's when that
+    segment is ranked by `target`; "raises" for the target that explains a customer in no
+    segment), so the reasons are those of the export and `/score`. For any other target,
+    the way its score went from the model's starting point (its expected raw margin): a
+    customer valued at ₩35 against a starting point of ₩59,000 is explained by what brought
+    the value down, not by the small factors that nudged it up. Returns (target, direction,
+    contributions, reasons); NotScoredError when the target does not score the customer.
     """
     primary = _text(scores_row.get(PRIMARY))
-    target = target or _text(scores_row.get(EXPLAINED_BY)) or next(iter(models))
+    explained_by = _text(scores_row.get(EXPLAINED_BY))
+    target = target or explained_by or next(iter(models))
+    score = scores_row.get(TARGETS[target].score_column)
+    if score is None or not np.isfinite(float(score)):
+        raise NotScoredError(
+            f"{target} does not score this customer: it scores {TARGETS[target].population_text}"
+        )
     contrib = contributions(models[target], snapshot_row)
     if direction is None and primary and ranking_target(primary).name == target:
         direction = reason_direction(primary)
+    if direction is None and target == explained_by:
+        direction = RAISES
     if direction is None:
         moved = float(contrib.drop(columns=BASE_VALUE).iloc[0].sum())
         direction = RAISES if moved >= 0 else LOWERS
-    return (
-        target,
-        direction,
-        contrib.iloc[0],
-        reasons_for(snapshot_row, contrib, direction, wording),
-    )
+    reasons = reasons_for(snapshot_row, contrib, direction, wording)
+    return target, direction, contrib.iloc[0], reasons
 
 
 def _text(value: object) -> str | None:

@@ -37,6 +37,13 @@ class Difference:
     def significant(self) -> bool:
         return self.p_value < 0.05
 
+    @property
+    def beyond_noise(self) -> bool:
+        """p < 0.05 and the 95% interval excludes zero: the two can disagree near the edge
+        (a z-test's p against Newcombe's interval), and a verdict must not claim an effect
+        its own interval allows to be none."""
+        return self.significant and (self.ci_low > 0 or self.ci_high < 0)
+
 
 def wilson_interval(x: float, n: int) -> tuple[float, float]:
     """The 95% Wilson score interval of a proportion x / n (sound near 0 and 1)."""
@@ -188,7 +195,9 @@ def resampled_difference(
     q, p_value = 0.0, 0.0
     for kind in (_permutation_t, _bootstrap_t):
         spread = _draw(kind, a, b, welch.estimate, borrow_variance, resamples, rng)
-        q = max(q, float(np.quantile(spread, 0.95)))
+        # "higher": an order statistic, so a quantile among infinite draws (both resampled
+        # groups constant) is infinite, not inf - inf = NaN
+        q = max(q, float(np.quantile(spread, 0.95, method="higher")))
         p_value = max(p_value, (1 + np.count_nonzero(spread >= observed)) / (resamples + 1))
     low, high = welch.estimate - q * welch.se, welch.estimate + q * welch.se
     return Difference(welch.estimate, low, high, float(p_value), welch.se)

@@ -111,7 +111,8 @@ class TimeSplit:
 
 class TargetModel(Protocol):
     """What every target's model offers: its inputs, a score per row (a probability, or money
-    for the value target), the booster whose contributions explain it, and saving."""
+    for the value target), its (main) booster, and saving. A model of several boosters also
+    offers `contributions(matrix)`, which `models.explain.contributions` prefers."""
 
     features: list[str]
 

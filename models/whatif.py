@@ -143,8 +143,9 @@ def measured_whatif(
     )
     row |= {"ci_low_pp": measured["ci_low_pp"], "ci_high_pp": measured["ci_high_pp"]}
     revenue = float(measured.get("revenue_uplift", np.nan))
-    if not np.isfinite(revenue):
-        return row
+    if not np.isfinite(revenue):  # not measured (a group too small): no money, not a guess
+        unknown = ("extra_revenue", "coupon_cost", "net_extra_revenue")
+        return row | dict.fromkeys(unknown, np.nan)
     members = len(value)
     cost = float(measured["coupon_cost_per_treated"]) * members
     return row | {
@@ -157,12 +158,14 @@ def measured_whatif(
 
 
 def precise_enough(measured: pd.Series, settings: WhatIfSettings) -> bool:
-    """Whether a measured uplift may stand alone for its segment: its 95% interval is no
-    wider on either side than the largest assumed uplift. A holdout of three gave +10.5 pp
-    (−45.8 to +15.1), which says less than the assumptions; those rows then stay beside it."""
-    half_width = (float(measured["ci_high_pp"]) - float(measured["ci_low_pp"])) / 2
+    """Whether a measured uplift may stand alone for its segment: its 95% interval reaches
+    no further from the estimate, on either side, than the largest assumed uplift. A holdout
+    of three gave +10.5 pp (−45.8 to +15.1), which says less than the assumptions; those
+    rows then stay beside it."""
+    estimate = float(measured["uplift_pp"])
+    reach = max(estimate - float(measured["ci_low_pp"]), float(measured["ci_high_pp"]) - estimate)
     largest = max((abs(pp) for pp in settings.uplifts_pp), default=0.0)
-    return bool(np.isfinite(half_width)) and half_width <= largest
+    return bool(np.isfinite(reach)) and reach <= largest
 
 
 def whatif_table(
@@ -369,13 +372,16 @@ def uplift_text(row) -> str:
 
 
 def revenue_text(row, currency: str, language: str) -> str:
-    """Extra revenue, with its interval when it was measured."""
+    """Extra revenue, with its interval when it was measured ("unbounded" where resampling
+    could not bound an end)."""
     from models.reasons import format_money
 
     text = format_money(row.extra_revenue, currency, language)
     low, high = row.extra_revenue_ci_low, row.extra_revenue_ci_high
-    if np.isfinite(low) and np.isfinite(high):
-        text += (
-            f" ({format_money(low, currency, language)}, {format_money(high, currency, language)})"
+    if not (np.isnan(low) or np.isnan(high)):
+        ends = (
+            format_money(end, currency, language) if np.isfinite(end) else "unbounded"
+            for end in (low, high)
         )
+        text += " ({}, {})".format(*ends)
     return text

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from models.release import ReleaseMismatchError
-from models.scoring import DIRECTION_WORDS
+from models.scoring import DIRECTION_WORDS, NotScoredError
 from serving import state as states
 
 # BentoML reads the endpoints' annotations from this module's namespace
@@ -230,8 +230,8 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
                 result = states.explain(state, customer_id, target, top, asked)
             except states.UnknownCustomerError:
                 raise NotFound(f"customer_id: {customer_id!r} is not in the snapshot") from None
-            except states.OutsidePopulationError as exc:
-                raise InvalidArgument(str(exc)) from None
+            except NotScoredError as exc:
+                raise InvalidArgument(f"customer_id: {customer_id!r}: {exc}") from None
             return Explanation(
                 **result,
                 cutoff=state.cutoff,

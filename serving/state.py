@@ -44,11 +44,6 @@ class UnknownCustomerError(KeyError):
     """A customer id that the latest snapshot does not hold."""
 
 
-class OutsidePopulationError(ValueError):
-    """A customer the asked target does not score (outside its population): there is no
-    score to explain."""
-
-
 class FeatureRowError(ValueError):
     """A feature row that cannot be scored (missing or unknown feature names)."""
 
@@ -324,12 +319,6 @@ def explain(
         raise UnknownCustomerError(customer_id)
     wording = state.wording if top is None else replace(state.wording, reasons=top)
     record = state.records[row]
-    if target is not None and record.get(TARGETS[target].score_column) is None:
-        spec = TARGETS[target]
-        raise OutsidePopulationError(
-            f"customer_id: {customer_id!r} has no {target} score to explain: the model scores "
-            f"{spec.population_text}"
-        )
     chosen, direction, contrib, reasons = explain_customer(
         state.snapshot.iloc[[row]],
         state.scored.scores.iloc[row],

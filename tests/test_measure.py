@@ -128,11 +128,25 @@ def test_cuped_interval_is_not_jitter_when_a_group_is_all_buyers_or_none() -> No
     assert raw.ci_high - raw.ci_low > 50
     assert adjusted == raw  # nothing to adjust: the raw (Newcombe) interval
     assert adjusted.ci_high <= 100
-    revenue = stats["revenue"]
+    revenue, raw = stats["revenue"], stats["revenue_raw"]
     # two zeros prove little: resampled (shuffles of the labels, the groups bootstrapped),
     # the interval spans more than the estimate itself, and p is what the shuffles allow
     assert revenue.ci_high - revenue.ci_low > revenue.estimate > 0
     assert revenue.p_value > 0.01
+    # CUPED removed almost nothing here: adjusted and raw must tell the same story
+    assert revenue.beyond_noise == raw.beyond_noise
+    assert raw.ci_high - raw.ci_low == pytest.approx(revenue.ci_high - revenue.ci_low, rel=0.1)
+
+
+def test_resampling_tiny_constant_groups_gives_an_unbounded_interval_not_a_narrow_one() -> None:
+    """Two held out who spent nothing against a few treated with one buyer: the resampled
+    groups are often both constant; the interval must not collapse to ±1 standard error
+    (a NaN quantile was dropped), and p must agree with it."""
+    for treated, held_out in (([5.0, 0, 0, 0, 0, 0], [0.0, 0]), ([10.0, 0, 0], [0.0, 0])):
+        found = resampled_difference(np.array(treated), np.array(held_out))
+        assert np.isfinite(found.estimate) and not np.isnan(found.ci_low)
+        assert found.ci_high - found.estimate > 4 * found.se
+        assert not found.beyond_noise
 
 
 def test_aa_splits_give_about_five_percent_false_positives() -> None:
@@ -366,16 +380,16 @@ def test_few_expected_buyers_are_tested_exactly_and_the_verdict_needs_its_interv
     """3 of 151 treated against 2 of 15 held out bought: the z-test's p (0.014) claimed a
     drop that Fisher's exact test does not (0.065); and a p just under 0.05 whose interval
     holds zero is no effect, printed with the figures that show it is not 0.050."""
-    from models.measure import beyond_noise, p_text
+    from models.measure import p_text
     from models.stats import Difference
 
     rare = two_proportion_ztest(3, 151, 2, 15)
     assert rare.p_value == pytest.approx(0.065, abs=0.002)
-    assert not beyond_noise(rare)
+    assert not rare.beyond_noise
     common = two_proportion_ztest(300, 1000, 250, 1000)  # plenty expected: the z-test
     assert common.p_value == pytest.approx(0.0121, abs=0.0005)
     edge = Difference(3.38, -0.03, 5.90, 0.0497, 1.7)
-    assert edge.significant and not beyond_noise(edge)
+    assert edge.significant and not edge.beyond_noise
     assert p_text(0.0497) == "p = 0.0497" and p_text(0.312) == "p = 0.312"
     assert p_text(0.0004) == "p < 0.001"
 
@@ -386,3 +400,4 @@ def test_measured_money_has_the_currencys_symbol_and_minor_units() -> None:
     assert money(688.09, "GBP") == "£688.09"
     assert money(-12345, "KRW") == "-₩12,345"
     assert money(-0.004, "GBP") == "£0.00"
+    assert money(float("-inf"), "GBP") == "unbounded"

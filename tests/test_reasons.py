@@ -231,6 +231,7 @@ def test_texts_carry_the_customers_own_values() -> None:
         (56_100, "KRW", "ko", "56,100원"),
         (134_000, "KRW", "ko", "13.4만 원"),
         (130_000, "KRW", "ko", "13만 원"),
+        (99_999_999, "KRW", "ko", "1.0억 원"),  # not "10,000만 원"
         (250_000_000, "KRW", "ko", "2.5억 원"),
         (99, "CHF", "en", "CHF 99.00"),
         (950, "VND", "en", "VND 950"),  # no minor unit: never cents

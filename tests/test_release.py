@@ -145,7 +145,7 @@ def test_a_release_goes_live_only_when_better_beyond_noise(models, config, tmp_p
 def test_models_names_the_baselines_train_warned_about_from_the_store(models, config, tmp_path):
     """A first release goes live whatever it scores; `dangol models` reads back from the
     run's logged metrics exactly the baselines `dangol train` said ranked better."""
-    from flows.training import baselines_ahead
+    from models.registry import baselines_ahead
 
     config = _store(config, tmp_path)
     first = _publish(models["weak"], models["split"], config)
@@ -154,11 +154,11 @@ def test_models_names_the_baselines_train_warned_about_from_the_store(models, co
     assert any(at_fit.values()), "a one-stump model loses to some rule"
     registry.configure_mlflow(config.resolve(config.paths.mlruns))
     read_back = {
-        target: baselines_ahead(target, entry.metrics, registry.run_baselines(entry.run_id))
+        target: baselines_ahead(target, entry.metrics, registry.logged_results(entry.run_id)[1])
         for target, entry in first.release.targets.items()
     }
     assert read_back == at_fit
-    assert registry.run_baselines("0" * 32) == {}
+    assert registry.logged_results("0" * 32) == ({}, {}, {})
 
 
 def test_same_data_another_seed_keeps_the_live_release(models, config, tmp_path) -> None:

@@ -250,15 +250,23 @@ def test_whatif_says_how_far_the_rate_could_move_and_keeps_assumptions_beside_a_
     members = pd.DataFrame({"customer_id": ["a", "b"], "repurchase_score": [0.3, 0.5]})
     order_value = pd.Series([100.0, 200.0], index=["a", "b"])
     measured = pd.DataFrame(
-        {"segment": ["active", "active"], "campaign_id": ["wide", "tight"]}
-        | {"uplift_pp": [10.5, 4.0], "ci_low_pp": [-45.8, 1.5], "ci_high_pp": [15.1, 6.5]}
+        {"segment": ["active"] * 3, "campaign_id": ["wide", "tight", "lopsided"]}
+        | {"uplift_pp": [10.5, 4.0, 8.0], "ci_low_pp": [-45.8, 1.5, -0.5]}
+        | {"ci_high_pp": [15.1, 6.5, 13.0]}
     )
-    for campaign, sources in (("wide", 4), ("tight", 1)):
+    # lopsided: 5 pp wide above but 8.5 below the estimate, more than the largest 7 pp
+    for campaign, sources in (("wide", 4), ("tight", 1), ("lopsided", 4)):
         found = measured[measured["campaign_id"] == campaign]
         table = whatif_table(
             {"active": members}, {"active": "repurchase_score"}, order_value, settings, found
         )
         assert len(table) == sources and table["source"].iloc[0] == f"measured {campaign}"
+    # a revenue interval resampling could not bound says so; an unmeasured one is not shown
+    from models.whatif import revenue_text
+
+    row = pd.Series(rows[0] | {"extra_revenue_ci_low": -np.inf, "extra_revenue_ci_high": 50.0})
+    assert revenue_text(row, "GBP", "en").endswith("(unbounded, £50.00)")
+    assert "(" not in revenue_text(pd.Series(rows[0]), "GBP", "en")
 
 
 def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame]) -> None:

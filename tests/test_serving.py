@@ -174,6 +174,23 @@ def test_explain_gives_the_predicted_values_reasons_in_the_log_of_the_money(clie
     assert probability["scale"] == "log-odds"
 
 
+def test_score_and_explain_agree_on_customers_in_no_segment(client, state) -> None:
+    """Reasons computed on request for customers in no segment: /score and a default
+    /explain give the same words in the direction /score states."""
+    exported = pd.read_parquet(state.export_dir / "scores.parquet")
+    outside = exported[exported["primary_segment"].isna() & exported["explained_by"].notna()]
+    ids = list(outside["customer_id"].astype(str)[:15])
+    assert ids, "the tiny shop has explained customers in no segment"
+    body = client.post("/score", json={"customer_ids": ids}, headers=AUTH).json()
+    for answer in body["scores"]:
+        explained = client.post(
+            "/explain", json={"customer_id": answer["customer_id"]}, headers=AUTH
+        ).json()
+        assert explained["direction"] == answer["reasons_direction"] == "raises"
+        assert [r["text"] for r in explained["reasons"]] == answer["reasons"]
+        assert all(r["contribution"] > 0 for r in explained["reasons"])
+
+
 def test_explain_refuses_a_target_that_does_not_score_the_customer(client, state) -> None:
     """A member who never ordered has no predicted value: no margin, no reasons to invent
     ("no orders yet" raising a value nobody predicted), but a 400 naming the population."""

@@ -263,7 +263,7 @@ def test_a_frame_without_calendar_features_has_none_to_use() -> None:
 def test_a_baseline_that_ranks_better_than_the_model_is_named() -> None:
     """A short log's first release goes live whatever it scores; `dangol train` warns when a
     rule ranked the test window better than the model did."""
-    from flows.training import baselines_ahead
+    from models.registry import baselines_ahead
 
     metrics = {"roc_auc": 0.579, "pr_auc": 0.7}
     baselines = {"rfm": {"roc_auc": 0.595}, "recency": {"roc_auc": 0.51}, "odd": {}}
