@@ -410,7 +410,7 @@ def report_lines(result: CampaignResult) -> list[str]:
     vr = result.variance_reduction
     lines += [
         f"conversion uplift: {c.estimate:+.2f} pp (95% CI {c.ci_low:+.2f} to {c.ci_high:+.2f}), "
-        f"{p_text(c.p_value)} (two-proportion z-test; Fisher's exact with few buyers)",
+        f"{p_text(c.p_value)} (two-proportion test: z, or Fisher's exact with few expected buyers)",
         f"  CUPED-adjusted:  {cc.estimate:+.2f} pp (95% CI {cc.ci_low:+.2f} to "
         f"{cc.ci_high:+.2f}), {p_text(cc.p_value)}; variance removed {vr['conversion']:.1%}",
         f"revenue per customer uplift (CUPED): {money(r.estimate, cur)} (95% CI "
