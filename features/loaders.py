@@ -509,9 +509,9 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         parents: dict[str, tuple[pd.Series, str]] = {}
         if table == "contacts" and "campaigns" in clean:
             references["campaign_id"] = (clean["campaigns"]["campaign_id"], "unknown campaign")
-            invalid = rejected_campaigns
-            if len(invalid):
-                parents["campaign_id"] = (invalid, "campaign's row rejected in campaigns")
+            if len(rejected_campaigns):
+                reason = "campaign's row rejected in campaigns"
+                parents["campaign_id"] = (rejected_campaigns, reason)
         required = STANDALONE_ITEM_COLUMNS if table == "order_items" and standalone else ()
         # lines of an order the configured end cut go with it
         cut = {"order_id": cut_orders} if table == "order_items" and len(cut_orders) else {}

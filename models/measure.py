@@ -302,6 +302,12 @@ def _constant_group(outcome: np.ndarray, is_treated: np.ndarray) -> bool:
     return any(is_constant(outcome[group]) for group in (is_treated, ~is_treated))
 
 
+def revenue_cuped(outcomes: pd.DataFrame) -> Cuped:
+    """Revenue per customer adjusted on pre-period spend itself (conversion is adjusted on
+    its logarithm instead)."""
+    return cuped(outcomes["revenue"].to_numpy(), outcomes["pre_spend"].to_numpy())
+
+
 def revenue_difference(outcomes: pd.DataFrame, adjusted: Cuped | None = None) -> Difference:
     """Treated − holdout revenue per customer, CUPED-adjusted when `adjusted` is given. Spend's
     tail is a few big buyers, so the interval and p come from resampling; a group whose raw
@@ -316,7 +322,7 @@ def revenue_difference(outcomes: pd.DataFrame, adjusted: Cuped | None = None) ->
 def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
     """The statistics of a treated/holdout outcome frame (buyer, revenue, pre_spend)."""
     is_t = (outcomes["group"] == TREATED).to_numpy()
-    buyer, revenue = outcomes["buyer"].to_numpy(), outcomes["revenue"].to_numpy()
+    buyer = outcomes["buyer"].to_numpy()
     pre = outcomes["pre_spend"].to_numpy()
     conversion = two_proportion_ztest(
         buyer[is_t].sum(), is_t.sum(), buyer[~is_t].sum(), (~is_t).sum()
@@ -324,7 +330,7 @@ def compare_groups(outcomes: pd.DataFrame) -> dict[str, Any]:
     # Conversion is adjusted on whether and how much the customer spent before (log scale:
     # spend is heavy-tailed); revenue on pre-period spend itself.
     conv_cuped = cuped(buyer, np.log1p(pre))
-    rev_cuped = cuped(revenue, pre)
+    rev_cuped = revenue_cuped(outcomes)
     return {
         "conversion": conversion.scaled(100),
         # a group that all bought (or none did) has no spread to adjust: the raw interval

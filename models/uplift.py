@@ -32,9 +32,10 @@ from models.measure import (
     MeasurementError,
     campaign_outcomes,
     campaign_window,
+    revenue_cuped,
     revenue_difference,
 )
-from models.stats import cuped, two_proportion_ztest
+from models.stats import two_proportion_ztest
 
 Learner = Literal["t", "x"]
 LGBM_PARAMS: dict[str, Any] = {
@@ -303,9 +304,9 @@ def measured_uplift_by_segment(outcomes: pd.DataFrame, segments: pd.DataFrame) -
     revenue); `segments`: customer_id, segment (a customer may sit in several). Per
     segment: treated and holdout customers, their conversion, uplift in pp with 95% CI and
     p-value (`two_proportion_ztest`: z, or Fisher's with few buyers), revenue per customer
-    of each group and, with
-    `pre_spend` and `coupon_cost` (as `campaign_outcomes` gives them), the CUPED revenue
-    uplift per customer with its interval and the coupon cost per treated customer.
+    of each group and, with `pre_spend` and `coupon_cost` (as `campaign_outcomes` gives
+    them), the CUPED revenue uplift per customer with its interval and the coupon cost per
+    treated customer.
     """
     joined = outcomes.merge(segments[["customer_id", "segment"]], on="customer_id")
     rows = []
@@ -334,7 +335,7 @@ def measured_uplift_by_segment(outcomes: pd.DataFrame, segments: pd.DataFrame) -
         ):
             # what the campaign earned, as `dangol measure` prices it: CUPED revenue per
             # customer (resampled interval) and the coupons its treated customers cost
-            revenue = revenue_difference(part, cuped(part["revenue"], part["pre_spend"]))
+            revenue = revenue_difference(part, revenue_cuped(part))
             row |= {
                 "revenue_uplift": revenue.estimate,
                 "revenue_ci_low": revenue.ci_low,

@@ -210,8 +210,9 @@ class Explanation(Strict):
     )
     direction: Direction = Field(
         description="the reasons are what raises the score or what lowers it: as asked, else "
-        "the customer's primary segment's when this target ranks it (a risk list: lowers), "
-        "else the way the score went from the model's average"
+        "as the export gives them for the target that explains the customer there (a risk "
+        "list: lowers; a customer in no segment: raises), else the way the score went from "
+        "the base value"
     )
     base_value: float = Field(
         description="where the contributions start: the model's expected raw margin over its "

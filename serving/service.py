@@ -219,7 +219,7 @@ def create_service(context: ServiceContext):  # noqa: C901 - one class, thin met
             """One customer's score and the reasons behind it (TreeSHAP: log-odds for a
             probability, the log of the money for the predicted value), as in the exports;
             `target` defaults to the one that explains the customer there, `direction` to
-            their segment's, else the way the score went from the model's average."""
+            the export's for that target, else the way the score went from the base value."""
             state = self.state
             if target is not None and target not in state.models:
                 raise InvalidArgument(
