@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.schema import ShopTables
-from features.targets import LABELS, TARGETS
+from features.targets import LABELS, TARGETS, WORTH_OUTCOMES
 from features.tiers import (
     TierSettings,
     current_tier_line,
@@ -315,7 +315,7 @@ def labels_sql(
     in_horizon = f"r.ordered_at < c.cutoff + INTERVAL {horizon} DAY"
     return f"""
         WITH rolling AS (
-            SELECT customer_id, ordered_at, amount,
+            SELECT customer_id, order_id, ordered_at, amount,
                    sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at
                        RANGE BETWEEN INTERVAL {tiers.window_days} DAY PRECEDING
                        AND CURRENT ROW) AS trailing_spend
@@ -326,6 +326,8 @@ def labels_sql(
                date_diff('second', c.cutoff, min(r.ordered_at) FILTER (WHERE {in_horizon}))
                    / 86400.0 AS days_to_next_order,
                max(r.trailing_spend) FILTER (WHERE {in_horizon}) AS max_trailing_spend,
+               arg_min(r.amount, (r.ordered_at, r.order_id)) FILTER (WHERE {in_horizon})
+                   AS first_order_amount,
                coalesce(sum(r.amount) FILTER (
                    WHERE r.ordered_at < c.cutoff + INTERVAL {value_horizon} DAY), 0) AS spend
         FROM rolling r JOIN cutoffs c
@@ -346,7 +348,8 @@ def build_labels(
     [cutoff, cutoff + max(H, value horizon)).
 
     Over [cutoff, cutoff + H): `bought` (any order), `days_to_next_order` (from the cutoff
-    to the first order, in days) and `max_trailing_spend`, the highest trailing tier spend
+    to the first order, in days), `first_order_amount` (its amount; the earlier order id
+    when two share a time) and `max_trailing_spend`, the highest trailing tier spend
     taken just after an order (attach_labels compares it with the lowest VIP line). Over
     [cutoff, cutoff + value horizon) (H when not given): `spend`. Customers without an order
     in either window get no row (attach_labels fills no order and no spend).
@@ -366,7 +369,8 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
     the value horizon; NaN where the caller marked it unobserved) and `vip_reached` (the
     trailing tier spend after an order in the horizon reached the lowest VIP line in force at
     the cutoff: fixed, or that date's spend quantile) and `days_to_next_order` (NaN: no
-    order within H).
+    order within H). `first_order_amount` stays as it is (`WORTH_OUTCOMES`: NaN without an
+    order within H), for the worth models; it is never a model input.
     """
     merged = frame.merge(outcomes, on=KEYS, how="left")
     merged["bought"] = merged["bought"].fillna(False).astype(bool)
@@ -383,8 +387,8 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """The model inputs: every column except keys and labels."""
-    return [c for c in frame.columns if c not in KEYS and c not in LABELS]
+    """The model inputs: every column except keys, labels and the worth outcomes."""
+    return [c for c in frame.columns if c not in (*KEYS, *LABELS, *WORTH_OUTCOMES)]
 
 
 def labelled_cutoffs(

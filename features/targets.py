@@ -53,7 +53,10 @@ class TargetSpec:
     `outcome` names the per-(customer, cutoff) outcome column that `features.snapshot`
     computes over [cutoff, cutoff + H); the label is that outcome inside `population`, NaN
     outside it. `order_value` (probability targets) names the feature that values one
-    conversion in money: score x that value is the customer's expected value.
+    conversion in money: score x that value is the customer's expected value. `worth_outcome`
+    names an outcome that measures what a conversion was worth (the amount of the order it
+    placed): the target's model then learns that worth (`models.worth`) and the feature is
+    only its fallback.
     """
 
     name: str
@@ -76,6 +79,7 @@ class TargetSpec:
     # a target modelled given another's outcome: the probability that outcome happens
     # comes from that target's model (one probability per customer wherever it is shown)
     given: str | None = None
+    worth_outcome: str | None = None
 
     def in_population(self, frame: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
         return np.asarray(self.population(frame, tiers), dtype=bool)
@@ -139,7 +143,11 @@ TARGETS: dict[str, TargetSpec] = {
             baselines=("view_recency", "high_price_views"),
             promotion_metric="pr_auc",
             segments=("high_price_browsers",),
+            # a first order is worth what first orders are: a browser's viewed prices alone
+            # put it at 0.42x its size on the synthetic shop, and low viewers' at 6x
+            # (docs/evaluation.md, First-order worth)
             order_value="mean_viewed_price",
+            worth_outcome="first_order_amount",
             required=False,
         ),
         TargetSpec(
@@ -174,6 +182,8 @@ TARGETS: dict[str, TargetSpec] = {
     )
 }
 LABELS = tuple(TARGETS)
+# outcomes kept beside the labels for the worth models: never model inputs
+WORTH_OUTCOMES = tuple(s.worth_outcome for s in TARGETS.values() if s.worth_outcome)
 SCORE_COLUMNS = {spec.name: spec.score_column for spec in TARGETS.values()}
 
 

@@ -152,12 +152,12 @@ def _export(
     summary, markdown = segment_summary(
         scored.segments,
         snapshot,
+        scored.scores,
         config.segments,
         config.data.currency,
         versions,
         notes=notes,
         primary=primary,
-        scores=scored.scores,
         measured=measured,
     )
     offers = {name: info["action"] for name, info in summary["segments"].items()}

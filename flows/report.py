@@ -33,7 +33,7 @@ def build_report(config: DangolConfig, progress=print) -> Path:
     notes = export.export_notes(snapshot, scored, config)
     actions = segment_actions(scored.segments, snapshot, config.segments, config.data.currency)
     whatif = campaign_whatif(
-        scored.segments, snapshot, config.segments, export.measured_uplift(tables, config)
+        scored.segments, scored.scores, config.segments, export.measured_uplift(tables, config)
     )
     skipped = {
         target: f"not in the live {live.label}" for target in TARGETS if target not in live.targets

@@ -51,6 +51,7 @@ from models.value import (
     train_value_model,
     unseen_season_days,
 )
+from models.worth import train_worth, worth_metrics
 
 
 def time_split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
@@ -261,6 +262,8 @@ def evaluate_split(
     if TARGETS[target].kind == "amount":
         fitted = split.fitted(config.training.refit)
         metrics["unseen_season_days"] = unseen_season_days(fitted, horizon, split.test[0])
+    if isinstance(model, CalibratedBooster):
+        metrics |= worth_metrics(frame, target, split, config.training, model)
     return SplitEvaluation(
         model=model,
         test_rows=test_rows,
@@ -278,8 +281,9 @@ def fit_model(
     horizon: int,
     like: TargetModel | None = None,
 ) -> TargetModel:
-    """The target's model by its kind: classifier, money regressor (every recipe, or only
-    the recipe of `like`) or timing model."""
+    """The target's model by its kind: classifier (with the worth of its conversion, for a
+    spec that names one: models.worth), money regressor (every recipe, or only the recipe of
+    `like`) or timing model."""
     kind = TARGETS[target].kind
     if kind == "days":
         return train_timing_model(frame, target, split, config.training, horizon)
@@ -287,7 +291,9 @@ def fit_model(
         recipes = (like.recipe,) if isinstance(like, ValueModel) else RECIPES
         return train_value_model(frame, target, split, config.training, recipes)
     calendar = like.calendar if isinstance(like, CalibratedBooster) else None
-    return train_classifier(frame, target, split, config.training, calendar)
+    model = train_classifier(frame, target, split, config.training, calendar)
+    model.worth = train_worth(frame, target, split, config.training, model.features)
+    return model
 
 
 def check_test_window(rows: pd.DataFrame, target: str, config: DangolConfig) -> None:
@@ -454,6 +460,7 @@ def _plots(
     elif kind == "probability":
         title = f"{target}: calibration"
         fit.append(plot_calibration(outcome, result.proba, title, Path(f"{path}_calibration.png")))
+        fit += _worth_plot(target, result, config, path)
     headline = {"amount": "normalized_gini", "days": "c_index"}.get(kind, "roc_auc")
     return [
         *fit,
@@ -467,6 +474,23 @@ def _plots(
             backtest, headline, f"{target}: rolling-origin backtest", Path(f"{path}_backtest.png")
         ),
     ]
+
+
+def _worth_plot(
+    target: str, result: SplitEvaluation, config: DangolConfig, path: Path
+) -> list[Path]:
+    """Predicted against actual worth of the test window's conversions per decile of the
+    prediction (models.worth), for a classifier that learned one."""
+    model, outcome = result.model, TARGETS[target].worth_outcome
+    if not isinstance(model, CalibratedBooster) or model.worth is None or outcome is None:
+        return []
+    rows = result.test_rows[(result.test_rows[target] == 1) & (result.test_rows[outcome] > 0)]
+    if len(rows) < 10:  # a decile each
+        return []
+    actual = rows[outcome].to_numpy("float64")
+    table = decile_table(actual, model.order_worth(rows), rows["customer_id"].to_numpy())
+    title = f"{target}: predicted vs actual {outcome.replace('_', ' ')} by decile"
+    return [plot_deciles(table, config.data.currency, title, Path(f"{path}_worth_deciles.png"))]
 
 
 def train_uplift(tables: ShopTables, config: DangolConfig, plot_dir: Path) -> UpliftSelection:

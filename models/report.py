@@ -22,6 +22,7 @@ import pandas as pd
 from features.files import write_atomic
 from features.targets import (
     TARGETS,
+    TargetSpec,
     amount_target,
     explained_targets,
     never_ordered,
@@ -505,7 +506,7 @@ def _first_purchase_section(inputs: ReportInputs, directory: Path) -> list[str]:
         head = members[[c for c in columns if c in members]].head(10).set_index("rank")
         parts.append(
             f"<h3>{html.escape(name)}: top 10 by expected value "
-            f"(probability of a first order x mean viewed price)</h3>"
+            f"(probability of a first order x {html.escape(_conversion_worth(inputs, spec))})</h3>"
         )
         parts.append(_html_table(head, inputs.currency))
     return parts
@@ -515,12 +516,20 @@ def _horizon_of(inputs: ReportInputs, target: str) -> int | None:
     return next((r.horizon_days for r in inputs.runs if r.target == target), None)
 
 
+def _conversion_worth(inputs: ReportInputs, spec: TargetSpec) -> str:
+    """What one conversion of the target is worth in its expected value, in words."""
+    model = inputs.models.get(spec.name)
+    if getattr(model, "worth", None) is not None:
+        return "the amount its model of past first orders expects"
+    return f"their {(spec.order_value or 'order value').replace('_', ' ')}"
+
+
 def _unordered_value(inputs: ReportInputs) -> str:
     """How members who never ordered are valued, by the model that values them if any."""
     for spec in probability_targets():
         if spec.population is never_ordered and spec.order_value and spec.name in inputs.models:
-            worth = spec.order_value.replace("_", " ")
-            return f"Members who never ordered are valued at P(first order) x their {worth}."
+            worth = _conversion_worth(inputs, spec)
+            return f"Members who never ordered are valued at P(first order) x {worth}."
     return "Members who never ordered get no value: no model here scores a first order."
 
 

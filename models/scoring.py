@@ -35,7 +35,7 @@ from models.segments import (
     reason_direction,
 )
 from models.timing import purchase_forecast
-from models.train import TargetModel
+from models.train import CalibratedBooster, TargetModel
 from models.uplift import UPLIFT_COLUMN, UPLIFT_MODEL
 
 DIRECTION_WORDS = {1: "raises", -1: "lowers"}
@@ -43,6 +43,9 @@ MEMBER_PREFIX = "in_"
 PRIMARY = "primary_segment"
 EXPLAINED_BY = "explained_by"
 DIRECTION = "reasons_direction"
+# the worth of each customer's next order in money (order_values): the what-if's value of an
+# extra conversion, and with the purchase probability the expected value
+ORDER_VALUE = "order_value"
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,10 @@ class Scored:
 def score_customers(
     snapshot: pd.DataFrame, models: dict[str, TargetModel], tiers: TierSettings
 ) -> pd.DataFrame:
-    """Every target's score (NaN outside its population or without a model), the expected
-    value and, when the release carries an uplift model (`UPLIFT_MODEL`), each customer's
-    predicted uplift P(buy | contacted) − P(buy | not), one row per snapshot row."""
+    """Every target's score (NaN outside its population or without a model), the worth of
+    one more order (`ORDER_VALUE`), the expected value and, when the release carries an
+    uplift model (`UPLIFT_MODEL`), each customer's predicted uplift P(buy | contacted) −
+    P(buy | not), one row per snapshot row."""
     scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
     timing = timing_target()
     for spec in TARGETS.values():
@@ -83,7 +87,8 @@ def score_customers(
         if model is not None and len(snapshot) and spec != timing:
             proba = model.predict(snapshot)
             scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers), proba, np.nan)
-    scores["expected_value"] = expected_value(snapshot, scores)
+    scores[ORDER_VALUE] = order_values(snapshot, models, tiers)
+    scores["expected_value"] = expected_value(scores)
     uplift = models.get(UPLIFT_MODEL)
     if uplift is not None and len(snapshot):
         scores[UPLIFT_COLUMN] = uplift.predict(snapshot)
@@ -111,19 +116,42 @@ def next_purchase_windows(
     return windows.set_axis(scores.index)
 
 
-def expected_value(snapshot: pd.DataFrame, scores: pd.DataFrame) -> np.ndarray:
-    """A customer's value in money: the value model's predicted spend over its horizon where
-    it scored the customer (buyers); otherwise the probability of the next order x what one
-    order is worth, from the purchase target whose population holds the customer (own
-    average order; the mean viewed price for members who never ordered, whose value is their
-    first order's: docs/segments.md)."""
-    total = np.full(len(snapshot), np.nan)
+def order_values(
+    snapshot: pd.DataFrame, models: dict[str, TargetModel], tiers: TierSettings
+) -> np.ndarray:
+    """What one more order of each customer is worth in money, by the purchase target whose
+    population holds them: the worth its model learned (models.worth: a first order, for
+    members who never ordered), else its spec's order-value feature (a buyer's own average
+    order). NaN where neither exists (a member without views on a release without a worth
+    model)."""
+    worth = np.full(len(snapshot), np.nan)
     for spec in TARGETS.values():
-        if spec.order_value is None or spec.order_value not in snapshot:
+        if spec.order_value is None or not len(snapshot):
             continue
-        value = scores[spec.score_column].to_numpy("float64", na_value=np.nan) * snapshot[
-            spec.order_value
-        ].to_numpy("float64", na_value=np.nan)
+        value = (
+            snapshot[spec.order_value].to_numpy("float64", na_value=np.nan)
+            if spec.order_value in snapshot
+            else np.full(len(snapshot), np.nan)
+        )
+        model = models.get(spec.name)
+        if isinstance(model, CalibratedBooster) and model.worth is not None:
+            value = model.order_worth(snapshot)
+        held = spec.in_population(snapshot, tiers) & np.isnan(worth)
+        worth = np.where(held, value, worth)
+    return worth
+
+
+def expected_value(scores: pd.DataFrame) -> np.ndarray:
+    """A customer's value in money: the value model's predicted spend over its horizon where
+    it scored the customer (buyers); otherwise the probability of the next order from the
+    purchase target whose population holds the customer x what that order is worth
+    (`ORDER_VALUE`, from `order_values`: docs/segments.md)."""
+    worth = scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan)
+    total = np.full(len(scores), np.nan)
+    for spec in TARGETS.values():
+        if spec.order_value is None:
+            continue
+        value = scores[spec.score_column].to_numpy("float64", na_value=np.nan) * worth
         total = np.where(np.isfinite(value), np.nan_to_num(total) + value, total)
     money = amount_target()
     if money is not None and money.score_column in scores:

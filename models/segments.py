@@ -692,9 +692,9 @@ UPLIFT_FALLBACK = (
 )
 
 
-def ranked_by(segment: str, settings: SegmentSettings, scores: pd.DataFrame | None) -> str:
+def ranked_by(segment: str, settings: SegmentSettings, scores: pd.DataFrame) -> str:
     """What a segment's list is ordered by, in words (the summary's `ranked_by`)."""
-    uplift = scores is not None and has_uplift(scores)
+    uplift = has_uplift(scores)
     if uplift and segment in uplift_ranked(settings):
         return UPLIFT_RANKING
     return RANKED_BY.get(segment, "expected_value")
@@ -849,12 +849,6 @@ def _empty_rule_note(resellers_meeting_rule: int) -> str:
         f"{who}, listed apart (if bulk buying is normal here, raise "
         "suspected_resellers.min_units_vs_usual)"
     )
-
-
-def expected_order_value(snapshot: pd.DataFrame) -> np.ndarray:
-    """Value of one more order: own average order, else the mean viewed price."""
-    aov = _col(snapshot, "avg_order_value")
-    return np.where(np.isfinite(aov), aov, _col(snapshot, "mean_viewed_price"))
 
 
 def write_export(

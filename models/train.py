@@ -157,6 +157,8 @@ def split_cutoffs(
     return TimeSplit(train=train, validation=validation, test=test, refit=refit)
 
 
+# the booster of what a conversion is worth, beside a classifier's own (models.worth)
+WORTH_FILE = "worth.txt"
 # A calibration map that leaves probabilities as they are.
 IDENTITY = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
 
@@ -174,6 +176,9 @@ class CalibratedBooster:
     # validation losses that chose it
     calendar: bool = True
     chosen_by: dict[str, float] = field(default_factory=dict)
+    # what the conversion is worth in money, for a target whose spec names a worth outcome
+    # (models.worth); None: the spec's order-value feature is its worth
+    worth: lgb.Booster | None = None
 
     def raw_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(frame[self.features].to_numpy(dtype="float64"))
@@ -186,9 +191,17 @@ class CalibratedBooster:
         """The target's score (every target model has it: here the probability)."""
         return self.predict_proba(frame)
 
+    def order_worth(self, frame: pd.DataFrame) -> np.ndarray:
+        """The learned worth of each row's conversion in money (NaN without a worth model)."""
+        if self.worth is None:
+            return np.full(len(frame), np.nan)
+        return self.worth.predict(frame[self.features].to_numpy(dtype="float64"))
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "booster.txt"))
+        if self.worth is not None:
+            self.worth.save_model(str(directory / WORTH_FILE))
         calibration = {
             "x": self.calibration_x.tolist(),
             "y": self.calibration_y.tolist(),
@@ -201,6 +214,7 @@ class CalibratedBooster:
     @classmethod
     def load(cls, directory: Path) -> CalibratedBooster:
         calibration = json.loads((directory / "calibration.json").read_text())
+        worth = directory / WORTH_FILE
         return cls(
             booster=lgb.Booster(model_file=str(directory / "booster.txt")),
             calibration_x=np.asarray(calibration["x"], dtype="float64"),
@@ -208,6 +222,7 @@ class CalibratedBooster:
             features=list(calibration["features"]),
             calendar=bool(calibration.get("calendar", True)),
             chosen_by=dict(calibration.get("chosen_by", {})),
+            worth=lgb.Booster(model_file=str(worth)) if worth.exists() else None,
         )
 
 

@@ -263,14 +263,14 @@ def unseen_season_days(fitted: list[pd.Timestamp], horizon_days: int, start: pd.
 # ----------------------------------------------------------------------------- training
 
 
-def _params(settings: TrainingSettings, objective: str) -> dict[str, object]:
+def objective_params(settings: TrainingSettings, objective: str) -> dict[str, object]:
     params = booster_params(settings) | {"objective": objective, "metric": objective}
     if objective == "tweedie":
         params["tweedie_variance_power"] = TWEEDIE_POWER
     return params
 
 
-def _refit(
+def refit_booster(
     rows: pd.DataFrame,
     label: str,
     features: list[str],
@@ -279,7 +279,7 @@ def _refit(
     rounds: int,
 ) -> lgb.Booster:
     data = lgb.Dataset(fit_matrix(rows, features), rows[label], free_raw_data=True)
-    return lgb.train(_params(settings, objective), data, num_boost_round=max(rounds, 1))
+    return lgb.train(objective_params(settings, objective), data, num_boost_round=max(rounds, 1))
 
 
 def _with_parts(rows: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -315,7 +315,7 @@ def fit_recipe(
             label or target,
             features,
             settings,
-            _params(settings, objective),
+            objective_params(settings, objective),
         )
     return ValueModel(recipe, boosters, features)
 
@@ -327,7 +327,7 @@ def refit_recipe(
     boosters = {}
     for name, label, objective, spenders in PARTS[model.recipe]:
         rounds = model.boosters[name].best_iteration or model.boosters[name].current_iteration()
-        boosters[name] = _refit(
+        boosters[name] = refit_booster(
             _rows_for(rows, target, spenders),
             label or target,
             model.features,

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from features.targets import ranking_target
+from models.scoring import ORDER_VALUE
 from models.segments import (
     RESELLERS,
     SegmentSettings,
     WhatIfSettings,
-    expected_order_value,
     overlap_table,
     ranked_by,
     render_action,
@@ -218,14 +218,17 @@ def whatif_table(
 
 def campaign_whatif(
     segments: dict[str, pd.DataFrame],
-    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
     settings: SegmentSettings,
     measured: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The what-if of every campaign segment (resellers are never contacted): the export's
-    summary and the report show this table."""
+    summary and the report show this table. An extra conversion is worth the member's next
+    order as scoring valued it (`ORDER_VALUE` of `scores`: a learned first order for members
+    who never ordered)."""
     order_value = pd.Series(
-        expected_order_value(snapshot), index=snapshot["customer_id"].to_numpy()
+        scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan),
+        index=scores["customer_id"].to_numpy(),
     )
     probability = {name: ranking_target(name).score_column for name in segments}
     return whatif_table(
@@ -260,12 +263,12 @@ def segment_actions(
 def segment_summary(
     segments: dict[str, pd.DataFrame],
     snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
     settings: SegmentSettings,
     currency: str,
     model_versions: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
     primary: pd.Series | None = None,
-    scores: pd.DataFrame | None = None,
     measured: pd.DataFrame | None = None,
 ) -> tuple[dict, str]:
     """The export's summary: sizes, primary members and overlaps, why a segment is empty or
@@ -275,14 +278,14 @@ def segment_summary(
     from models.reasons import format_money
 
     notes = notes or {}
-    table = campaign_whatif(segments, snapshot, settings, measured)
+    table = campaign_whatif(segments, scores, settings, measured)
     overlaps = overlap_table(segments, primary) if primary is not None else pd.DataFrame()
     actions = segment_actions(segments, snapshot, settings, currency)
     cutoff = str(pd.Timestamp(snapshot["cutoff"].iloc[0]).date()) if len(snapshot) else ""
     summary = {
         "cutoff": cutoff,
         "customers": len(snapshot),
-        "scored": scored_customers(scores) if scores is not None else len(snapshot),
+        "scored": scored_customers(scores),
         "currency": currency,
         "language": settings.language,
         "model_versions": model_versions or {},

@@ -69,7 +69,8 @@ def test_labels_match_the_oracle(horizon: int) -> None:
 
 @pytest.mark.parametrize(("horizon", "value_horizon"), [(30, 90), (90, 30), (60, 60)])
 def test_spend_and_next_order_labels_match_a_loop(horizon: int, value_horizon: int) -> None:
-    """Spend over the value horizon and the days to the next order within H, per buyer."""
+    """Spend over the value horizon, the days to the next order within H and that order's
+    amount (what a conversion was worth), per customer."""
     tables = random_shop(13)
     cutoffs = random_cutoffs(tables, 13, 40)
     labels = LabelSettings(horizon_days=horizon)
@@ -77,9 +78,15 @@ def test_spend_and_next_order_labels_match_a_loop(horizon: int, value_horizon: i
     value, timing = amount_target().name, timing_target().name
     orders = tables.orders
     checked = 0
-    for row in frame[frame["orders_lifetime"] > 0].itertuples():
+    for row in frame.itertuples():
         mine = orders[orders["customer_id"] == row.customer_id]
         after = mine["ordered_at"] - row.cutoff
+        first = mine[(after >= pd.Timedelta(0)) & (after < pd.Timedelta(days=horizon))]
+        first = first.sort_values(["ordered_at", "order_id"]).head(1)["amount"]
+        worth = row.first_order_amount
+        assert (math.isnan(worth) and first.empty) or worth == pytest.approx(first.iloc[0])
+        if row.orders_lifetime == 0:
+            continue
         spend = mine.loc[
             (after >= pd.Timedelta(0)) & (after < pd.Timedelta(days=value_horizon)), "amount"
         ]

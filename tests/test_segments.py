@@ -16,7 +16,13 @@ from features.snapshot import FeatureSettings, build_features
 from features.targets import TARGETS
 from features.tiers import TierSettings
 from models.release import ReleaseMismatchError
-from models.scoring import expected_value, memberships, primary_segments
+from models.scoring import (
+    ORDER_VALUE,
+    expected_value,
+    memberships,
+    order_values,
+    primary_segments,
+)
 from models.segments import (
     RESELLERS,
     ActiveRule,
@@ -144,7 +150,8 @@ def _crafted() -> tuple[pd.DataFrame, pd.DataFrame]:
     frame["customer_id"] = frame["customer_id"].astype("string")
     snapshot = frame.drop(columns=SCORES)
     scores = frame[["customer_id", "cutoff", "tier", *SCORES]].copy()
-    scores["expected_value"] = expected_value(snapshot, scores)
+    scores[ORDER_VALUE] = order_values(snapshot, {}, TierSettings())
+    scores["expected_value"] = expected_value(scores)
     return snapshot, scores
 
 
@@ -270,8 +277,8 @@ def test_whatif_says_how_far_the_rate_could_move_and_keeps_assumptions_beside_a_
 
 
 def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame]) -> None:
-    snapshot, _ = _crafted()
-    summary, markdown = segment_summary(segments, snapshot, ABSOLUTE, "KRW")
+    snapshot, scores = _crafted()
+    summary, markdown = segment_summary(segments, snapshot, scores, ABSOLUTE, "KRW")
     active = summary["segments"]["active"]
     assert active["members"] == 2
     assert [w["uplift_pp"] for w in active["whatif"]] == [3, 5, 7]
@@ -282,12 +289,12 @@ def test_summary_has_sizes_actions_and_whatif(segments: dict[str, pd.DataFrame])
     assert "₩" in markdown and "+7 pp" in markdown
     # an empty list has nobody to contact: no what-if rows of zeros
     empty = {**segments, "vip_at_risk": segments["vip_at_risk"].iloc[:0]}
-    summary, _ = segment_summary(empty, snapshot, ABSOLUTE, "KRW")
+    summary, _ = segment_summary(empty, snapshot, scores, ABSOLUTE, "KRW")
     assert summary["segments"]["vip_at_risk"]["members"] == 0
     assert summary["segments"]["vip_at_risk"]["whatif"] == []
     # every list empty (a date before anyone bought): still a summary, no crash
     nothing = {name: members.iloc[:0] for name, members in segments.items()}
-    summary, _ = segment_summary(nothing, snapshot, ABSOLUTE, "KRW")
+    summary, _ = segment_summary(nothing, snapshot, scores, ABSOLUTE, "KRW")
     assert all(entry["whatif"] == [] for entry in summary["segments"].values())
 
 
@@ -467,7 +474,8 @@ def _population(n: int, base_rate: float, seed: int) -> tuple[pd.DataFrame, pd.D
     scores["repurchase_score"] = repurchase
     scores["vip_score"] = np.where(tier > 2, rng.beta(0.5, 20, n) * (6 - tier), np.nan)
     scores["first_purchase_score"] = np.nan
-    scores["expected_value"] = expected_value(frame, scores)
+    scores[ORDER_VALUE] = order_values(frame, {}, TierSettings())
+    scores["expected_value"] = expected_value(scores)
     return frame, scores
 
 
@@ -585,7 +593,7 @@ def test_summary_shows_overlaps_primary_notes_and_rendered_actions() -> None:
     )
     notes = segment_notes(snapshot.drop(columns=["high_price_views"]), scores, segments, ABSOLUTE)
     summary, markdown = segment_summary(
-        segments, snapshot, ABSOLUTE, "KRW", notes=notes, primary=primary
+        segments, snapshot, scores, ABSOLUTE, "KRW", notes=notes, primary=primary
     )
     active = summary["segments"]["active"]
     # both Active customers are prospects too; their one campaign is Active (priority)

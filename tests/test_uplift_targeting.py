@@ -187,7 +187,7 @@ def test_the_whatif_uses_model_and_measured_uplift_and_names_its_sources(project
     truth = measure_campaign(
         tables, campaign, data.data_end(tables, config), config.data.attribution_days
     )
-    table = campaign_whatif(scored.segments, snapshot, config.segments, measured)
+    table = campaign_whatif(scored.segments, scored.scores, config.segments, measured)
     active = table[table["segment"] == "active"].set_index("source")
     assert set(active.index) == {MODEL_SOURCE, f"measured {campaign}"}
     row = active.loc[f"measured {campaign}"]
@@ -207,7 +207,7 @@ def test_the_whatif_uses_model_and_measured_uplift_and_names_its_sources(project
     assert model_row["uplift_pp"] == pytest.approx(100 * members[UPLIFT_COLUMN].mean())
     # without an uplift model or a measured campaign, only the assumed points remain
     plain = {k: v.drop(columns=UPLIFT_COLUMN) for k, v in scored.segments.items()}
-    fixed = campaign_whatif(plain, snapshot, config.segments, measured.iloc[0:0])
+    fixed = campaign_whatif(plain, scored.scores, config.segments, measured.iloc[0:0])
     assert set(fixed["source"]) == {ASSUMED_SOURCE}
     assert sorted(set(fixed["uplift_pp"])) == [3, 5, 7]
 
