@@ -70,6 +70,8 @@ class TableReport:
     cut_rows: np.ndarray = field(
         default_factory=lambda: np.zeros(0, dtype=bool), repr=False, compare=False
     )
+    # what was done to the kept rows beyond keeping them (cancellations netted into them)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rows_rejected(self) -> int:
@@ -118,6 +120,7 @@ class LoadReport:
                 lines.append(
                     f"  rejected {count:,} ({share:.1%}) {reason}{tag}; e.g. {_short(example)}"
                 )
+            lines += [f"  {note}" for note in t.notes]
         if self.customers_without_orders:
             lost = ", ".join(f"{n:,} {how}" for how, n in self.customers_without_orders.items())
             lines.append(f"customers left with no order: {lost}")

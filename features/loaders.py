@@ -30,6 +30,7 @@ from features.contract import (
     parse_ids,
     validate_table,
 )
+from features.netting import Netting, net_same_day, parse_cancellations
 from features.schema import SCHEMAS, ShopTables
 
 TableName = Literal["customers", "orders", "order_items", "content_views", "contacts", "campaigns"]
@@ -55,6 +56,9 @@ class RowFilter(BaseModel):
     startswith: str | None = None
     equals: str | float | None = None
     reason: str = Field(min_length=1)
+    # the excluded rows are cancellation lines: net each into the line it cancels when both
+    # fall on the same day (features.netting); order lines without an orders file only
+    net_same_day: bool = False
 
     @model_validator(mode="after")
     def _one_condition(self) -> RowFilter:
@@ -160,6 +164,15 @@ class DataSettings(BaseModel):
                 raise ValueError(
                     f"tables.{name}.columns: unknown contract column(s) {unknown}; "
                     f"{name} has {list(SCHEMAS[name].columns)}"
+                )
+        for name, source in self.tables.items():
+            netting = [f.reason for f in source.exclude if f.net_same_day]
+            if netting and (name != "order_items" or "orders" in self.tables):
+                raise ValueError(
+                    f"tables.{name}.exclude ({netting[0]!r}): net_same_day nets cancelled "
+                    "order lines into the lines they cancel, so it goes on order_items when "
+                    "the orders are aggregated from them (no orders table); net an orders "
+                    "file's cancellations before loading it"
                 )
         if "orders" not in self.tables:
             mapped = self.tables["order_items"].columns
@@ -355,6 +368,8 @@ class LoadedTable:
     # per id column, the ids whose every row validation rejected (for the tables that refer
     # to them: their rows then say why, not "unknown")
     rejected: dict[str, pd.Series] = field(default_factory=dict)
+    # the rows of the filters that net (RowFilter.net_same_day), parsed for matching
+    cancellations: pd.DataFrame | None = None
 
 
 def _load_table(
@@ -401,7 +416,21 @@ def _load_table(
         for column in REFERENCED_KEYS.get(table, ())
         if report.rows_rejected and names[column] in filtered
     }
-    return LoadedTable(clean, report, ids, cut_ids, rejected)
+    cancellations = _cancellations(raw, table, source, where, checks.timezone)
+    return LoadedTable(clean, report, ids, cut_ids, rejected, cancellations)
+
+
+def _cancellations(
+    raw: pd.DataFrame, table: TableName, source: TableSource, where: str, timezone: str
+) -> pd.DataFrame | None:
+    """The rows the netting filters exclude, parsed (None without such a filter)."""
+    netting = [rule for rule in source.exclude if rule.net_same_day]
+    if not netting:
+        return None
+    hit = pd.Series(False, index=raw.index)
+    for rule in netting:
+        hit |= rule.matches(raw[rule.column])
+    return parse_cancellations(map_columns(raw[hit], table, source.columns, where), timezone)
 
 
 def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
@@ -425,8 +454,10 @@ SHARED_ORDER = "order_id under more than one customer"
 # An aggregated order's fate when none of its lines is left: on purpose, or by rejection.
 ORDER_EXCLUDED = "every line filtered out"
 ORDER_REJECTED = "every line rejected"
+ORDER_CANCELLED = "cancelled the day it was placed (netted)"
 CUSTOMER_EXCLUDED = "every order excluded by config"
 CUSTOMER_REJECTED = "every order rejected"
+CUSTOMER_CANCELLED = "every order cancelled the day it was placed"
 
 
 def _count_lost(report: TableReport, reason: str, ids: SourceIds, lost: pd.Index) -> None:
@@ -437,29 +468,39 @@ def _count_lost(report: TableReport, reason: str, ids: SourceIds, lost: pd.Index
 
 
 def aggregated_orders_report(
-    source: str, order_ids: SourceIds, orders: pd.DataFrame
+    source: str, order_ids: SourceIds, orders: pd.DataFrame, cancelled: pd.Index | None = None
 ) -> TableReport:
     """The orders aggregated from lines, counted like a table of their own: every order id in
     the file was read, and an order with no line left is rejected, under a configured filter
-    when the filters took all its lines."""
+    when the filters took all its lines or netting cancelled them (`cancelled`)."""
     excluded, rejected = order_ids.lost(orders["order_id"])
+    netted = cancelled is not None
+    cancelled = rejected.intersection(cancelled if netted else [])
     report = TableReport(
         "orders",
         f"{source} (aggregated from order_items)",
         rows_read=len(order_ids.read),
         rows_kept=len(orders),
-        filtered=[ORDER_EXCLUDED],
+        filtered=[ORDER_EXCLUDED, *([ORDER_CANCELLED] if netted else [])],
     )
     _count_lost(report, ORDER_EXCLUDED, order_ids, excluded)
-    _count_lost(report, ORDER_REJECTED, order_ids, rejected)
+    _count_lost(report, ORDER_CANCELLED, order_ids, cancelled)
+    _count_lost(report, ORDER_REJECTED, order_ids, rejected.difference(cancelled, sort=False))
     return report
 
 
-def customers_without_orders(customer_ids: SourceIds, orders: pd.DataFrame) -> dict[str, int]:
+def customers_without_orders(
+    customer_ids: SourceIds, orders: pd.DataFrame, cancelled: pd.Index | None = None
+) -> dict[str, int]:
     """Customers the orders' source names whose every order is gone, by how: they vanish
     (or, with a customers table, look like members who never ordered)."""
     excluded, rejected = customer_ids.lost(orders["customer_id"])
-    counts = {CUSTOMER_EXCLUDED: len(excluded), CUSTOMER_REJECTED: len(rejected)}
+    cancelled = rejected.intersection(cancelled if cancelled is not None else [])
+    counts = {
+        CUSTOMER_EXCLUDED: len(excluded),
+        CUSTOMER_CANCELLED: len(cancelled),
+        CUSTOMER_REJECTED: len(rejected) - len(cancelled),
+    }
     return {reason: n for reason, n in counts.items() if n}
 
 
@@ -474,6 +515,13 @@ def _drop_shared_orders(items: pd.DataFrame, report: TableReport) -> pd.DataFram
     report.add(SHARED_ORDER, "order_id", int(shared.sum()), items[shared])
     report.rows_kept -= int(shared.sum())
     return items[~shared].reset_index(drop=True)
+
+
+def _count_emptied(report: TableReport, netting: Netting) -> None:
+    """Lines a same-day cancellation took whole leave the kept lines, on purpose."""
+    report.add(ORDER_CANCELLED, "quantity", len(netting.emptied), netting.emptied)
+    report.rows_kept -= len(netting.emptied)
+    report.filtered.append(ORDER_CANCELLED)
 
 
 def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, LoadReport]:
@@ -495,6 +543,8 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     standalone = "orders" not in settings.tables
     order_source = "order_items" if standalone else "orders"
     source_ids: dict[str, SourceIds] = {}
+    cancellations: pd.DataFrame | None = None
+    netting: Netting | None = None
     cut_orders = pd.Series([], dtype="string")
     rejected_campaigns = pd.Series([], dtype="string")
     for table in LOAD_ORDER:
@@ -526,20 +576,30 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         clean[table], report.tables[table] = loaded.frame, loaded.report
         if table == order_source:
             source_ids = loaded.ids
+            cancellations = loaded.cancellations
 
     if standalone:
         items_report = report.tables["order_items"]
         clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report)
+        if cancellations is not None:
+            clean["order_items"], netting = net_same_day(clean["order_items"], cancellations)
+            _count_emptied(items_report, netting)
+            items_report.notes.append(netting.note(settings.currency))
         clean["orders"] = aggregate_orders(clean["order_items"])
         report.tables["orders"] = aggregated_orders_report(
-            items_report.source, source_ids["order_id"], clean["orders"]
+            items_report.source,
+            source_ids["order_id"],
+            clean["orders"],
+            netting.cancelled_orders if netting else None,
         )
     if clean["orders"].empty:
         source = report.tables["orders"].source
         raise ContractError(f"{source}: no orders left after the configured filters")
     if "customer_id" in source_ids:
         report.customers_without_orders = customers_without_orders(
-            source_ids["customer_id"], clean["orders"]
+            source_ids["customer_id"],
+            clean["orders"],
+            netting.cancelled_customers if netting else None,
         )
     report.tables = {t: report.tables[t] for t in LOAD_ORDER if t in report.tables}
     report.seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from features.contract import ContractError, LoadReport
-from features.loaders import DataSettings, load_tables
+from features.loaders import ORDER_CANCELLED, DataSettings, load_tables
 from features.schema import SCHEMAS
 from flows.tasks import load_report_rows
 
@@ -691,15 +691,81 @@ def test_online_retail_config_loads_the_real_log() -> None:
         pytest.skip(f"Online Retail data not present at {source}")
     tables, report = load_tables(settings, base_dir=ONLINE_RETAIL_CONFIG.parent)
 
-    assert abs(tables.orders["customer_id"].nunique() - 4_339) <= 5
-    assert abs(len(tables.orders) - 18_536) <= 20
+    assert abs(tables.orders["customer_id"].nunique() - 4_337) <= 5
+    assert abs(len(tables.orders) - 18_452) <= 20
     rejected = report.tables["order_items"].rejected
     assert rejected["cancellation"] == 9_288
+    # same-day cancellations are netted: 12346's only order (£77,184) was cancelled 16
+    # minutes later, so they never bought; 80 orders were cancelled whole
+    assert "12346" not in set(tables.orders["customer_id"])
+    assert report.tables["orders"].rejected[ORDER_CANCELLED] == 80
+    assert abs(tables.orders["amount"].sum() - 8_612_410) < 10
     assert rejected["missing customer_id"] > 100_000
     assert report.tables["order_items"].rows_read == 541_909
     _assert_nothing_lost(report)
     for name, frame in tables.present().items():
         _assert_contract_dtypes(frame, name)
+
+
+SAME_DAY = pd.DataFrame(
+    {
+        "Invoice": ["2001", "2001", "C2001", "2002", "C2002", "2003", "C2003", "C2004"],
+        "Sku": ["A", "B", "A", "A", "A", "C", "C", "D"],
+        "Qty": [3, 1, -2, 4, -4, 2, -1, -1],
+        "Price": [10.0, 5.0, 10.0, 7.0, 7.0, 3.0, 3.0, 9.0],
+        "Customer": [1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0],
+        "When": [
+            "2011-01-03 10:00",
+            "2011-01-03 10:00",
+            "2011-01-03 10:20",  # two of the three A's cancelled the same day
+            "2011-01-04 23:50",
+            "2011-01-04 23:58",  # the whole order, 8 minutes later
+            "2011-01-05 09:00",
+            "2011-01-06 00:10",  # the next day: a return, not netted
+            "2011-01-06 09:00",  # nothing of D was bought: nothing to net
+        ],
+    }
+)
+
+
+def test_same_day_cancellations_are_netted_into_the_lines_they_cancel(tmp_path: Path) -> None:
+    _write(SAME_DAY, tmp_path / "lines.csv")
+    exclude = [{**CANCELLATION[0], "net_same_day": True}]
+    source = {"path": "lines.csv", "columns": LINE_MAPPING, "exclude": exclude}
+    tables, report = load_tables(_settings({"order_items": source}), tmp_path)
+    amounts = tables.orders.set_index("order_id")["amount"].to_dict()
+    # 2001: one A left of three, and the B; 2002 is gone; 2003 keeps both C's (a return the
+    # next day is after any cutoff that sees the order, so netting it would leak)
+    assert amounts == {"2001": 15.0, "2003": 6.0}
+    assert list(tables.orders["customer_id"]) == ["1", "3"]
+    items = report.tables["order_items"]
+    assert items.rejected == {"cancellation": 4, ORDER_CANCELLED: 1}
+    assert report.tables["orders"].rejected[ORDER_CANCELLED] == 1
+    assert report.customers_without_orders == {"every order cancelled the day it was placed": 1}
+    _assert_nothing_lost(report)
+    text = "\n".join(report.summary_lines())
+    assert "netted 2 cancellation lines (48.00 GBP)" in text
+    assert "1 orders cancelled whole" in text and "2 other cancellation lines (12.00 GBP" in text
+    # without netting the cancelled order stays at full value, as before
+    plain = {**source, "exclude": CANCELLATION}
+    tables, _ = load_tables(_settings({"order_items": plain}), tmp_path)
+    assert tables.orders.set_index("order_id")["amount"].to_dict() == {
+        "2001": 35.0,
+        "2002": 28.0,
+        "2003": 6.0,
+    }
+
+
+@pytest.mark.parametrize("with_orders", [False, True])
+def test_netting_goes_on_order_lines_that_make_the_orders(with_orders: bool) -> None:
+    exclude = [{**CANCELLATION[0], "net_same_day": True}]
+    tables: dict[str, Any] = {"order_items": {"path": "lines.csv", "exclude": exclude}}
+    if with_orders:
+        tables["orders"] = {"path": "orders.csv"}
+    else:
+        tables = {"orders": {"path": "orders.csv", "exclude": exclude}}
+    with pytest.raises(ValidationError, match="net_same_day nets cancelled order lines"):
+        _settings(tables)
 
 
 def test_a_configured_end_cuts_later_events_on_purpose(tmp_path: Path) -> None:
