@@ -369,8 +369,8 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
     the value horizon; NaN where the caller marked it unobserved) and `vip_reached` (the
     trailing tier spend after an order in the horizon reached the lowest VIP line in force at
     the cutoff: fixed, or that date's spend quantile) and `days_to_next_order` (NaN: no
-    order within H). `first_order_amount` stays as it is (`WORTH_OUTCOMES`: NaN without an
-    order within H), for the worth models; it is never a model input.
+    order within H). `first_order_amount` stays for the worth models (`WORTH_OUTCOMES`),
+    where its target converted (NaN elsewhere); it is never a model input.
     """
     merged = frame.merge(outcomes, on=KEYS, how="left")
     merged["bought"] = merged["bought"].fillna(False).astype(bool)
@@ -382,6 +382,8 @@ def attach_labels(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: TierSettin
     merged["vip_reached"] = merged["max_trailing_spend"].fillna(0.0) >= vip_line
     for spec in TARGETS.values():
         merged[spec.name] = spec.label(merged, tiers)
+        if spec.worth_outcome:  # what a conversion of this target was worth: its rows only
+            merged[spec.worth_outcome] = merged[spec.worth_outcome].where(merged[spec.name] == 1)
     outcomes = ["bought", "max_trailing_spend", "vip_reached", "spend", "days_to_next_order"]
     return merged.drop(columns=outcomes)
 

@@ -143,8 +143,8 @@ TARGETS: dict[str, TargetSpec] = {
             baselines=("view_recency", "high_price_views"),
             promotion_metric="pr_auc",
             segments=("high_price_browsers",),
-            # a first order is worth what first orders are: a browser's viewed prices alone
-            # put it at 0.42x its size on the synthetic shop, and low viewers' at 6x
+            # a first order is worth what first orders are: a browser's mean viewed price is
+            # 2.3x its first order on the synthetic shop on average, a low viewer's 1/6
             # (docs/evaluation.md, First-order worth)
             order_value="mean_viewed_price",
             worth_outcome="first_order_amount",

@@ -292,7 +292,7 @@ def fit_model(
         return train_value_model(frame, target, split, config.training, recipes)
     calendar = like.calendar if isinstance(like, CalibratedBooster) else None
     model = train_classifier(frame, target, split, config.training, calendar)
-    model.worth = train_worth(frame, target, split, config.training, model.features)
+    model.worth = train_worth(frame, target, split, config.training, model.features, model.calendar)
     return model
 
 

@@ -504,9 +504,10 @@ def _first_purchase_section(inputs: ReportInputs, directory: Path) -> list[str]:
             parts.append(f"<p>{html.escape(name)}: {html.escape(note)}.</p>")
             continue
         head = members[[c for c in columns if c in members]].head(10).set_index("rank")
+        worth = _conversion_worth(inputs, spec) or "no worth known"
         parts.append(
             f"<h3>{html.escape(name)}: top 10 by expected value "
-            f"(probability of a first order x {html.escape(_conversion_worth(inputs, spec))})</h3>"
+            f"(probability of a first order x {html.escape(worth)})</h3>"
         )
         parts.append(_html_table(head, inputs.currency))
     return parts
@@ -516,12 +517,15 @@ def _horizon_of(inputs: ReportInputs, target: str) -> int | None:
     return next((r.horizon_days for r in inputs.runs if r.target == target), None)
 
 
-def _conversion_worth(inputs: ReportInputs, spec: TargetSpec) -> str:
-    """What one conversion of the target is worth in its expected value, in words."""
+def _conversion_worth(inputs: ReportInputs, spec: TargetSpec) -> str | None:
+    """What one conversion of the target is worth in its expected value, in words (None:
+    nothing values it, neither a learned worth nor the feature in this data)."""
     model = inputs.models.get(spec.name)
     if getattr(model, "worth", None) is not None:
         return "the amount its model of past first orders expects"
-    return f"their {(spec.order_value or 'order value').replace('_', ' ')}"
+    if spec.order_value is None or spec.order_value not in inputs.snapshot:
+        return None
+    return f"their {spec.order_value.replace('_', ' ')}"
 
 
 def _unordered_value(inputs: ReportInputs) -> str:
@@ -529,6 +533,11 @@ def _unordered_value(inputs: ReportInputs) -> str:
     for spec in probability_targets():
         if spec.population is never_ordered and spec.order_value and spec.name in inputs.models:
             worth = _conversion_worth(inputs, spec)
+            if worth is None:
+                return (
+                    "Members who never ordered get no value: too few first orders to learn "
+                    f"one's worth, and no {spec.order_value.replace('_', ' ')} in this data."
+                )
             return f"Members who never ordered are valued at P(first order) x {worth}."
     return "Members who never ordered get no value: no model here scores a first order."
 

@@ -656,7 +656,7 @@ def segment_rules(
             vip_at_risk_mask(snapshot, scores, tiers, settings.vip_at_risk, stats),
             spend * (1 - np.nan_to_num(score("vip_at_risk"), nan=0.0)),
         ),
-        # probability of a first order x the mean viewed price: their expected value
+        # probability of a first order x what it is worth (models.worth): their expected value
         "high_price_browsers": (
             high_price_browser_mask(snapshot, settings.high_price_browsers)
             & line("high_price_browsers"),

@@ -202,6 +202,8 @@ class CalibratedBooster:
         self.booster.save_model(str(directory / "booster.txt"))
         if self.worth is not None:
             self.worth.save_model(str(directory / WORTH_FILE))
+        else:
+            (directory / WORTH_FILE).unlink(missing_ok=True)
         calibration = {
             "x": self.calibration_x.tolist(),
             "y": self.calibration_y.tolist(),

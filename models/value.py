@@ -28,6 +28,7 @@ from models.train import (
     TimeSplit,
     TrainingSettings,
     booster_params,
+    calendar_params,
     fit_booster,
     fit_matrix,
     window_rows,
@@ -277,9 +278,13 @@ def refit_booster(
     objective: str,
     settings: TrainingSettings,
     rounds: int,
+    calendar: bool = True,
 ) -> lgb.Booster:
+    """A booster fitted on all `rows` for `rounds` (chosen earlier on validation), with or
+    without the calendar features (`models.train.calendar_params`)."""
     data = lgb.Dataset(fit_matrix(rows, features), rows[label], free_raw_data=True)
-    return lgb.train(objective_params(settings, objective), data, num_boost_round=max(rounds, 1))
+    params = calendar_params(objective_params(settings, objective), features, calendar)
+    return lgb.train(params, data, num_boost_round=max(rounds, 1))
 
 
 def _with_parts(rows: pd.DataFrame, target: str) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 A probability target's expected value is P(conversion) x the worth of that conversion. For a
 buyer that worth is their own average order; a member who never ordered has none, and a
 feature such as their mean viewed price is a poor stand-in: on the synthetic shop first
-orders came to 0.42x the viewed price on average, from 6x for members who viewed cheap
+orders came to 0.44x the viewed price on average, from 6x for members who viewed cheap
 products to 0.23x for those who viewed expensive ones, and members without views got no
 value at all (docs/evaluation.md, First-order worth). So a target whose spec names a
 `worth_outcome` carries a second booster beside its classifier: E[amount of the order it
@@ -25,6 +25,7 @@ from models.train import (
     CalibratedBooster,
     TimeSplit,
     TrainingSettings,
+    calendar_params,
     fit_booster,
     window_rows,
 )
@@ -45,9 +46,11 @@ def train_worth(
     split: TimeSplit,
     settings: TrainingSettings,
     features: list[str],
+    calendar: bool = True,
 ) -> lgb.Booster | None:
     """The worth booster of `target` (its spec's `worth_outcome`), or None when the training
-    or validation window holds fewer conversions than `training.min_positives`."""
+    or validation window holds fewer conversions than `training.min_positives`. `calendar`:
+    whether it may split on the calendar features, as its classifier chose."""
     outcome = TARGETS[target].worth_outcome
     if outcome is None or outcome not in frame:
         return None
@@ -55,14 +58,14 @@ def train_worth(
     validation = conversion_rows(frame, target, outcome, split.validation)
     if min(len(train), len(validation)) < settings.min_positives:
         return None
-    params = objective_params(settings, "gamma")
+    params = calendar_params(objective_params(settings, "gamma"), features, calendar)
     booster = fit_booster(train, validation, outcome, features, settings, params)
     fitted = split.fitted(settings.refit)
     if fitted == split.train:
         return booster
     rows = conversion_rows(frame, target, outcome, fitted)
     rounds = booster.best_iteration or booster.current_iteration()
-    return refit_booster(rows, outcome, features, "gamma", settings, rounds)
+    return refit_booster(rows, outcome, features, "gamma", settings, rounds, calendar)
 
 
 def worth_metrics(

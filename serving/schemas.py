@@ -57,8 +57,9 @@ _CustomerScoreBase = create_model(  # type: ignore[call-overload]
         float | None,
         Field(
             description="the customer's value in money: the predicted spend over the value "
-            "horizon for buyers (the value model), else the probability of a first order x "
-            "the mean viewed price (docs/segments.md)"
+            "horizon for buyers (the value model), else the probability of the next order x "
+            "what that order is worth (a first order's as its model of past first orders "
+            "expects; docs/segments.md)"
         ),
     ),
     uplift=(

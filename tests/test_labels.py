@@ -83,6 +83,8 @@ def test_spend_and_next_order_labels_match_a_loop(horizon: int, value_horizon: i
         after = mine["ordered_at"] - row.cutoff
         first = mine[(after >= pd.Timedelta(0)) & (after < pd.Timedelta(days=horizon))]
         first = first.sort_values(["ordered_at", "order_id"]).head(1)["amount"]
+        if row.orders_lifetime > 0:
+            first = first.iloc[:0]  # a buyer's next order is no first order: NaN
         worth = row.first_order_amount
         assert (math.isnan(worth) and first.empty) or worth == pytest.approx(first.iloc[0])
         if row.orders_lifetime == 0:
@@ -101,6 +103,7 @@ def test_spend_and_next_order_labels_match_a_loop(horizon: int, value_horizon: i
     assert checked > 50
     assert frame.loc[frame["orders_lifetime"] == 0, [value, timing]].isna().all().all()
     assert (frame[value] > 0).any() and frame[timing].notna().any()
+    assert frame.loc[frame["orders_lifetime"] == 0, "first_order_amount"].notna().any()
 
 
 def test_each_label_is_nan_outside_its_population() -> None:

@@ -12,6 +12,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pandas as pd
@@ -512,6 +513,14 @@ def test_the_value_of_members_who_never_ordered_is_said_by_the_model_that_gives_
     snapshot = pd.DataFrame({"customer_id": ["a"], "orders_lifetime": [0.0]})
     assert _unordered_value(_bare_inputs(snapshot)).endswith("no model here scores a first order.")
     (first,) = [s.name for s in TARGETS.values() if s.population is never_ordered]
-    with_model = _bare_inputs(snapshot)
-    with_model.models[first] = object()
-    assert "P(first order) x their mean viewed price" in _unordered_value(with_model)
+    viewed = _bare_inputs(snapshot.assign(mean_viewed_price=[50.0]))
+    viewed.models[first] = SimpleNamespace(worth=None)
+    assert "P(first order) x their mean viewed price" in _unordered_value(viewed)
+    # a model that learned what first orders are worth is named as what values them
+    learned = _bare_inputs(snapshot.assign(mean_viewed_price=[50.0]))
+    learned.models[first] = SimpleNamespace(worth=object())
+    assert "x the amount its model of past first orders expects" in _unordered_value(learned)
+    # neither a learned worth nor views: nothing values them, and the page says so
+    blind = _bare_inputs(snapshot)
+    blind.models[first] = SimpleNamespace(worth=None)
+    assert _unordered_value(blind).startswith("Members who never ordered get no value")

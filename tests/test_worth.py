@@ -132,3 +132,20 @@ def test_the_worth_booster_is_refitted_with_the_classifier(refit: bool) -> None:
     # a Gamma booster's mean prediction on its own rows sits near their mean amount
     mean = booster.predict(fitted[["views_lifetime"]].to_numpy("float64")).mean()
     assert mean == pytest.approx(fitted[OUTCOME].mean(), rel=0.1)
+
+
+@pytest.mark.parametrize("calendar", [True, False])
+def test_the_worth_booster_keeps_the_classifiers_calendar_choice(calendar: bool) -> None:
+    """A classifier that left the calendar features out (validation showed they hurt) has a
+    worth booster that leaves them out too, even where they would explain the amounts."""
+    cutoffs = _cutoffs(24)
+    split = split_cutoffs(cutoffs, 28, test_cutoffs=2, validation_cutoffs=2)
+    frame = _members(300, cutoffs)
+    day = frame["cutoff"].dt.dayofyear.to_numpy()
+    frame["season_sin"] = np.sin(2 * np.pi * day / 365.25)
+    frame[OUTCOME] *= np.exp(frame["season_sin"])
+    features = ["views_lifetime", "season_sin"]
+    booster = train_worth(frame, TARGET, split, SETTINGS, features, calendar)
+    assert booster is not None
+    splits = dict(zip(features, booster.feature_importance("split"), strict=True))
+    assert (splits["season_sin"] > 0) == calendar
