@@ -24,8 +24,10 @@ from features.contract import (
     MAX_EXAMPLES,
     Checks,
     ContractError,
+    DayMonthOrder,
     LoadReport,
     TableReport,
+    day_month_order,
     missing_column_error,
     parse_ids,
     validate_table,
@@ -171,8 +173,9 @@ class DataSettings(BaseModel):
                 raise ValueError(
                     f"tables.{name}.exclude ({netting[0]!r}): net_same_day nets cancelled "
                     "order lines into the lines they cancel, so it goes on order_items when "
-                    "the orders are aggregated from them (no orders table); net an orders "
-                    "file's cancellations before loading it"
+                    "the orders are aggregated from them: remove net_same_day there, or "
+                    "drop tables.orders and let the orders come from the lines (an orders "
+                    "file's own cancellations are netted before loading it)"
                 )
         if "orders" not in self.tables:
             mapped = self.tables["order_items"].columns
@@ -278,9 +281,11 @@ def _duckdb_open_error(path: Path, exc: Exception) -> str:
 
 def apply_filters(
     raw: pd.DataFrame, filters: list[RowFilter], report: TableReport, path: str | Path
-) -> pd.DataFrame:
-    """Drop the rows the config excludes on purpose, counting each under its reason."""
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Drop the rows the config excludes on purpose, counting each under its reason; also
+    the mask of the rows that filters which net (`RowFilter.net_same_day`) took."""
     keep = pd.Series(True, index=raw.index)
+    netted = pd.Series(False, index=raw.index)
     for rule in filters:
         if rule.column not in raw.columns:
             raise ContractError(
@@ -291,8 +296,10 @@ def apply_filters(
         report.add(rule.reason, rule.column, int(hit.sum()), raw[hit])
         if rule.reason not in report.filtered:
             report.filtered.append(rule.reason)
+        if rule.net_same_day:
+            netted |= hit
         keep &= ~hit
-    return raw[keep] if not keep.all() else raw
+    return (raw[keep] if not keep.all() else raw), netted
 
 
 def map_columns(
@@ -368,8 +375,9 @@ class LoadedTable:
     # per id column, the ids whose every row validation rejected (for the tables that refer
     # to them: their rows then say why, not "unknown")
     rejected: dict[str, pd.Series] = field(default_factory=dict)
-    # the rows of the filters that net (RowFilter.net_same_day), parsed for matching
-    cancellations: pd.DataFrame | None = None
+    # the rows of the filters that net (RowFilter.net_same_day), parsed for matching, and
+    # how many of them could not be
+    cancellations: tuple[pd.DataFrame, int] | None = None
 
 
 def _load_table(
@@ -392,7 +400,7 @@ def _load_table(
         # or as another table's rows "rejected" for pointing at nothing
         raise ContractError(f"{where}: no rows (only a header): {NEEDS_ROWS[table]}")
     report = TableReport(table, where, rows_read=len(raw))
-    filtered = apply_filters(raw, source.exclude, report, where)
+    filtered, netted = apply_filters(raw, source.exclude, report, where)
     frame = map_columns(filtered, table, source.columns, where)
     names = {c: source.columns.get(c, c) for c in SCHEMAS[table].columns}
     checks = replace(checks, names=names)
@@ -416,21 +424,30 @@ def _load_table(
         for column in REFERENCED_KEYS.get(table, ())
         if report.rows_rejected and names[column] in filtered
     }
-    cancellations = _cancellations(raw, table, source, where, checks.timezone)
+    cancellations = None
+    if any(rule.net_same_day for rule in source.exclude):
+        cancellations = _cancellations(raw, netted, table, source, where, checks)
     return LoadedTable(clean, report, ids, cut_ids, rejected, cancellations)
 
 
 def _cancellations(
-    raw: pd.DataFrame, table: TableName, source: TableSource, where: str, timezone: str
-) -> pd.DataFrame | None:
-    """The rows the netting filters exclude, parsed (None without such a filter)."""
-    netting = [rule for rule in source.exclude if rule.net_same_day]
-    if not netting:
-        return None
-    hit = pd.Series(False, index=raw.index)
-    for rule in netting:
-        hit |= rule.matches(raw[rule.column])
-    return parse_cancellations(map_columns(raw[hit], table, source.columns, where), timezone)
+    raw: pd.DataFrame,
+    netted: pd.Series,
+    table: TableName,
+    source: TableSource,
+    where: str,
+    checks: Checks,
+) -> tuple[pd.DataFrame, int]:
+    """The rows the netting filters took, parsed for matching (with the count of those that
+    cannot be matched); their times are read with the day/month order of the file's whole
+    time column, so a cancellation's date reads as its order's does."""
+    time_column = source.columns.get("ordered_at", "ordered_at")
+    times = raw[time_column] if time_column in raw else pd.Series(pd.NaT, index=raw.index)
+    whole = day_month_order(times)
+    mask = netted.to_numpy()
+    order = DayMonthOrder(whole.written[mask], whole.day_first, whole.ambiguous[mask])
+    rows = map_columns(raw[mask], table, source.columns, where)
+    return parse_cancellations(rows, checks.timezone, order, checks.end)
 
 
 def aggregate_orders(items: pd.DataFrame) -> pd.DataFrame:
@@ -543,7 +560,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     standalone = "orders" not in settings.tables
     order_source = "order_items" if standalone else "orders"
     source_ids: dict[str, SourceIds] = {}
-    cancellations: pd.DataFrame | None = None
+    cancellations: tuple[pd.DataFrame, int] | None = None
     netting: Netting | None = None
     cut_orders = pd.Series([], dtype="string")
     rejected_campaigns = pd.Series([], dtype="string")
@@ -582,7 +599,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         items_report = report.tables["order_items"]
         clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report)
         if cancellations is not None:
-            clean["order_items"], netting = net_same_day(clean["order_items"], cancellations)
+            clean["order_items"], netting = net_same_day(clean["order_items"], *cancellations)
             _count_emptied(items_report, netting)
             items_report.notes.append(netting.note(settings.currency))
         clean["orders"] = aggregate_orders(clean["order_items"])
