@@ -28,6 +28,7 @@ from features.targets import TARGETS
 from flows.config import DangolConfig
 from flows.training import TrainedTarget, backtest_gaps, backtest_summary
 from models import promotion, registry, release
+from models.explain import feature_importance
 from models.train import TargetModel, TimeSplit
 from models.uplift import UpliftSelection
 from models.value import decile_table
@@ -153,11 +154,12 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
         mlflow.log_artifact(str(plot), artifact_path="plots")
     registry.log_json(data_window(split, config), "data_window.json")
     registry.log_json({"features": trained.model.features}, "features.json")
-    importance = trained.model.booster.feature_importance("gain")
+    importance, measure = feature_importance(trained.model, trained.test_rows)
     registry.log_json(
         dict(zip(trained.model.features, importance.tolist(), strict=True)),
         "feature_importance.json",
     )
+    mlflow.set_tag("feature_importance.measure", measure)
     return registry.log_model(trained.model, trained.test_rows)
 
 

@@ -31,6 +31,7 @@ from models.evaluate import (
     plot_gain,
     plot_importance,
 )
+from models.explain import feature_importance
 from models.timing import train_timing_model
 from models.train import (
     CalibratedBooster,
@@ -462,13 +463,15 @@ def _plots(
         fit.append(plot_calibration(outcome, result.proba, title, Path(f"{path}_calibration.png")))
         fit += _worth_plot(target, result, config, path)
     headline = {"amount": "normalized_gini", "days": "c_index"}.get(kind, "roc_auc")
+    importance, measure = feature_importance(result.model, result.test_rows)
     return [
         *fit,
         plot_importance(
             result.model.features,
-            result.model.booster.feature_importance("gain"),
+            importance,
             f"{target}: feature importance",
             Path(f"{path}_importance.png"),
+            measure,
         ),
         plot_backtest(
             backtest, headline, f"{target}: rolling-origin backtest", Path(f"{path}_backtest.png")

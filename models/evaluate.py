@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 
 from features.targets import TARGETS
 from models import baselines
+from models.explain import GAIN
 
 
 def top_decile(outcome: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -210,8 +211,15 @@ def plot_calibration(outcome: np.ndarray, proba: np.ndarray, title: str, path: P
     return path
 
 
-def plot_importance(features: list[str], gain: np.ndarray, title: str, path: Path) -> Path:
-    """The 20 features with the largest total split gain, as horizontal bars."""
+def plot_importance(
+    features: list[str],
+    gain: np.ndarray,
+    title: str,
+    path: Path,
+    measure: str = GAIN,
+) -> Path:
+    """The 20 most important features as horizontal bars, by `measure` (split gain unless
+    said: models.explain.feature_importance)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,7 +229,7 @@ def plot_importance(features: list[str], gain: np.ndarray, title: str, path: Pat
     share = gain / max(float(gain.sum()), 1e-12)
     fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(order) + 1.2))
     ax.barh([features[i] for i in order], share[order])
-    ax.set(xlabel="share of total split gain", title=title)
+    ax.set(xlabel=measure, title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -252,3 +252,40 @@ def test_inputs_that_differ_in_the_last_bits_give_the_same_model() -> None:
     test = frame[frame["cutoff"].isin(split.test)]
     assert first.recipe == second.recipe
     assert np.array_equal(first.predict(test), second.predict(test))
+
+
+def test_the_importance_of_a_two_part_model_counts_its_buying_half() -> None:
+    """A feature that only decides whether a customer buys hardly moves the amount booster's
+    gain, yet it decides much of the predicted money: the importance a person reads must
+    show it (models.explain.feature_importance), and say what it measures."""
+    from models.explain import GAIN, MEAN_ABS_SHAP, feature_importance
+
+    rng = np.random.default_rng(6)
+    cutoffs = list(pd.date_range("2025-01-01", periods=4, freq="30D"))
+    parts = []
+    for cutoff in cutoffs:
+        n = 2000
+        browse = rng.normal(size=n)
+        order_value = rng.lognormal(4, 0.6, n)
+        buys = rng.uniform(size=n) < 1 / (1 + np.exp(-2 * browse))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"c{i}" for i in range(n)],
+                    "cutoff": cutoff,
+                    "browse": browse,
+                    "avg_order_value": order_value,
+                    VALUE: buys * order_value * rng.gamma(4, 0.25, n),
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    split = TimeSplit(cutoffs[:2], cutoffs[2:3], cutoffs[3:], refit=cutoffs[:3])
+    model = train_value_model(frame, VALUE, split, SMALL, recipes=("two_part",))
+    test = frame[frame["cutoff"].isin(split.test)]
+    importance, measure = feature_importance(model, test)
+    share = dict(zip(model.features, importance / importance.sum(), strict=True))
+    gain = model.booster.feature_importance("gain")
+    gain_share = dict(zip(model.features, gain / gain.sum(), strict=True))
+    assert measure == MEAN_ABS_SHAP and measure != GAIN
+    assert gain_share["browse"] < 0.2 < share["browse"], (gain_share, share)
