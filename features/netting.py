@@ -112,8 +112,8 @@ def _candidates(lines: pd.DataFrame, cancels: pd.DataFrame) -> pd.DataFrame:
 def _allocate(
     quantity: np.ndarray, cancels: pd.DataFrame, pairs: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The units taken off each line, and the units each cancellation placed: cancellations
-    in time order, each over its candidate lines latest first."""
+    """The units left on each line, and the units each cancellation placed: cancellations in
+    time order, each over its candidate lines in `_candidates`' order."""
     left = quantity.astype("float64").copy()
     placed = np.zeros(len(cancels))
     wanted = cancels["quantity"].to_numpy("float64")
@@ -126,7 +126,7 @@ def _allocate(
             if need <= 0:
                 break
         placed[cancel] = wanted[cancel] - need
-    return quantity - left, placed
+    return left, placed
 
 
 def net_same_day(
@@ -141,8 +141,8 @@ def net_same_day(
     cancels = cancels.sort_values("ordered_at", kind="stable").reset_index(drop=True)
     cancels["day"] = cancels["ordered_at"].dt.normalize()
     quantity = lines["quantity"].to_numpy("float64")
-    off, placed = _allocate(quantity, cancels, _candidates(lines, cancels))
-    left = quantity - off
+    left, placed = _allocate(quantity, cancels, _candidates(lines, cancels))
+    off = quantity - left
     netted = lines.assign(quantity=left)[left > 0].reset_index(drop=True)
     wanted = cancels["quantity"].to_numpy("float64")
     short = placed < wanted

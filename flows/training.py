@@ -52,7 +52,7 @@ from models.value import (
     train_value_model,
     unseen_season_days,
 )
-from models.worth import train_worth, worth_metrics
+from models.worth import converted, train_worth, worth_metrics
 
 
 def time_split(cutoffs: list[pd.Timestamp], horizon_days: int, config: DangolConfig) -> TimeSplit:
@@ -487,7 +487,7 @@ def _worth_plot(
     model, outcome = result.model, TARGETS[target].worth_outcome
     if not isinstance(model, CalibratedBooster) or model.worth is None or outcome is None:
         return []
-    rows = result.test_rows[(result.test_rows[target] == 1) & (result.test_rows[outcome] > 0)]
+    rows = converted(result.test_rows, target, outcome)
     if len(rows) < 10:  # a decile each
         return []
     actual = rows[outcome].to_numpy("float64")

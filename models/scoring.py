@@ -32,6 +32,7 @@ from models.segments import (
     WINDOW_COLUMNS,
     SegmentSettings,
     build_segments,
+    feature_values,
     reason_direction,
 )
 from models.timing import purchase_forecast
@@ -128,11 +129,7 @@ def order_values(
     for spec in TARGETS.values():
         if spec.order_value is None or not len(snapshot):
             continue
-        value = (
-            snapshot[spec.order_value].to_numpy("float64", na_value=np.nan)
-            if spec.order_value in snapshot
-            else np.full(len(snapshot), np.nan)
-        )
+        value = feature_values(snapshot, spec.order_value)
         model = models.get(spec.name)
         if isinstance(model, CalibratedBooster) and model.worth is not None:
             value = model.order_worth(snapshot)

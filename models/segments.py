@@ -206,7 +206,7 @@ def render_action(
     values = {}
     for name in _placeholders(template):
         feature, quantile = ACTION_NUMBERS[name]
-        column = _col(features, feature)
+        column = feature_values(features, feature)
         finite = column[np.isfinite(column)]
         value = round_offer(float(np.quantile(finite, quantile))) if finite.size else np.nan
         # no member to take it from (an empty list): the action stays a template to fill
@@ -354,10 +354,10 @@ def reason_direction(segment: str) -> int:
 
 def _ranking_score(scores: pd.DataFrame, segment: str) -> np.ndarray:
     """The score of the target that ranks `segment` (NaN where it has none)."""
-    return _col(scores, ranking_target(segment).score_column)
+    return feature_values(scores, ranking_target(segment).score_column)
 
 
-def _col(snapshot: pd.DataFrame, name: str) -> np.ndarray:
+def feature_values(snapshot: pd.DataFrame, name: str) -> np.ndarray:
     """A feature as float array; all-NaN when the feature is absent (optional table missing)."""
     if name not in snapshot:
         return np.full(len(snapshot), np.nan)
@@ -404,7 +404,11 @@ def vip_column(feature: str) -> str:
 
 def buyer_spend(snapshot: pd.DataFrame) -> np.ndarray:
     """Lifetime spend of the customers who ordered (NaN for the others)."""
-    return np.where(_col(snapshot, "orders_lifetime") > 0, _col(snapshot, "spend_lifetime"), np.nan)
+    return np.where(
+        feature_values(snapshot, "orders_lifetime") > 0,
+        feature_values(snapshot, "spend_lifetime"),
+        np.nan,
+    )
 
 
 def population_inputs(
@@ -417,12 +421,12 @@ def population_inputs(
         CUSTOMERS: np.ones(len(snapshot)),
         SCORED: np.where(scored_flags(scores), 1.0, np.nan),
         BUYER_SPEND: buyer_spend(snapshot),
-        GAP: _col(snapshot, GAP),
+        GAP: feature_values(snapshot, GAP),
     }
     for feature in VIP_MEDIAN_OF:
-        columns[vip_column(feature)] = np.where(vip, _col(snapshot, feature), np.nan)
+        columns[vip_column(feature)] = np.where(vip, feature_values(snapshot, feature), np.nan)
     for spec in TARGETS.values():
-        columns[spec.score_column] = _col(scores, spec.score_column)
+        columns[spec.score_column] = feature_values(scores, spec.score_column)
     return pd.DataFrame(columns, index=snapshot.index)
 
 
@@ -463,7 +467,7 @@ def population_scored(stats: Stats) -> int:
 def score_line_mask(scores: pd.DataFrame, column: str, line: ScoreLine, stats: Stats) -> np.ndarray:
     """Customers whose score clears every line that is set (NaN scores never do): the
     relative lines against the shop's base rate (mean score) and percentile line."""
-    score = _col(scores, column)
+    score = feature_values(scores, column)
     keep = np.isfinite(score)
     if line.min_score is not None:
         keep &= score >= line.min_score
@@ -476,7 +480,7 @@ def score_line_mask(scores: pd.DataFrame, column: str, line: ScoreLine, stats: S
 
 def _snapshot_stats(snapshot: pd.DataFrame) -> Stats:
     """Statistics over a snapshot alone (the rules that need no scores, called on their own)."""
-    frame = pd.DataFrame({BUYER_SPEND: buyer_spend(snapshot), GAP: _col(snapshot, GAP)})
+    frame = pd.DataFrame({BUYER_SPEND: buyer_spend(snapshot), GAP: feature_values(snapshot, GAP)})
     return Stats(FrameAggregates(frame))
 
 
@@ -487,13 +491,15 @@ def reseller_signals(
     the shop's buyers (`stats`, default: this snapshot's)."""
     stats = stats or _snapshot_stats(snapshot)
     signals = {
-        "bulk": _col(snapshot, "max_units_vs_usual") >= rule.min_units_vs_usual,
-        "concentrated": _col(snapshot, "top_product_spend_share")
+        "bulk": feature_values(snapshot, "max_units_vs_usual") >= rule.min_units_vs_usual,
+        "concentrated": feature_values(snapshot, "top_product_spend_share")
         >= rule.min_top_product_spend_share,
         "big": buyer_spend(snapshot) >= stats.line(BUYER_SPEND, rule.min_spend_percentile),
     }
     if rule.min_units_one_product is not None:
-        signals["units"] = _col(snapshot, "max_units_one_product") >= rule.min_units_one_product
+        signals["units"] = (
+            feature_values(snapshot, "max_units_one_product") >= rule.min_units_one_product
+        )
     return pd.DataFrame(signals, index=snapshot.index)
 
 
@@ -513,12 +519,12 @@ def _is_vip(snapshot: pd.DataFrame, tiers: TierSettings) -> np.ndarray:
 def active_mask(
     snapshot: pd.DataFrame, scores: pd.DataFrame, rule: ActiveRule, stats: Stats
 ) -> np.ndarray:
-    accelerating = (_col(snapshot, "gap_acceleration") <= rule.max_gap_acceleration) | (
-        _col(snapshot, "last_gap_vs_median") <= rule.max_gap_acceleration
+    accelerating = (feature_values(snapshot, "gap_acceleration") <= rule.max_gap_acceleration) | (
+        feature_values(snapshot, "last_gap_vs_median") <= rule.max_gap_acceleration
     )
-    rising = (_col(snapshot, "recent_vs_avg_order_value") >= rule.min_order_value_rise) | (
-        _col(snapshot, "spend_trend_90d") > 0
-    )
+    rising = (
+        feature_values(snapshot, "recent_vs_avg_order_value") >= rule.min_order_value_rise
+    ) | (feature_values(snapshot, "spend_trend_90d") > 0)
     likely = score_line_mask(scores, ranking_target("active").score_column, rule, stats)
     return (accelerating | rising) & likely
 
@@ -527,21 +533,23 @@ def vip_high_order_value_mask(
     snapshot: pd.DataFrame, tiers: TierSettings, rule: VipHighOrderValueRule, stats: Stats
 ) -> np.ndarray:
     median = stats.median(vip_column("avg_order_value"))
-    aov = _col(snapshot, "avg_order_value")
+    aov = feature_values(snapshot, "avg_order_value")
     return _is_vip(snapshot, tiers) & (aov >= rule.min_aov_vs_vip_median * median)
 
 
 def vip_new_big_spender_mask(
     snapshot: pd.DataFrame, tiers: TierSettings, rule: VipNewBigSpenderRule
 ) -> np.ndarray:
-    return _is_vip(snapshot, tiers) & (_col(snapshot, "tenure_days") <= rule.max_tenure_days)
+    return _is_vip(snapshot, tiers) & (
+        feature_values(snapshot, "tenure_days") <= rule.max_tenure_days
+    )
 
 
 def vip_steady_mask(
     snapshot: pd.DataFrame, tiers: TierSettings, rule: VipSteadyRule, stats: Stats
 ) -> np.ndarray:
-    days = _col(snapshot, "days_since_first_order")
-    orders = _col(snapshot, "orders_lifetime")
+    days = feature_values(snapshot, "days_since_first_order")
+    orders = feature_values(snapshot, "orders_lifetime")
     min_days = rule.min_days_since_first_order
     min_orders = rule.min_orders
     # unset lines: the VIPs' own medians (longer and more often than the typical VIP)
@@ -559,11 +567,11 @@ def vip_at_risk_mask(
     rule: VipAtRiskRule,
     stats: Stats,
 ) -> np.ndarray:
-    spend = _col(snapshot, "tier_window_spend")
-    margin = _col(snapshot, "margin_above_tier_line")
+    spend = feature_values(snapshot, "tier_window_spend")
+    margin = feature_values(snapshot, "margin_above_tier_line")
     line = spend - margin
     near_line = margin <= rule.max_margin_share * np.where(line > 0, line, np.nan)
-    overdue = _col(snapshot, "overdue_ratio") >= rule.min_overdue_ratio
+    overdue = feature_values(snapshot, "overdue_ratio") >= rule.min_overdue_ratio
     score = _ranking_score(scores, "vip_at_risk")
     weak = np.ones(len(snapshot), dtype=bool)
     if rule.max_score is not None:
@@ -575,9 +583,12 @@ def vip_at_risk_mask(
 
 
 def high_price_browser_mask(snapshot: pd.DataFrame, rule: HighPriceBrowserRule) -> np.ndarray:
-    never_bought = ~(_col(snapshot, "orders_lifetime") > 0)
-    many = _col(snapshot, "high_price_views") >= rule.min_high_price_views
-    still = _col(snapshot, "last_vs_median_viewed_price") >= rule.min_last_vs_median_viewed_price
+    never_bought = ~(feature_values(snapshot, "orders_lifetime") > 0)
+    many = feature_values(snapshot, "high_price_views") >= rule.min_high_price_views
+    still = (
+        feature_values(snapshot, "last_vs_median_viewed_price")
+        >= rule.min_last_vs_median_viewed_price
+    )
     return never_bought & many & still
 
 
@@ -588,12 +599,14 @@ def next_purchase_window(
     they have one order, over the shop: `stats`, default this snapshot's); the window is that
     day +- `share` of the gap, never before the cutoff.
     Returns (expected, window start, window end) as datetime64 arrays."""
-    gap = _col(snapshot, GAP)
+    gap = feature_values(snapshot, GAP)
     peers = (stats or _snapshot_stats(snapshot)).median(GAP)
     peers = peers if np.isfinite(peers) else 30.0
     gap = np.where(np.isfinite(gap), gap, peers)
     cutoff = snapshot["cutoff"].to_numpy("datetime64[ns]")
-    last = cutoff - (_col(snapshot, "days_since_last_order") * 86400e9).astype("timedelta64[ns]")
+    last = cutoff - (feature_values(snapshot, "days_since_last_order") * 86400e9).astype(
+        "timedelta64[ns]"
+    )
     days = np.timedelta64(86_400_000_000_000, "ns")
     expected = last + (gap * days.astype("float64")).astype("timedelta64[ns]")
     spread = (share * gap * days.astype("float64")).astype("timedelta64[ns]")
@@ -628,8 +641,8 @@ def segment_rules(
     """Every segment's rule (before resellers are removed and the budget applies) and the
     score that ranks it (the predicted uplift for `rank_by: uplift` when the scores carry
     one). Row by row, given the shop-wide `stats`."""
-    ev = _col(scores, "expected_value")
-    spend = _col(snapshot, "tier_window_spend")
+    ev = feature_values(scores, "expected_value")
+    spend = feature_values(snapshot, "tier_window_spend")
 
     def score(segment: str) -> np.ndarray:
         return _ranking_score(scores, segment)
@@ -665,11 +678,11 @@ def segment_rules(
         "repurchase_prospects": (line("repurchase_prospects"), ev),
         RESELLERS: (
             reseller_mask(snapshot, settings.suspected_resellers, stats),
-            np.nan_to_num(_col(snapshot, "max_units_vs_usual"), nan=0.0),
+            np.nan_to_num(feature_values(snapshot, "max_units_vs_usual"), nan=0.0),
         ),
     }
     if has_uplift(scores):
-        uplift = _col(scores, UPLIFT_COLUMN)
+        uplift = feature_values(scores, UPLIFT_COLUMN)
         for name in uplift_ranked(settings):
             rules[name] = (rules[name][0], uplift)
     return rules
@@ -682,7 +695,7 @@ def uplift_ranked(settings: SegmentSettings) -> list[str]:
 
 def has_uplift(scores: pd.DataFrame) -> bool:
     """Whether the scores carry a predicted uplift (the live release's uplift model won)."""
-    return bool(np.isfinite(_col(scores, UPLIFT_COLUMN)).any())
+    return bool(np.isfinite(feature_values(scores, UPLIFT_COLUMN)).any())
 
 
 UPLIFT_RANKING = "predicted uplift: P(buy | contacted) - P(buy | not)"

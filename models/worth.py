@@ -32,12 +32,16 @@ from models.train import (
 from models.value import normalized_gini, objective_params, refit_booster
 
 
+def converted(rows: pd.DataFrame, target: str, outcome: str) -> pd.DataFrame:
+    """The rows where the target's outcome happened with an amount."""
+    return rows[(rows[target] == 1) & (rows[outcome] > 0)].reset_index(drop=True)
+
+
 def conversion_rows(
     frame: pd.DataFrame, target: str, outcome: str, cutoffs: list[pd.Timestamp]
 ) -> pd.DataFrame:
     """The rows at the cutoffs where the target's outcome happened with an amount."""
-    rows = window_rows(frame, target, cutoffs)
-    return rows[(rows[target] == 1) & (rows[outcome] > 0)].reset_index(drop=True)
+    return converted(window_rows(frame, target, cutoffs), target, outcome)
 
 
 def train_worth(
