@@ -192,6 +192,13 @@ def probability_targets() -> list[TargetSpec]:
     return [spec for spec in TARGETS.values() if spec.kind == "probability"]
 
 
+def purchase_targets() -> list[TargetSpec]:
+    """The targets whose score is the probability of a customer's next order, one per
+    population (buyers, members who never ordered): the specs that name what that order is
+    worth. Scoring's order value, expected value and campaign probability come from them."""
+    return [spec for spec in TARGETS.values() if spec.order_value is not None]
+
+
 # The metrics a person reads first for a target's kind (key, label), in the CLI, summaries
 # and the report; the first is the one baselines are compared on.
 HEADLINE_METRICS: dict[str, tuple[tuple[str, str], ...]] = {

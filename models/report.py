@@ -733,10 +733,16 @@ def _segments_section(inputs: ReportInputs, directory: Path) -> list[str]:
 
 def _whatif_part(inputs: ReportInputs) -> list[str]:
     """The campaign what-if, one row per segment and uplift source."""
-    from models.whatif import revenue_text, uplift_text
+    from models.whatif import base_rate_window, revenue_text, uplift_text
 
     if inputs.whatif is None or inputs.whatif.empty:
         return []
+    window = (
+        f" The base rate is the members' mean chance of "
+        f"{base_rate_window(inputs.scores, inputs.settings)} without the campaign."
+        if inputs.scores is not None
+        else ""
+    )
     rows = list(inputs.whatif.itertuples(index=False))
     table = inputs.whatif.assign(
         base_rate=[f"{row.baseline_rate:.1%}" for row in rows],
@@ -759,7 +765,7 @@ def _whatif_part(inputs: ReportInputs) -> list[str]:
         "and coupon cost per customer, with the revenue's interval); <i>assumed</i>, the fixed "
         "points of <code>segments.whatif.uplifts_pp</code>, shown when neither exists or "
         "beside a measurement wider than they are. Members shared by two segments count in "
-        "both.</p>",
+        f"both.{window}</p>",
         _html_table(table, inputs.currency),
     ]
 

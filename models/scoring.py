@@ -19,6 +19,7 @@ from features.targets import (
     TARGETS,
     amount_target,
     probability_targets,
+    purchase_targets,
     ranking_target,
     timing_target,
 )
@@ -35,7 +36,7 @@ from models.segments import (
     feature_values,
     reason_direction,
 )
-from models.timing import purchase_forecast
+from models.timing import TimingModel, purchase_forecast
 from models.train import CalibratedBooster, TargetModel
 from models.uplift import UPLIFT_COLUMN, UPLIFT_MODEL
 
@@ -47,6 +48,9 @@ DIRECTION = "reasons_direction"
 # the worth of each customer's next order in money (order_values): the what-if's value of an
 # extra conversion, and with the purchase probability the expected value
 ORDER_VALUE = "order_value"
+# P(an order within a campaign's window, `segments.holdout.campaign_days`, from the cutoff):
+# the what-if's base rate (campaign_probabilities)
+CAMPAIGN_PROBABILITY = "campaign_probability"
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,15 @@ class Scored:
 
 
 def score_customers(
-    snapshot: pd.DataFrame, models: dict[str, TargetModel], tiers: TierSettings
+    snapshot: pd.DataFrame,
+    models: dict[str, TargetModel],
+    tiers: TierSettings,
+    campaign_days: int | None = None,
 ) -> pd.DataFrame:
     """Every target's score (NaN outside its population or without a model), the worth of
-    one more order (`ORDER_VALUE`), the expected value and, when the release carries an
-    uplift model (`UPLIFT_MODEL`), each customer's predicted uplift P(buy | contacted) −
+    one more order (`ORDER_VALUE`), the expected value, with `campaign_days` the probability
+    of an order within that many days (`CAMPAIGN_PROBABILITY`) and, when the release carries
+    an uplift model (`UPLIFT_MODEL`), each customer's predicted uplift P(buy | contacted) −
     P(buy | not), one row per snapshot row."""
     scores = snapshot[["customer_id", "cutoff", "tier"]].copy()
     timing = timing_target()
@@ -93,7 +101,12 @@ def score_customers(
     uplift = models.get(UPLIFT_MODEL)
     if uplift is not None and len(snapshot):
         scores[UPLIFT_COLUMN] = uplift.predict(snapshot)
-    return scores.join(next_purchase_windows(snapshot, models, scores, tiers))
+    windows, share = next_purchase_windows(snapshot, models, scores, tiers, campaign_days)
+    if campaign_days is not None:
+        scores[CAMPAIGN_PROBABILITY] = campaign_probabilities(
+            snapshot, models, scores, tiers, campaign_days, share
+        )
+    return scores.join(windows)
 
 
 def next_purchase_windows(
@@ -101,20 +114,58 @@ def next_purchase_windows(
     models: dict[str, TargetModel],
     scores: pd.DataFrame,
     tiers: TierSettings,
-) -> pd.DataFrame:
+    by_day: int | None = None,
+) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The learned next-order date and window per customer (models.timing), empty without a
     timing model; NaT where an order within the horizon is less likely than not. The timing
     target's score (median days) is filled in `scores` from the same prediction, and left
-    empty with the dates: a day count for someone not expected to buy reads as a forecast."""
+    empty with the dates: a day count for someone not expected to buy reads as a forecast.
+    With `by_day`, also each row's P(next order by that day | one within the horizon)."""
     spec = timing_target()
     model = models.get(spec.name) if spec is not None else None
     if model is None or not len(snapshot):
-        return pd.DataFrame(index=scores.index)
+        return pd.DataFrame(index=scores.index), None
     probability = scores[TARGETS[spec.given].score_column].to_numpy("float64", na_value=np.nan)
-    days, windows = purchase_forecast(model, snapshot, np.nan_to_num(probability, nan=0.0))
-    dated = windows["expected_next_purchase"].notna().to_numpy()
-    scores[spec.score_column] = np.where(spec.in_population(snapshot, tiers) & dated, days, np.nan)
-    return windows.set_axis(scores.index)
+    forecast = purchase_forecast(model, snapshot, np.nan_to_num(probability, nan=0.0), by_day)
+    dated = forecast.windows["expected_next_purchase"].notna().to_numpy()
+    in_population = spec.in_population(snapshot, tiers)
+    scores[spec.score_column] = np.where(in_population & dated, forecast.days, np.nan)
+    return forecast.windows.set_axis(scores.index), forecast.share_by_day
+
+
+def campaign_probabilities(
+    snapshot: pd.DataFrame,
+    models: dict[str, TargetModel],
+    scores: pd.DataFrame,
+    tiers: TierSettings,
+    days: int,
+    share_by_day: np.ndarray | None,
+) -> np.ndarray:
+    """P(an order within `days` of the cutoff), by the purchase target whose population
+    holds the customer: the what-if's base rate, since a campaign runs `days` while the
+    purchase probabilities cover the horizon H (docs/segments.md, Campaign what-if).
+
+    A buyer's is the repurchase probability times the timing model's share of next orders
+    that come by `days` (models.timing.share_by_day); a first order, which has no learned
+    timing, assumes an even rate over H: 1 - (1 - p)^(days / H). NaN without a timing model:
+    H is then unknown here, and the what-if uses the horizon's probability and says so."""
+    timing = timing_target()
+    model = models.get(timing.name) if timing is not None else None
+    out = np.full(len(snapshot), np.nan)
+    if not isinstance(model, TimingModel) or not len(snapshot):
+        return out
+    covered = min(days / model.horizon_days, 1.0)
+    for spec in purchase_targets():
+        if spec.horizon != timing.horizon:  # a probability over another horizon
+            continue
+        probability = scores[spec.score_column].to_numpy("float64", na_value=np.nan)
+        if spec.name == timing.given and share_by_day is not None:
+            value = probability * share_by_day
+        else:
+            value = 1.0 - (1.0 - probability) ** covered
+        held = spec.in_population(snapshot, tiers) & np.isnan(out)
+        out = np.where(held, value, out)
+    return out
 
 
 def order_values(
@@ -126,9 +177,9 @@ def order_values(
     order). NaN where neither exists (a member without views on a release without a worth
     model)."""
     worth = np.full(len(snapshot), np.nan)
-    for spec in TARGETS.values():
-        if spec.order_value is None or not len(snapshot):
-            continue
+    if not len(snapshot):
+        return worth
+    for spec in purchase_targets():
         value = feature_values(snapshot, spec.order_value)
         model = models.get(spec.name)
         if isinstance(model, CalibratedBooster) and model.worth is not None:
@@ -145,9 +196,7 @@ def expected_value(scores: pd.DataFrame) -> np.ndarray:
     (`ORDER_VALUE`, from `order_values`: docs/segments.md)."""
     worth = scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan)
     total = np.full(len(scores), np.nan)
-    for spec in TARGETS.values():
-        if spec.order_value is None:
-            continue
+    for spec in purchase_targets():
         value = scores[spec.score_column].to_numpy("float64", na_value=np.nan) * worth
         total = np.where(np.isfinite(value), np.nan_to_num(total) + value, total)
     money = amount_target()
@@ -292,7 +341,7 @@ def score_and_explain(
     snapshot = snapshot.reset_index(drop=True)
     wording = Wording.of(settings, currency, tiers)
     if scores is None:
-        scores = score_customers(snapshot, models, tiers)
+        scores = score_customers(snapshot, models, tiers, settings.holdout.campaign_days)
     scores = scores.reset_index(drop=True)
     members = build_segments(snapshot, scores, settings, tiers, population)
     segments, contrib = _explained_members(snapshot, members, models, wording, list(scores))

@@ -123,10 +123,13 @@ def _conform(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def _scored_part(
-    part: pd.DataFrame, models: dict[str, TargetModel], tiers: TierSettings
+    part: pd.DataFrame,
+    models: dict[str, TargetModel],
+    tiers: TierSettings,
+    campaign_days: int,
 ) -> pd.DataFrame:
     """A partition's snapshot rows with their scores and the population's input values."""
-    scores = score_customers(part.reset_index(drop=True), models, tiers)
+    scores = score_customers(part.reset_index(drop=True), models, tiers, campaign_days)
     inputs = population_inputs(part.reset_index(drop=True), scores, tiers)
     extra = scores.drop(columns=[c for c in scores if c in part])
     return pd.concat([part.reset_index(drop=True), extra, inputs.add_prefix(INPUT_PREFIX)], axis=1)
@@ -314,7 +317,8 @@ def score_and_explain_on_spark(
     # a few rows with the dtypes of the snapshot on the driver: the output's reference
     sample = to_pandas_features(frame.limit(64))
     snapshot_columns = list(sample.columns)
-    sample_scored = _scored_part(sample, models, tiers)
+    campaign_days = settings.holdout.campaign_days
+    sample_scored = _scored_part(sample, models, tiers, campaign_days)
     score_columns = ["customer_id", "cutoff", "tier"] + [
         c for c in sample_scored if c not in snapshot_columns and not c.startswith(INPUT_PREFIX)
     ]
@@ -322,7 +326,7 @@ def score_and_explain_on_spark(
 
     def step1(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for part in parts:
-            yield _conform(_scored_part(part, models, tiers), scored_columns)
+            yield _conform(_scored_part(part, models, tiers, campaign_days), scored_columns)
 
     scored = frame.mapInPandas(step1, _schema(sample_scored)).cache()
     try:

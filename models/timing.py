@@ -100,19 +100,42 @@ def distribution_quantile(probabilities: np.ndarray, quantile: float, horizon: i
     return edges[week] + share * (edges[week + 1] - edges[week])
 
 
+def share_by_day(probabilities: np.ndarray, day: float, horizon: int) -> np.ndarray:
+    """P(next order by `day` days from the cutoff | an order within H), per row: the weeks
+    wholly before `day` and the covered part of the week it falls in, linear inside a week
+    (as `distribution_quantile` reads it); 1 from the horizon on."""
+    edges = np.minimum(np.arange(probabilities.shape[1] + 1) * BIN_DAYS, horizon).astype(float)
+    widths = np.maximum(np.diff(edges), 1e-12)
+    covered = np.clip((float(day) - edges[:-1]) / widths, 0.0, 1.0)
+    return (probabilities @ covered) / probabilities.sum(axis=1)
+
+
 def purchase_windows(
     model: TimingModel, frame: pd.DataFrame, probability_within: np.ndarray
 ) -> pd.DataFrame:
     """Per row: the expected next order date and its window (dates from the cutoff on), NaT
     where an order within H is less likely than not."""
-    return purchase_forecast(model, frame, probability_within)[1]
+    return purchase_forecast(model, frame, probability_within).windows
+
+
+@dataclass(frozen=True)
+class PurchaseForecast:
+    """One prediction of the timing distribution, read three ways: the model's score
+    (median days to the next order, `TimingModel.predict`), the `purchase_windows`, and
+    P(next order by `by_day` | one within H) (`share_by_day`; None when no day was asked)."""
+
+    days: np.ndarray
+    windows: pd.DataFrame
+    share_by_day: np.ndarray | None = None
 
 
 def purchase_forecast(
-    model: TimingModel, frame: pd.DataFrame, probability_within: np.ndarray
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """The model's score (median days to the next order, `TimingModel.predict`) and the
-    `purchase_windows`, from one prediction of the distribution."""
+    model: TimingModel,
+    frame: pd.DataFrame,
+    probability_within: np.ndarray,
+    by_day: int | None = None,
+) -> PurchaseForecast:
+    """The `PurchaseForecast` of each row, from one prediction of the distribution."""
     distribution = model.distribution(frame)
     cutoff = pd.to_datetime(frame["cutoff"]).to_numpy("datetime64[ns]")
     expected = np.asarray(probability_within, dtype="float64") >= EXPECTED_WITHIN
@@ -130,7 +153,13 @@ def purchase_forecast(
         },
         index=frame.index,
     )
-    return distribution_quantile(distribution, MEDIAN, model.horizon_days), windows
+    return PurchaseForecast(
+        days=distribution_quantile(distribution, MEDIAN, model.horizon_days),
+        windows=windows,
+        share_by_day=(
+            None if by_day is None else share_by_day(distribution, by_day, model.horizon_days)
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- training

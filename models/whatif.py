@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.targets import ranking_target
-from models.scoring import ORDER_VALUE
+from features.targets import purchase_targets
+from models.scoring import CAMPAIGN_PROBABILITY, ORDER_VALUE
 from models.segments import (
     RESELLERS,
     SegmentSettings,
@@ -108,8 +108,8 @@ def model_whatif(
     uplift = np.nan_to_num(np.asarray(uplift, dtype="float64"), nan=0.0)
     mean = float(uplift.mean()) if len(uplift) else 0.0
     row = _row(rate, 100 * mean, value, coupon, MODEL_SOURCE)
-    # not clipped by the member's probability: the uplift model's outcome is the campaign
-    # window's purchase, the probability the horizon's (docs/measurement.md)
+    # not clipped by the member's base rate: the uplift is the uplift model's own estimate
+    # for the campaign window, the base rate another model's (docs/measurement.md)
     extra_revenue = float((uplift * value).sum())
     row |= {
         "applied_pp": 100 * float(uplift.mean()) if len(uplift) else 0.0,
@@ -171,12 +171,13 @@ def precise_enough(measured: pd.Series, settings: WhatIfSettings) -> bool:
 
 def whatif_table(
     segments: dict[str, pd.DataFrame],
-    probability_column: dict[str, str],
+    probability: pd.Series,
     order_value: pd.Series,
     settings: WhatIfSettings,
     measured: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The what-if of every segment; `order_value` is indexed by customer_id. Per segment a
+    """The what-if of every segment; `probability` (each member's base rate) and
+    `order_value` are indexed by customer_id. Per segment a
     row from the uplift model where the members carry a predicted uplift, a row from the
     measured campaign that targeted the segment (`measured`, one row per segment name), and
     the assumed +3/5/7 pp rows when neither exists or the measurement is too wide to stand
@@ -190,13 +191,9 @@ def whatif_table(
     for name, members in segments.items():
         if members.empty:  # nobody to contact: no rows of zeros (its note says why)
             continue
-        column = probability_column[name]
-        probability = (
-            members[column].to_numpy("float64", na_value=np.nan)
-            if column in members
-            else np.zeros(len(members))
-        )
-        values = order_value.reindex(members["customer_id"]).to_numpy("float64", na_value=np.nan)
+        ids = members["customer_id"]
+        rates = probability.reindex(ids).to_numpy("float64", na_value=np.nan)
+        values = order_value.reindex(ids).to_numpy("float64", na_value=np.nan)
         found = []
         uplift = (
             members[UPLIFT_COLUMN].to_numpy("float64", na_value=np.nan)
@@ -204,11 +201,11 @@ def whatif_table(
             else np.array([])
         )
         if np.isfinite(uplift).any():
-            found.append(model_whatif(probability, uplift, values, settings))
-        assumed = segment_whatif(probability, values, settings)
+            found.append(model_whatif(rates, uplift, values, settings))
+        assumed = segment_whatif(rates, values, settings)
         if name in by_segment.index and np.isfinite(by_segment.loc[name, "uplift_pp"]):
             campaign = by_segment.loc[name]
-            found.append(measured_whatif(probability, values, campaign, settings))
+            found.append(measured_whatif(rates, values, campaign, settings))
             if not precise_enough(campaign, settings):
                 found += assumed
         for row in found or assumed:
@@ -224,21 +221,46 @@ def campaign_whatif(
     measured: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The what-if of every campaign segment (resellers are never contacted): the export's
-    summary and the report show this table. An extra conversion is worth the member's next
-    order as scoring valued it (`ORDER_VALUE` of `scores`: a learned first order for members
-    who never ordered)."""
-    order_value = pd.Series(
-        scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan),
-        index=scores["customer_id"].to_numpy(),
-    )
-    probability = {name: ranking_target(name).score_column for name in segments}
+    summary and the report show this table. A member's base rate is their probability of an
+    order within the campaign's window (`base_rates`); an extra conversion is worth their
+    next order as scoring valued it (`ORDER_VALUE` of `scores`: a learned first order for
+    members who never ordered)."""
+    ids = scores["customer_id"].to_numpy()
+    order_value = pd.Series(scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan), index=ids)
     return whatif_table(
         {k: v for k, v in segments.items() if k != RESELLERS},
-        probability,
+        pd.Series(base_rates(scores), index=ids),
         order_value,
         settings.whatif,
         measured,
     )
+
+
+def base_rates(scores: pd.DataFrame) -> np.ndarray:
+    """Each customer's chance of an order while a campaign runs, without it: the
+    `CAMPAIGN_PROBABILITY` scoring gave (`segments.holdout.campaign_days` from the cutoff).
+    Without one (a release without a timing model) the probability of an order within the
+    horizon, from the purchase target whose population holds the customer: larger than
+    the window's, which `base_rate_window` says."""
+    if campaign_window_known(scores):
+        return scores[CAMPAIGN_PROBABILITY].to_numpy("float64", na_value=np.nan)
+    rates = np.full(len(scores), np.nan)
+    for spec in purchase_targets():
+        if spec.score_column in scores:
+            score = scores[spec.score_column].to_numpy("float64", na_value=np.nan)
+            rates = np.where(np.isnan(rates), score, rates)
+    return rates
+
+
+def campaign_window_known(scores: pd.DataFrame) -> bool:
+    return CAMPAIGN_PROBABILITY in scores and bool(scores[CAMPAIGN_PROBABILITY].notna().any())
+
+
+def base_rate_window(scores: pd.DataFrame, settings: SegmentSettings) -> str:
+    """What the what-if's base rates cover, in words."""
+    if campaign_window_known(scores):
+        return f"an order within the campaign's {settings.holdout.campaign_days} days"
+    return "an order within the models' horizon (the release has no timing model)"
 
 
 def segment_actions(
@@ -292,6 +314,7 @@ def segment_summary(
         "model_versions": model_versions or {},
         "max_share": settings.max_share,
         "coupon": {"rate": settings.whatif.coupon_rate, "cap": settings.whatif.coupon_cap},
+        "whatif_base_rate": base_rate_window(scores, settings),
         "segments": {
             name: {
                 "members": len(members),
@@ -346,7 +369,8 @@ def segment_summary(
         "its money is the campaign's measured revenue uplift and coupon cost per customer, as",
         "`dangol measure` prices it), or the assumed points of `segments.whatif.uplifts_pp`",
         "(without either, or beside a measurement wider than they are). Every member counts,",
-        "so members shared by two segments count in both.",
+        "so members shared by two segments count in both. The base rate is the members' mean",
+        f"chance of {base_rate_window(scores, settings)} without the campaign.",
         "",
         "| segment | source | base rate | uplift | extra buyers | extra revenue | coupon cost "
         "| net |",

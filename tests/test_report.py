@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -109,6 +110,7 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     whatif = summary["segments"]["active"]["whatif"]
     assert [w["uplift_pp"] for w in whatif] == [3, 5, 7]
     assert whatif[0]["extra_buyers"] == pytest.approx(0.03 * sizes["active"])
+    check_base_rates(scores, summary, latest, config.segments.holdout.campaign_days, live)
     # every list but the resellers holds out ~10%, written in the contract's format
     from features.schema import CAMPAIGNS, CONTACTS
 
@@ -143,6 +145,28 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
         if name != "suspected_resellers":
             members = pd.read_parquet(latest / f"segment_{name}.parquet")["customer_id"]
             assert not resellers & set(members)
+
+
+def check_base_rates(scores: pd.DataFrame, summary: dict, latest: Path, days: int, live) -> None:
+    """The what-if's base rate is the chance of an order while the campaign runs, not over
+    the horizon: a buyer's from the timing model, a first order's at an even rate over H;
+    rising VIPs' is their chance of buying, not of reaching VIP."""
+    campaign = scores["campaign_probability"]
+    buyers = scores["repurchase_score"].notna().to_numpy()
+    assert campaign[buyers].notna().all()
+    assert (campaign[buyers] <= scores.loc[buyers, "repurchase_score"] + 1e-12).all()
+    assert campaign[buyers].mean() < 0.8 * scores.loc[buyers, "repurchase_score"].mean()
+    never = scores["first_purchase_score"].notna().to_numpy()
+    assert never.any()
+    even = 1 - (1 - scores.loc[never, "first_purchase_score"]) ** (days / live.horizon_days)
+    assert np.allclose(campaign[never], even)
+    assert f"campaign's {days} days" in summary["whatif_base_rate"]
+    by_id = campaign.set_axis(scores["customer_id"])
+    for name in ("active", "rising_vip", "high_price_browsers"):
+        members = pd.read_parquet(latest / f"segment_{name}.parquet")["customer_id"]
+        rows = summary["segments"][name]["whatif"]
+        assert len(members) and rows, name
+        assert rows[0]["baseline_rate"] == pytest.approx(by_id[members].mean()), name
 
 
 def summary_release(folder: Path) -> str:

@@ -254,7 +254,8 @@ def test_whatif_says_how_far_the_rate_could_move_and_keeps_assumptions_beside_a_
     assert [round(r["applied_pp"], 6) for r in rows] == [1.0, 1.0, 1.0]
     text = uplift_text(pd.Series(rows[2] | {"members": 2}))
     assert text == "+7 pp (applied +1.0: the rate reaches 100%)"
-    members = pd.DataFrame({"customer_id": ["a", "b"], "repurchase_score": [0.3, 0.5]})
+    members = pd.DataFrame({"customer_id": ["a", "b"]})
+    rates = pd.Series([0.3, 0.5], index=["a", "b"])
     order_value = pd.Series([100.0, 200.0], index=["a", "b"])
     measured = pd.DataFrame(
         {"segment": ["active"] * 3, "campaign_id": ["wide", "tight", "lopsided"]}
@@ -264,9 +265,7 @@ def test_whatif_says_how_far_the_rate_could_move_and_keeps_assumptions_beside_a_
     # lopsided: 5 pp wide above but 8.5 below the estimate, more than the largest 7 pp
     for campaign, sources in (("wide", 4), ("tight", 1), ("lopsided", 4)):
         found = measured[measured["campaign_id"] == campaign]
-        table = whatif_table(
-            {"active": members}, {"active": "repurchase_score"}, order_value, settings, found
-        )
+        table = whatif_table({"active": members}, rates, order_value, settings, found)
         assert len(table) == sources and table["source"].iloc[0] == f"measured {campaign}"
     # a revenue interval resampling could not bound says so; an unmeasured one is not shown
     from models.whatif import revenue_text

@@ -13,6 +13,7 @@ from models.timing import (
     concordance,
     distribution_quantile,
     purchase_windows,
+    share_by_day,
     timing_metrics,
     train_timing_model,
 )
@@ -31,6 +32,24 @@ def test_quantiles_of_a_uniform_distribution_are_linear_in_days() -> None:
     one_week[0, 3] = 1.0
     assert 21 <= distribution_quantile(one_week, 0.25, HORIZON)[0] <= 28
     assert distribution_quantile(one_week, 0.75, HORIZON)[0] <= 28
+
+
+def test_share_by_day_is_the_inverse_of_the_quantiles() -> None:
+    """P(next order by day d | one within H) read from the weekly distribution the same way
+    the window's quantiles are: the share at a quantile's day is that quantile."""
+    rng = np.random.default_rng(3)
+    distribution = rng.dirichlet(np.full(13, 0.5), size=200)
+    for quantile in (0.1, 0.25, 0.5, 0.9):
+        days = distribution_quantile(distribution, quantile, HORIZON)
+        shares = np.array(
+            [share_by_day(distribution[i : i + 1], d, HORIZON)[0] for i, d in enumerate(days)]
+        )
+        assert np.allclose(shares, quantile, atol=1e-6)
+    assert np.allclose(share_by_day(distribution, 0, HORIZON), 0.0)
+    assert np.allclose(share_by_day(distribution, HORIZON, HORIZON), 1.0)
+    assert np.allclose(share_by_day(distribution, 400, HORIZON), 1.0)
+    uniform = np.full((1, 13), 1 / 13)
+    assert share_by_day(uniform, 30, HORIZON)[0] == pytest.approx(30 / 91, abs=0.01)
 
 
 def test_concordance_orders_and_ties() -> None:
@@ -86,6 +105,17 @@ def test_timing_model_learns_planted_days_with_honest_windows(fitted) -> None:
     assert metrics["mae_days"] < np.mean(np.abs(rule - test[TIMING])) + 2
 
 
+def test_the_share_of_next_orders_by_a_day_matches_what_happened(fitted) -> None:
+    """What the what-if's base rate rests on: of the next orders that came within H, the
+    share predicted to come by day 30 is about the share that did, and those that did had
+    the higher shares."""
+    model, test = fitted
+    share = share_by_day(model.distribution(test), 30, HORIZON)
+    came = test[TIMING].to_numpy() < 30
+    assert share.mean() == pytest.approx(came.mean(), abs=0.05)
+    assert share[came].mean() > share[~came].mean() + 0.3
+
+
 def test_windows_never_start_before_the_cutoff_and_unlikely_buyers_get_none(fitted) -> None:
     model, test = fitted
     probability = np.where(np.arange(len(test)) % 2 == 0, 0.9, 0.2)
@@ -120,7 +150,7 @@ def test_scores_carry_no_days_for_customers_not_expected_within_the_horizon(fitt
     given = TARGETS[spec.given].score_column
     scores = pd.DataFrame({given: np.where(np.arange(len(test)) % 2 == 0, 0.9, 0.2)})
     snapshot = test.reset_index(drop=True)
-    windows = next_purchase_windows(snapshot, {spec.name: model}, scores, TierSettings())
+    windows, _ = next_purchase_windows(snapshot, {spec.name: model}, scores, TierSettings())
     dated = windows["expected_next_purchase"].notna().to_numpy()
     days = scores[spec.score_column].to_numpy("float64")
     assert dated.sum() == (scores[given] >= 0.5).sum() > 0

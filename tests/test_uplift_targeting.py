@@ -210,6 +210,17 @@ def test_the_whatif_uses_model_and_measured_uplift_and_names_its_sources(project
     fixed = campaign_whatif(plain, scored.scores, config.segments, measured.iloc[0:0])
     assert set(fixed["source"]) == {ASSUMED_SOURCE}
     assert sorted(set(fixed["uplift_pp"])) == [3, 5, 7]
+    # this release has no timing model: the base rate is the horizon's, and it says so
+    from models.whatif import base_rate_window, base_rates
+
+    assert "no timing model" in base_rate_window(scored.scores, config.segments)
+    repurchase = scored.scores["repurchase_score"].to_numpy()
+    assert np.allclose(base_rates(scored.scores), repurchase, equal_nan=True)
+    assert fixed.loc[fixed["segment"] == "active", "baseline_rate"].iloc[0] == pytest.approx(
+        scored.scores.set_index("customer_id")
+        .loc[members["customer_id"], "repurchase_score"]
+        .mean()
+    )
 
 
 def test_without_campaign_logs_training_goes_on_and_segments_fall_back(project, tmp_path):
