@@ -733,13 +733,12 @@ def _segments_section(inputs: ReportInputs, directory: Path) -> list[str]:
 
 def _whatif_part(inputs: ReportInputs) -> list[str]:
     """The campaign what-if, one row per segment and uplift source."""
-    from models.whatif import base_rate_window, revenue_text, uplift_text
+    from models.whatif import base_rate_sentence, revenue_text, uplift_text
 
     if inputs.whatif is None or inputs.whatif.empty:
         return []
     window = (
-        f" The base rate is the members' mean chance of "
-        f"{base_rate_window(inputs.scores, inputs.settings)} without the campaign."
+        f" {base_rate_sentence(inputs.scores, inputs.settings)}"
         if inputs.scores is not None
         else ""
     )

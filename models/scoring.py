@@ -148,7 +148,8 @@ def campaign_probabilities(
     A buyer's is the repurchase probability times the timing model's share of next orders
     that come by `days` (models.timing.share_by_day); a first order, which has no learned
     timing, assumes an even rate over H: 1 - (1 - p)^(days / H). NaN without a timing model:
-    H is then unknown here, and the what-if uses the horizon's probability and says so."""
+    H is then unknown here, and the what-if uses the horizon's probability and says so. A
+    campaign longer than H is read as H (no probability reaches past it)."""
     timing = timing_target()
     model = models.get(timing.name) if timing is not None else None
     out = np.full(len(snapshot), np.nan)
@@ -189,16 +190,24 @@ def order_values(
     return worth
 
 
+def purchase_probability(scores: pd.DataFrame) -> np.ndarray:
+    """Each customer's probability of an order within the horizon, from the purchase target
+    whose population holds them (the targets' scores are empty outside their populations,
+    which do not overlap); NaN where none scored the customer."""
+    probability = np.full(len(scores), np.nan)
+    for spec in purchase_targets():
+        if spec.score_column in scores:
+            score = scores[spec.score_column].to_numpy("float64", na_value=np.nan)
+            probability = np.where(np.isnan(probability), score, probability)
+    return probability
+
+
 def expected_value(scores: pd.DataFrame) -> np.ndarray:
     """A customer's value in money: the value model's predicted spend over its horizon where
-    it scored the customer (buyers); otherwise the probability of the next order from the
-    purchase target whose population holds the customer x what that order is worth
-    (`ORDER_VALUE`, from `order_values`: docs/segments.md)."""
-    worth = scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan)
-    total = np.full(len(scores), np.nan)
-    for spec in purchase_targets():
-        value = scores[spec.score_column].to_numpy("float64", na_value=np.nan) * worth
-        total = np.where(np.isfinite(value), np.nan_to_num(total) + value, total)
+    it scored the customer (buyers); otherwise the probability of the next order
+    (`purchase_probability`) x what that order is worth (`ORDER_VALUE`, from
+    `order_values`: docs/segments.md)."""
+    total = purchase_probability(scores) * scores[ORDER_VALUE].to_numpy("float64", na_value=np.nan)
     money = amount_target()
     if money is not None and money.score_column in scores:
         predicted = scores[money.score_column].to_numpy("float64", na_value=np.nan)

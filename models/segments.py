@@ -234,7 +234,8 @@ class HoldoutSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     share: float = Field(0.1, ge=0, lt=1)
-    # the attribution window written to campaigns.csv: cutoff .. cutoff + days
+    # the attribution window written to campaigns.csv: cutoff .. cutoff + days; also the
+    # window of the what-if's base rates (models.scoring.campaign_probabilities)
     campaign_days: int = Field(30, gt=0)
 
 

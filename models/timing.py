@@ -91,11 +91,11 @@ def distribution_quantile(probabilities: np.ndarray, quantile: float, horizon: i
     """The day by which the cumulative probability reaches `quantile`, interpolated linearly
     inside the week it falls in (the last bin ends at the horizon)."""
     edges = np.minimum(np.arange(probabilities.shape[1] + 1) * BIN_DAYS, horizon).astype(float)
-    cumulative = np.cumsum(probabilities, axis=1)
-    cumulative /= cumulative[:, -1:]
+    total = probabilities.sum(axis=1)
+    cumulative = np.cumsum(probabilities, axis=1) / total[:, None]
     week = np.minimum((cumulative < quantile).sum(axis=1), probabilities.shape[1] - 1)
     before = np.where(week > 0, cumulative[np.arange(len(week)), week - 1], 0.0)
-    inside = probabilities[np.arange(len(week)), week] / cumulative[:, -1]
+    inside = probabilities[np.arange(len(week)), week] / total
     share = np.clip((quantile - before) / np.maximum(inside, 1e-12), 0, 1)
     return edges[week] + share * (edges[week + 1] - edges[week])
 

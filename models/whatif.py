@@ -22,8 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.targets import purchase_targets
-from models.scoring import CAMPAIGN_PROBABILITY, ORDER_VALUE
+from models.scoring import CAMPAIGN_PROBABILITY, ORDER_VALUE, purchase_probability
 from models.segments import (
     RESELLERS,
     SegmentSettings,
@@ -40,6 +39,7 @@ ASSUMED_SOURCE = "assumed"
 
 
 def _base_rate(probability: np.ndarray) -> float:
+    """The members' mean chance (members without one count at the others' mean)."""
     rate = float(np.nanmean(probability)) if len(probability) else 0.0
     return rate if np.isfinite(rate) else 0.0
 
@@ -89,7 +89,7 @@ def segment_whatif(
     probability: np.ndarray, order_value: np.ndarray, settings: WhatIfSettings
 ) -> list[dict[str, float | str]]:
     """One row per assumed uplift (`whatif.uplifts_pp`) for a segment given each member's
-    purchase probability and value."""
+    base rate (`base_rates`) and order value."""
     value, coupon = _values(order_value, settings)
     rate = _base_rate(probability)
     return [_row(rate, pp, value, coupon, ASSUMED_SOURCE) for pp in settings.uplifts_pp]
@@ -240,16 +240,12 @@ def base_rates(scores: pd.DataFrame) -> np.ndarray:
     """Each customer's chance of an order while a campaign runs, without it: the
     `CAMPAIGN_PROBABILITY` scoring gave (`segments.holdout.campaign_days` from the cutoff).
     Without one (a release without a timing model) the probability of an order within the
-    horizon, from the purchase target whose population holds the customer: larger than
-    the window's, which `base_rate_window` says."""
+    horizon (`purchase_probability`): larger than the window's, which `base_rate_window`
+    says. A member without either (a target the release lacks) counts at the mean of the
+    segment's others (`_base_rate`)."""
     if campaign_window_known(scores):
         return scores[CAMPAIGN_PROBABILITY].to_numpy("float64", na_value=np.nan)
-    rates = np.full(len(scores), np.nan)
-    for spec in purchase_targets():
-        if spec.score_column in scores:
-            score = scores[spec.score_column].to_numpy("float64", na_value=np.nan)
-            rates = np.where(np.isnan(rates), score, rates)
-    return rates
+    return purchase_probability(scores)
 
 
 def campaign_window_known(scores: pd.DataFrame) -> bool:
@@ -260,7 +256,16 @@ def base_rate_window(scores: pd.DataFrame, settings: SegmentSettings) -> str:
     """What the what-if's base rates cover, in words."""
     if campaign_window_known(scores):
         return f"an order within the campaign's {settings.holdout.campaign_days} days"
-    return "an order within the models' horizon (the release has no timing model)"
+    why = "the release has no timing model" if CAMPAIGN_PROBABILITY in scores else "no window"
+    return f"an order within the models' horizon ({why})"
+
+
+def base_rate_sentence(scores: pd.DataFrame, settings: SegmentSettings) -> str:
+    """The what-if's base rate in one sentence, for the summary and the report."""
+    return (
+        f"The base rate is the members' mean chance of {base_rate_window(scores, settings)} "
+        "without the campaign."
+    )
 
 
 def segment_actions(
@@ -369,8 +374,8 @@ def segment_summary(
         "its money is the campaign's measured revenue uplift and coupon cost per customer, as",
         "`dangol measure` prices it), or the assumed points of `segments.whatif.uplifts_pp`",
         "(without either, or beside a measurement wider than they are). Every member counts,",
-        "so members shared by two segments count in both. The base rate is the members' mean",
-        f"chance of {base_rate_window(scores, settings)} without the campaign.",
+        "so members shared by two segments count in both.",
+        base_rate_sentence(scores, settings),
         "",
         "| segment | source | base rate | uplift | extra buyers | extra revenue | coupon cost "
         "| net |",

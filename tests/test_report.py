@@ -65,7 +65,9 @@ def project(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_score_export_has_ranked_explained_segments_and_summary(project) -> None:
+    from features.targets import timing_target
     from flows import export
+    from models.timing import share_by_day
 
     config, tables, models, live = project
     snapshot = export.latest_snapshot(tables, config, None)
@@ -111,6 +113,13 @@ def test_score_export_has_ranked_explained_segments_and_summary(project) -> None
     assert [w["uplift_pp"] for w in whatif] == [3, 5, 7]
     assert whatif[0]["extra_buyers"] == pytest.approx(0.03 * sizes["active"])
     check_base_rates(scores, summary, latest, config.segments.holdout.campaign_days, live)
+    timing = models[timing_target().name]
+    buyers = scores["repurchase_score"].notna().to_numpy()
+    rows = snapshot.set_index("customer_id").loc[scores.loc[buyers, "customer_id"]]
+    days = config.segments.holdout.campaign_days
+    share = share_by_day(timing.distribution(rows), days, live.horizon_days)
+    learned = scores.loc[buyers, "repurchase_score"].to_numpy() * share
+    assert np.allclose(scores.loc[buyers, "campaign_probability"], learned)
     # every list but the resellers holds out ~10%, written in the contract's format
     from features.schema import CAMPAIGNS, CONTACTS
 

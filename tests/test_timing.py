@@ -116,6 +116,41 @@ def test_the_share_of_next_orders_by_a_day_matches_what_happened(fitted) -> None
     assert share[came].mean() > share[~came].mean() + 0.3
 
 
+def test_a_campaigns_base_rate_by_population(fitted) -> None:
+    """A buyer's chance of an order in a campaign's 30 days is their repurchase probability x
+    the timing model's share by day 30; a member who never ordered, with no learned timing,
+    gets an even rate over H; a campaign longer than H gets the horizon's probability; and
+    without a timing model H is not known, so there is none."""
+    from features.targets import TARGETS
+    from features.tiers import TierSettings
+    from models.scoring import campaign_probabilities
+
+    model, test = fitted
+    snapshot = test.reset_index(drop=True)
+    never = np.arange(len(snapshot)) % 2 == 1
+    snapshot["orders_lifetime"] = np.where(never, 0.0, 3.0)
+    scores = pd.DataFrame(
+        {
+            TARGETS["repurchase"].score_column: np.where(never, np.nan, 0.6),
+            TARGETS["first_purchase"].score_column: np.where(never, 0.3, np.nan),
+        }
+    )
+    models = {TIMING: model}
+    distribution = model.distribution(snapshot)
+
+    def rates(days: int, with_models=models) -> np.ndarray:
+        share = share_by_day(distribution, days, HORIZON)
+        return campaign_probabilities(snapshot, with_models, scores, TierSettings(), days, share)
+
+    month = rates(30)
+    share = share_by_day(distribution, 30, HORIZON)
+    assert np.allclose(month[~never], 0.6 * share[~never])
+    assert np.allclose(month[never], 1 - 0.7 ** (30 / HORIZON))
+    assert month[~never].std() > 0.05  # the timing model's, customer by customer
+    assert np.allclose(rates(200)[~never], 0.6) and np.allclose(rates(200)[never], 0.3)
+    assert np.isnan(rates(30, {})).all()
+
+
 def test_windows_never_start_before_the_cutoff_and_unlikely_buyers_get_none(fitted) -> None:
     model, test = fitted
     probability = np.where(np.arange(len(test)) % 2 == 0, 0.9, 0.2)
