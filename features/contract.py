@@ -72,19 +72,24 @@ class TableReport:
     )
     # what was done to the kept rows beyond keeping them (cancellations netted into them)
     notes: list[str] = field(default_factory=list)
+    # reason -> what to change in the config when the reason stops the load
+    hints: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
         return sum(self.rejected.values())
 
-    def add(self, reason: str, column: str, count: int, rows: pd.DataFrame) -> None:
-        """Count `count` rejected rows under `reason`, keeping up to 3 of `rows` as examples."""
+    def add(
+        self, reason: str, column: str, count: int, rows: pd.DataFrame, positions: bool = True
+    ) -> None:
+        """Count `count` rejected rows under `reason`, keeping up to 3 of `rows` as examples
+        (`positions`: whether the rows' index is their position in the file)."""
         if count == 0:
             return
         self.rejected[reason] = self.rejected.get(reason, 0) + count
         self.columns.setdefault(reason, column)
         kept = self.examples.setdefault(reason, [])
-        kept.extend(example_rows(rows, MAX_EXAMPLES - len(kept)))
+        kept.extend(example_rows(rows, MAX_EXAMPLES - len(kept), positions))
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -182,15 +187,22 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def example_rows(rows: pd.DataFrame, limit: int = MAX_EXAMPLES) -> list[dict[str, Any]]:
-    """Up to `limit` rows as plain dicts, with their position in the file under `_row`."""
+def example_rows(
+    rows: pd.DataFrame, limit: int = MAX_EXAMPLES, positions: bool = True
+) -> list[dict[str, Any]]:
+    """Up to `limit` rows as plain dicts, with their position in the file under `_row`;
+    without `positions` (rows of a validated frame, whose index is no longer the file's)
+    none is claimed."""
     if limit <= 0:
         return []
     head = rows.head(limit)
     records = head.to_dict(orient="records")
     return [
-        {"_row": _plain(index), **{str(k): _plain(v) for k, v in record.items()}}
-        for index, record in zip(head.index, records, strict=True)
+        {
+            **({"_row": _plain(index)} if positions else {}),
+            **{str(k): _plain(v) for k, v in r.items()},
+        }
+        for index, r in zip(head.index, records, strict=True)
     ]
 
 
@@ -569,7 +581,12 @@ def validate_table(
             parsed[column] = parsed[column].str.lower()
             known = parsed[column].isin(values).fillna(False).to_numpy(dtype=bool)
             present_value = parsed[column].notna().to_numpy(dtype=bool)
-            reject(f"{column} not one of {'/'.join(values)}", column, present_value & ~known)
+            reason = f"{column} not one of {'/'.join(values)}"
+            reject(reason, column, present_value & ~known)
+            report.hints[reason] = (
+                f"if the file names them otherwise, map its values in the config: "
+                f"tables.{schema.name}.values: {{{column}: {{<its value>: {values[-1]}}}}}"
+            )
     for earlier, later in schema.ordered:
         if earlier in parsed and later in parsed:
             backwards = (parsed[later] < parsed[earlier]).fillna(False).to_numpy(dtype=bool)
@@ -630,4 +647,5 @@ def _check_shares(report: TableReport, source: str | Path, checks: Checks) -> No
             f"{source}: column {report.columns.get(reason, '?')!r}: {count:,} of "
             f"{report.rows_read:,} rows ({share:.1%}) rejected as {reason!r}, above "
             f"max_reject_share {checks.max_reject_share:g}; e.g. {_short(example)}"
+            + (f"; {report.hints[reason]}" if reason in report.hints else "")
         )

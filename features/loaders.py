@@ -105,6 +105,10 @@ class TableSource(BaseModel):
     table: str | None = Field(None, min_length=1)
     # contract column -> source column; unmapped contract columns are looked up by own name
     columns: dict[str, str] = Field(default_factory=dict)
+    # contract column -> {the file's value: the contract's}, for a column of fixed values
+    # (contacts' group: `values: {group: {control: holdout, test: treated}}`); the file's
+    # values are compared stripped and lower-cased, as the contract's are
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
     exclude: list[RowFilter] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -167,6 +171,8 @@ class DataSettings(BaseModel):
                     f"tables.{name}.columns: unknown contract column(s) {unknown}; "
                     f"{name} has {list(SCHEMAS[name].columns)}"
                 )
+        for name, source in self.tables.items():
+            check_value_mapping(name, source.values)
         for name, source in self.tables.items():
             netting = [f.reason for f in source.exclude if f.net_same_day]
             if netting and (name != "order_items" or "orders" in self.tables):
@@ -302,15 +308,48 @@ def apply_filters(
     return (raw[keep] if not keep.all() else raw), netted
 
 
+def check_value_mapping(table: TableName, values: dict[str, dict[str, str]]) -> None:
+    """A `values:` mapping names columns of fixed values and maps onto those values only."""
+    allowed = SCHEMAS[table].allowed
+    for column, mapping in values.items():
+        if column not in allowed:
+            fixed = ", ".join(allowed) or "none"
+            raise ValueError(
+                f"tables.{table}.values: {column!r} is not a column of fixed values; "
+                f"{table} has {fixed}"
+            )
+        wrong = sorted({v for v in mapping.values() if v.strip().lower() not in allowed[column]})
+        if wrong:
+            raise ValueError(
+                f"tables.{table}.values.{column}: maps onto {wrong}; the contract's values "
+                f"are {list(allowed[column])}"
+            )
+
+
+def map_values(values: pd.Series, mapping: dict[str, str]) -> pd.Series:
+    """The file's values replaced by the contract's where `mapping` names them (compared
+    stripped and lower-cased); the others are left for validation to judge."""
+    lowered = {k.strip().lower(): v.strip().lower() for k, v in mapping.items()}
+    read = values.astype("string").str.strip().str.lower()
+    return read.map(lowered).fillna(values.astype("string"))
+
+
 def map_columns(
-    raw: pd.DataFrame, table: TableName, mapping: dict[str, str], path: str | Path
+    raw: pd.DataFrame,
+    table: TableName,
+    mapping: dict[str, str],
+    path: str | Path,
+    values: dict[str, dict[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """The contract columns of `raw` under their contract names (same index as `raw`)."""
+    """The contract columns of `raw` under their contract names (same index as `raw`), with
+    the file's values of fixed-value columns mapped onto the contract's (`values`)."""
     out: dict[str, pd.Series] = {}
     for column in SCHEMAS[table].columns:
         source = mapping.get(column, column)
         if source in raw.columns:
             out[column] = raw[source]
+            if values and column in values:
+                out[column] = map_values(raw[source], values[column])
         elif column in mapping:
             # An explicit mapping to a column the file lacks is a typo, even for optional ones.
             raise missing_column_error(path, column, source, list(raw.columns), mapping, raw)
@@ -401,7 +440,7 @@ def _load_table(
         raise ContractError(f"{where}: no rows (only a header): {NEEDS_ROWS[table]}")
     report = TableReport(table, where, rows_read=len(raw))
     filtered, netted = apply_filters(raw, source.exclude, report, where)
-    frame = map_columns(filtered, table, source.columns, where)
+    frame = map_columns(filtered, table, source.columns, where, source.values)
     names = {c: source.columns.get(c, c) for c in SCHEMAS[table].columns}
     checks = replace(checks, names=names)
     clean, report = validate_table(
@@ -521,7 +560,18 @@ def customers_without_orders(
     return {reason: n for reason, n in counts.items() if n}
 
 
-def _drop_shared_orders(items: pd.DataFrame, report: TableReport) -> pd.DataFrame:
+def _add_validated(
+    report: TableReport, reason: str, column: str, rows: pd.DataFrame, names: dict[str, str]
+) -> None:
+    """Count validated rows under `reason`, named as in the file (`names`: contract column
+    -> the file's); their values are as read, and their place in the file is not known."""
+    in_file = rows.rename(columns=names)
+    report.add(reason, names.get(column, column), len(rows), in_file, positions=False)
+
+
+def _drop_shared_orders(
+    items: pd.DataFrame, report: TableReport, names: dict[str, str]
+) -> pd.DataFrame:
     """Lines of an order that names more than one customer are rejected, all of them: whose
     order it was cannot be told, and crediting it to one of them would move spend between
     customers without a word."""
@@ -529,14 +579,14 @@ def _drop_shared_orders(items: pd.DataFrame, report: TableReport) -> pd.DataFram
     shared = (owners > 1).to_numpy()
     if not shared.any():
         return items
-    report.add(SHARED_ORDER, "order_id", int(shared.sum()), items[shared])
+    _add_validated(report, SHARED_ORDER, "order_id", items[shared], names)
     report.rows_kept -= int(shared.sum())
     return items[~shared].reset_index(drop=True)
 
 
-def _count_emptied(report: TableReport, netting: Netting) -> None:
+def _count_emptied(report: TableReport, netting: Netting, names: dict[str, str]) -> None:
     """Lines a same-day cancellation took whole leave the kept lines, on purpose."""
-    report.add(ORDER_CANCELLED, "quantity", len(netting.emptied), netting.emptied)
+    _add_validated(report, ORDER_CANCELLED, "quantity", netting.emptied, names)
     report.rows_kept -= len(netting.emptied)
     report.filtered.append(ORDER_CANCELLED)
 
@@ -597,10 +647,11 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
 
     if standalone:
         items_report = report.tables["order_items"]
-        clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report)
+        names = settings.tables["order_items"].columns
+        clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report, names)
         if cancellations is not None:
             clean["order_items"], netting = net_same_day(clean["order_items"], *cancellations)
-            _count_emptied(items_report, netting)
+            _count_emptied(items_report, netting, names)
             items_report.notes.append(netting.note(settings.currency))
         clean["orders"] = aggregate_orders(clean["order_items"])
         report.tables["orders"] = aggregated_orders_report(

@@ -50,12 +50,17 @@ def _contacts(**changes: list[Any]) -> pd.DataFrame:
     return frame
 
 
-def _load(tmp_path: Path, contacts: pd.DataFrame, campaigns: pd.DataFrame | None = CAMPAIGNS):
+def _load(
+    tmp_path: Path,
+    contacts: pd.DataFrame,
+    campaigns: pd.DataFrame | None = CAMPAIGNS,
+    values: dict[str, dict[str, str]] | None = None,
+):
     tables: dict[str, Any] = {"customers": {"path": "customers.csv"}, "orders": {"path": "o.csv"}}
     CUSTOMERS.to_csv(tmp_path / "customers.csv", index=False)
     ORDERS.to_csv(tmp_path / "o.csv", index=False)
     contacts.to_csv(tmp_path / "contacts.csv", index=False)
-    tables["contacts"] = {"path": "contacts.csv"}
+    tables["contacts"] = {"path": "contacts.csv", "values": values or {}}
     if campaigns is not None:
         campaigns.to_csv(tmp_path / "campaigns.csv", index=False)
         tables["campaigns"] = {"path": "campaigns.csv"}
@@ -84,8 +89,33 @@ def test_a_wrong_group_value_is_counted_with_an_example(tmp_path: Path) -> None:
 
 
 def test_a_file_of_wrong_group_values_names_file_and_column(tmp_path: Path) -> None:
-    with pytest.raises(ContractError, match=r"contacts\.csv: column 'group'.*'control'"):
+    with pytest.raises(ContractError, match=r"contacts\.csv: column 'group'.*'control'") as err:
         _load(tmp_path, _contacts(group=["control"] * 4))
+    assert "tables.contacts.values: {group: {<its value>: holdout}}" in str(err.value)
+
+
+def test_a_value_mapping_reads_a_file_that_names_the_groups_otherwise(tmp_path: Path) -> None:
+    """A control group called `Control ` and a treated one `test`: mapped in the config,
+    compared stripped and lower-cased, the rows load as the contract's groups."""
+    groups = ["test", "Control ", "test", "TEST"]
+    values = {"group": {"control": "holdout", "Test": "Treated"}}
+    tables, report = _load(tmp_path, _contacts(group=groups), values=values)
+    assert list(tables.contacts.group) == ["treated", "holdout", "treated", "treated"]
+    assert report.tables["contacts"].rows_rejected == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"customer_id": {"a": "b"}}, "'customer_id' is not a column of fixed values"),
+        ({"group": {"control": "hold"}}, r"maps onto \['hold'\].*\['treated', 'holdout'\]"),
+    ],
+)
+def test_a_value_mapping_that_cannot_be_right_is_a_config_error(
+    tmp_path: Path, values: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _load(tmp_path, _contacts(), values=values)
 
 
 def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
