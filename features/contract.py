@@ -122,8 +122,10 @@ class LoadReport:
                 tag = " [excluded by config]" if reason in t.filtered else ""
                 tag = " [follows a row rejected above]" if reason in t.followed else tag
                 example = t.examples.get(reason, [{}])[0]
+                hint = f"; {t.hints[reason]}" if reason in t.hints else ""
                 lines.append(
-                    f"  rejected {count:,} ({share:.1%}) {reason}{tag}; e.g. {_short(example)}"
+                    f"  rejected {count:,} ({share:.1%}) {reason}{tag}; "
+                    f"e.g. {_short(example)}{hint}"
                 )
             lines += [f"  {note}" for note in t.notes]
         if self.customers_without_orders:
@@ -236,6 +238,12 @@ def _as_strings(values: pd.Series) -> pd.Series:
     """Stripped strings with NA for missing or blank values."""
     s = values.astype("string").str.strip()
     return s.mask(s == "")
+
+
+def fixed_values(values: pd.Series) -> pd.Series:
+    """A fixed-value column's values as the contract compares them (`TableSchema.allowed`):
+    read as ids, lower-cased ("Holdout " and "holdout" are one value, 1.0 and "1" another)."""
+    return parse_ids(values).str.lower()
 
 
 def parse_ids(values: pd.Series) -> pd.Series:
@@ -578,15 +586,17 @@ def validate_table(
             reject(f"{column} outside [0, 1]", column, (x < 0) | (x > 1))
     for column, values in schema.allowed.items():
         if column in parsed:
-            parsed[column] = parsed[column].str.lower()
+            parsed[column] = fixed_values(parsed[column])
             known = parsed[column].isin(values).fillna(False).to_numpy(dtype=bool)
             present_value = parsed[column].notna().to_numpy(dtype=bool)
             reason = f"{column} not one of {'/'.join(values)}"
             reject(reason, column, present_value & ~known)
-            report.hints[reason] = (
-                f"if the file names them otherwise, map its values in the config: "
-                f"tables.{schema.name}.values: {{{column}: {{<its value>: {values[-1]}}}}}"
-            )
+            if reason in report.rejected:
+                report.hints[reason] = (
+                    f"if the file names them otherwise, map its values in the config: "
+                    f"tables.{schema.name}.values: "
+                    f"{{{column}: {{<its value>: {' or '.join(values)}}}}}"
+                )
     for earlier, later in schema.ordered:
         if earlier in parsed and later in parsed:
             backwards = (parsed[later] < parsed[earlier]).fillna(False).to_numpy(dtype=bool)

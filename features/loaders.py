@@ -28,6 +28,7 @@ from features.contract import (
     LoadReport,
     TableReport,
     day_month_order,
+    fixed_values,
     missing_column_error,
     parse_ids,
     validate_table,
@@ -309,29 +310,38 @@ def apply_filters(
 
 
 def check_value_mapping(table: TableName, values: dict[str, dict[str, str]]) -> None:
-    """A `values:` mapping names columns of fixed values and maps onto those values only."""
+    """A `values:` mapping names columns of fixed values, maps onto those values only, and
+    names each of the file's values once (as the contract compares them: `fixed_values`)."""
     allowed = SCHEMAS[table].allowed
     for column, mapping in values.items():
+        where = f"tables.{table}.values.{column}"
         if column not in allowed:
             fixed = ", ".join(allowed) or "none"
             raise ValueError(
-                f"tables.{table}.values: {column!r} is not a column of fixed values; "
-                f"{table} has {fixed}"
+                f"tables.{table}.values: {column!r} is not a contract column of fixed values "
+                f"(keys are the contract's column names); {table} has {fixed}"
             )
         wrong = sorted({v for v in mapping.values() if v.strip().lower() not in allowed[column]})
         if wrong:
             raise ValueError(
-                f"tables.{table}.values.{column}: maps onto {wrong}; the contract's values "
-                f"are {list(allowed[column])}"
+                f"{where}: maps onto {wrong}; the contract's values are {list(allowed[column])}"
             )
+        keys = fixed_values(pd.Series(list(mapping), dtype="string"))
+        if keys.isna().any():
+            raise ValueError(f"{where}: a blank value cannot be mapped (a missing one stays so)")
+        if keys.duplicated().any():
+            repeated = keys.duplicated(keep=False).to_numpy()
+            twice = sorted(k for k, same in zip(mapping, repeated, strict=True) if same)
+            raise ValueError(f"{where}: {twice} are one value once stripped and lower-cased")
 
 
 def map_values(values: pd.Series, mapping: dict[str, str]) -> pd.Series:
-    """The file's values replaced by the contract's where `mapping` names them (compared
-    stripped and lower-cased); the others are left for validation to judge."""
-    lowered = {k.strip().lower(): v.strip().lower() for k, v in mapping.items()}
-    read = values.astype("string").str.strip().str.lower()
-    return read.map(lowered).fillna(values.astype("string"))
+    """The file's values replaced by the contract's where `mapping` names them (compared as
+    the contract compares them: `fixed_values`); the others are left for validation."""
+    keys = fixed_values(pd.Series(list(mapping), dtype="string"))
+    contract = dict(zip(keys, (v.strip().lower() for v in mapping.values()), strict=True))
+    mapped = fixed_values(values).map(contract)
+    return mapped.where(mapped.notna(), values.astype("string"))
 
 
 def map_columns(
@@ -564,7 +574,8 @@ def _add_validated(
     report: TableReport, reason: str, column: str, rows: pd.DataFrame, names: dict[str, str]
 ) -> None:
     """Count validated rows under `reason`, named as in the file (`names`: contract column
-    -> the file's); their values are as read, and their place in the file is not known."""
+    -> the file's). Their values are the parsed ones (ids without a trailing .0, times in the
+    shop's zone), and their place in the file is not known."""
     in_file = rows.rename(columns=names)
     report.add(reason, names.get(column, column), len(rows), in_file, positions=False)
 

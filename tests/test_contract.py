@@ -409,6 +409,7 @@ def test_each_bad_row_reason_is_counted_with_an_example(tmp_path: Path) -> None:
     assert len(tables.orders) == 20
     example = report.tables["orders"].examples["unparseable ordered_at"][0]
     assert example["ordered_at"] == "not a time" and example["order_id"] == "bad2"
+    assert example["_row"] == 22  # its place in the file: 20 good rows, then bad0, bad1
     assert report.tables["customers"].rejected == {"duplicate customer_id": 1}
     assert report.tables["order_items"].rejected == {
         "non-positive quantity": 1,

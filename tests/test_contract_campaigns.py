@@ -91,7 +91,7 @@ def test_a_wrong_group_value_is_counted_with_an_example(tmp_path: Path) -> None:
 def test_a_file_of_wrong_group_values_names_file_and_column(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match=r"contacts\.csv: column 'group'.*'control'") as err:
         _load(tmp_path, _contacts(group=["control"] * 4))
-    assert "tables.contacts.values: {group: {<its value>: holdout}}" in str(err.value)
+    assert "tables.contacts.values: {group: {<its value>: treated or holdout}}" in str(err.value)
 
 
 def test_a_value_mapping_reads_a_file_that_names_the_groups_otherwise(tmp_path: Path) -> None:
@@ -102,13 +102,33 @@ def test_a_value_mapping_reads_a_file_that_names_the_groups_otherwise(tmp_path: 
     tables, report = _load(tmp_path, _contacts(group=groups), values=values)
     assert list(tables.contacts.group) == ["treated", "holdout", "treated", "treated"]
     assert report.tables["contacts"].rows_rejected == 0
+    assert report.tables["contacts"].hints == {}  # nothing rejected, nothing to advise
+    # a value the mapping does not name is judged as before, under the file's own value,
+    # and the report's line says how to map it
+    groups = ["test", "control", "pilot", "test"]
+    tables, report = _load(tmp_path, _contacts(group=groups), values=values)
+    contacts = report.tables["contacts"]
+    assert list(tables.contacts.group) == ["treated", "holdout", "treated"]
+    assert contacts.examples["group not one of treated/holdout"][0]["group"] == "pilot"
+    line = next(t for t in report.summary_lines() if "not one of" in t)
+    assert "tables.contacts.values: {group: {<its value>: treated or holdout}}" in line
+
+
+def test_a_value_mapping_reads_numbered_groups_as_the_contract_reads_ids(tmp_path: Path) -> None:
+    """Groups written 1/0 in a float column (1.0, 0.0) map by `1` and `0`, as ids read."""
+    contacts = _contacts(group=[1.0, 0.0, 1.0, None])
+    tables, report = _load(tmp_path, contacts, values={"group": {"1": "treated", "0": "holdout"}})
+    assert list(tables.contacts.group) == ["treated", "holdout", "treated"]
+    assert report.tables["contacts"].rejected == {"missing group": 1}
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"customer_id": {"a": "b"}}, "'customer_id' is not a column of fixed values"),
+        ({"customer_id": {"a": "b"}}, "'customer_id' is not a contract column of fixed values"),
         ({"group": {"control": "hold"}}, r"maps onto \['hold'\].*\['treated', 'holdout'\]"),
+        ({"group": {"Control": "holdout", "control ": "treated"}}, "are one value"),
+        ({"group": {" ": "holdout"}}, "a blank value cannot be mapped"),
     ],
 )
 def test_a_value_mapping_that_cannot_be_right_is_a_config_error(
