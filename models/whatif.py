@@ -10,11 +10,12 @@ The uplift comes from evidence where there is some (`source` of each row):
 - "assumed": the fixed `whatif.uplifts_pp` (+3/5/7 pp), when neither exists or the
   measured interval is wider than the largest of them.
 
-Per member: the worth of their next order (`order_value` of the scores: own average order,
-else the learned first order, models.worth). Extra
-buyers = uplift x members; extra revenue = uplift x sum of expected order values. Coupons are
-used by every buyer the campaign brings (baseline buyers too, since they also get the
-coupon): cost = (baseline rate + uplift) x sum of min(rate x order value, cap).
+Per member: the chance of an order while the campaign runs, without it (`base_rates`:
+the scores' `campaign_probability`), and the worth of that order (`order_value` of the
+scores: own average order, else the learned first order, models.worth). Extra buyers =
+uplift x members; extra revenue = uplift x sum of expected order values. Coupons are used by
+every buyer the campaign brings (baseline buyers too, since they also get the coupon):
+cost = (baseline rate + uplift) x sum of min(rate x order value, cap).
 """
 
 from __future__ import annotations
