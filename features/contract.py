@@ -70,6 +70,11 @@ class TableReport:
     cut_rows: np.ndarray = field(
         default_factory=lambda: np.zeros(0, dtype=bool), repr=False, compare=False
     )
+    # the place in the file of each row the validated frame kept (its row i is the file's
+    # row kept_rows[i]), so a row dropped later can be shown as the file has it. Not reported.
+    kept_rows: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False
+    )
     # what was done to the kept rows beyond keeping them (cancellations netted into them)
     notes: list[str] = field(default_factory=list)
     # reason -> what to change in the config when the reason stops the load
@@ -79,21 +84,20 @@ class TableReport:
     def rows_rejected(self) -> int:
         return sum(self.rejected.values())
 
-    def add(
-        self, reason: str, column: str, count: int, rows: pd.DataFrame, positions: bool = True
-    ) -> None:
-        """Count `count` rejected rows under `reason`, keeping up to 3 of `rows` as examples
-        (`positions`: whether the rows' index is their position in the file)."""
+    def add(self, reason: str, column: str, count: int, rows: pd.DataFrame) -> None:
+        """Count `count` rejected rows under `reason`, keeping up to 3 of `rows` (the file's
+        rows, indexed by their place in it) as examples."""
         if count == 0:
             return
         self.rejected[reason] = self.rejected.get(reason, 0) + count
         self.columns.setdefault(reason, column)
         kept = self.examples.setdefault(reason, [])
-        kept.extend(example_rows(rows, MAX_EXAMPLES - len(kept), positions))
+        kept.extend(example_rows(rows, MAX_EXAMPLES - len(kept)))
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
         record.pop("cut_rows")
+        record.pop("kept_rows")
         return record
 
 
@@ -189,22 +193,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def example_rows(
-    rows: pd.DataFrame, limit: int = MAX_EXAMPLES, positions: bool = True
-) -> list[dict[str, Any]]:
-    """Up to `limit` rows as plain dicts, with their position in the file under `_row`;
-    without `positions` (rows of a validated frame, whose index is no longer the file's)
-    none is claimed."""
+def example_rows(rows: pd.DataFrame, limit: int = MAX_EXAMPLES) -> list[dict[str, Any]]:
+    """Up to `limit` rows as plain dicts, with their position in the file under `_row`."""
     if limit <= 0:
         return []
     head = rows.head(limit)
     records = head.to_dict(orient="records")
     return [
-        {
-            **({"_row": _plain(index)} if positions else {}),
-            **{str(k): _plain(v) for k, v in r.items()},
-        }
-        for index, r in zip(head.index, records, strict=True)
+        {"_row": _plain(index), **{str(k): _plain(v) for k, v in record.items()}}
+        for index, record in zip(head.index, records, strict=True)
     ]
 
 
@@ -636,6 +633,7 @@ def validate_table(
     report.cut_rows = cut if checks.end_is_set else np.zeros(len(frame), dtype=bool)
     _check_shares(report, source, checks)
     keep = ~bad
+    report.kept_rows = rows.index.to_numpy()[keep]
     clean = pd.DataFrame(
         {c: parsed[c][keep].reset_index(drop=True).astype(schema.columns[c]) for c in present}
     )

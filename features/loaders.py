@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -427,6 +428,9 @@ class LoadedTable:
     # the rows of the filters that net (RowFilter.net_same_day), parsed for matching, and
     # how many of them could not be
     cancellations: tuple[pd.DataFrame, int] | None = None
+    # the file's rows the filters left, indexed by their place in the file (with the
+    # report's `kept_rows`, what a row dropped after validation looked like in the file)
+    file_rows: pd.DataFrame | None = None
 
 
 def _load_table(
@@ -476,7 +480,7 @@ def _load_table(
     cancellations = None
     if any(rule.net_same_day for rule in source.exclude):
         cancellations = _cancellations(raw, netted, table, source, where, checks)
-    return LoadedTable(clean, report, ids, cut_ids, rejected, cancellations)
+    return LoadedTable(clean, report, ids, cut_ids, rejected, cancellations, filtered)
 
 
 def _cancellations(
@@ -570,34 +574,46 @@ def customers_without_orders(
     return {reason: n for reason, n in counts.items() if n}
 
 
-def _add_validated(
-    report: TableReport, reason: str, column: str, rows: pd.DataFrame, names: dict[str, str]
-) -> None:
-    """Count validated rows under `reason`, named as in the file (`names`: contract column
-    -> the file's). Their values are the parsed ones (ids without a trailing .0, times in the
-    shop's zone), and their place in the file is not known."""
-    in_file = rows.rename(columns=names)
-    report.add(reason, names.get(column, column), len(rows), in_file, positions=False)
+@dataclass(frozen=True)
+class FileRows:
+    """The file's rows behind a validated frame: its row i is the file's row positions[i]
+    (`TableReport.kept_rows`), so a row dropped after validation is shown as the file has it:
+    its place in the file, its own column names and values."""
+
+    rows: pd.DataFrame  # the file's rows, indexed by their place in it
+    positions: np.ndarray
+    names: dict[str, str]  # contract column -> the file's (`TableSource.columns`)
+
+    def of(self, frame_rows: np.ndarray | pd.Index) -> pd.DataFrame:
+        return self.rows.loc[self.positions[np.asarray(frame_rows, dtype=np.int64)]]
+
+    def without(self, dropped: np.ndarray) -> FileRows:
+        return FileRows(self.rows, self.positions[~dropped], self.names)
+
+    def name(self, column: str) -> str:
+        return self.names.get(column, column)
 
 
 def _drop_shared_orders(
-    items: pd.DataFrame, report: TableReport, names: dict[str, str]
-) -> pd.DataFrame:
+    items: pd.DataFrame, report: TableReport, file_rows: FileRows
+) -> tuple[pd.DataFrame, FileRows]:
     """Lines of an order that names more than one customer are rejected, all of them: whose
     order it was cannot be told, and crediting it to one of them would move spend between
     customers without a word."""
     owners = items.groupby("order_id", observed=True)["customer_id"].transform("nunique")
     shared = (owners > 1).to_numpy()
     if not shared.any():
-        return items
-    _add_validated(report, SHARED_ORDER, "order_id", items[shared], names)
+        return items, file_rows
+    column = file_rows.name("order_id")
+    report.add(SHARED_ORDER, column, int(shared.sum()), file_rows.of(np.flatnonzero(shared)))
     report.rows_kept -= int(shared.sum())
-    return items[~shared].reset_index(drop=True)
+    return items[~shared].reset_index(drop=True), file_rows.without(shared)
 
 
-def _count_emptied(report: TableReport, netting: Netting, names: dict[str, str]) -> None:
+def _count_emptied(report: TableReport, netting: Netting, file_rows: FileRows) -> None:
     """Lines a same-day cancellation took whole leave the kept lines, on purpose."""
-    _add_validated(report, ORDER_CANCELLED, "quantity", netting.emptied, names)
+    emptied = file_rows.of(netting.emptied.index)
+    report.add(ORDER_CANCELLED, file_rows.name("quantity"), len(emptied), emptied)
     report.rows_kept -= len(netting.emptied)
     report.filtered.append(ORDER_CANCELLED)
 
@@ -623,6 +639,7 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
     source_ids: dict[str, SourceIds] = {}
     cancellations: tuple[pd.DataFrame, int] | None = None
     netting: Netting | None = None
+    item_rows: pd.DataFrame | None = None
     cut_orders = pd.Series([], dtype="string")
     rejected_campaigns = pd.Series([], dtype="string")
     for table in LOAD_ORDER:
@@ -655,14 +672,18 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         if table == order_source:
             source_ids = loaded.ids
             cancellations = loaded.cancellations
+            item_rows = loaded.file_rows
 
     if standalone:
         items_report = report.tables["order_items"]
-        names = settings.tables["order_items"].columns
-        clean["order_items"] = _drop_shared_orders(clean["order_items"], items_report, names)
+        assert item_rows is not None  # the order lines were loaded: orders come from them
+        behind = FileRows(item_rows, items_report.kept_rows, settings.tables["order_items"].columns)
+        clean["order_items"], file_rows = _drop_shared_orders(
+            clean["order_items"], items_report, behind
+        )
         if cancellations is not None:
             clean["order_items"], netting = net_same_day(clean["order_items"], *cancellations)
-            _count_emptied(items_report, netting, names)
+            _count_emptied(items_report, netting, file_rows)
             items_report.notes.append(netting.note(settings.currency))
         clean["orders"] = aggregate_orders(clean["order_items"])
         report.tables["orders"] = aggregated_orders_report(

@@ -140,10 +140,12 @@ def test_an_order_under_two_customers_is_rejected_whole_and_counted(tmp_path: Pa
     assert "1004" not in set(tables.order_items["order_id"])
     items = report.tables["order_items"]
     assert items.rejected == {"cancellation": 1, "order_id under more than one customer": 2}
-    # named as in the file; the lines' place in it is not known after validation
+    # shown as the file has them, though they were dropped after validation: their place
+    # in the file (the cancellation before them was filtered out) and their own values
     assert items.columns["order_id under more than one customer"] == "Invoice"
-    example = items.examples["order_id under more than one customer"][0]
-    assert example["Invoice"] == "1004" and "_row" not in example
+    first, second = items.examples["order_id under more than one customer"]
+    assert (first["_row"], first["Invoice"], first["Sku"]) == (4, "1004", "C")
+    assert (second["_row"], second["Customer"]) == (5, 12349.0)
     _assert_nothing_lost(report)
     assert any("order_id under more than one customer" in line for line in report.summary_lines())
 
@@ -745,10 +747,18 @@ def test_same_day_cancellations_are_netted_into_the_lines_they_cancel(tmp_path: 
     assert list(tables.orders["customer_id"]) == ["1", "3"]
     items = report.tables["order_items"]
     assert items.rejected == {"cancellation": 4, ORDER_CANCELLED: 1}
-    # the netted line is shown under the file's column names, with no claimed file position
+    # the netted line is shown as the file has it: its place, names and values
     (example,) = items.examples[ORDER_CANCELLED]
     assert items.columns[ORDER_CANCELLED] == "Qty"
-    assert example["Invoice"] == "2002" and example["Sku"] == "A" and "_row" not in example
+    assert example == {
+        "_row": 3,
+        "Invoice": "2002",
+        "Sku": "A",
+        "Qty": "4",  # a CSV's text, as read
+        "Price": "7.0",
+        "Customer": "2.0",
+        "When": "2011-01-04 23:50",
+    }
     assert report.tables["orders"].rejected[ORDER_CANCELLED] == 1
     assert report.customers_without_orders == {"every order cancelled the day it was placed": 1}
     _assert_nothing_lost(report)
