@@ -439,9 +439,11 @@ def _load_table(
     base_dir: Path,
     checks: Checks,
     count_ids: bool = False,
+    keep_file_rows: bool = False,
 ) -> LoadedTable:
     """Read, filter, map and validate one table; `count_ids`: also the distinct
-    `COUNTED_IDS` of the file (for the table that orders come from)."""
+    `COUNTED_IDS` of the file (for the table that orders come from); `keep_file_rows`: also
+    the file's rows behind the clean ones (for order lines that orders are built from)."""
     path = (base_dir / source.path).resolve()
     assert source.format is not None  # set by TableSource's validator
     read_from = source.table or table
@@ -480,7 +482,10 @@ def _load_table(
     cancellations = None
     if any(rule.net_same_day for rule in source.exclude):
         cancellations = _cancellations(raw, netted, table, source, where, checks)
-    return LoadedTable(clean, report, ids, cut_ids, rejected, cancellations, filtered)
+    if not keep_file_rows:
+        report.kept_rows = np.zeros(0, dtype=np.int64)
+    file_rows = filtered if keep_file_rows else None
+    return LoadedTable(clean, report, ids, cut_ids, rejected, cancellations, file_rows)
 
 
 def _cancellations(
@@ -663,7 +668,14 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
         checks = replace(
             base, required=required, references=references, cut=cut, rejected_parents=parents
         )
-        loaded = _load_table(table, source, base_dir, checks, count_ids=table == order_source)
+        loaded = _load_table(
+            table,
+            source,
+            base_dir,
+            checks,
+            count_ids=table == order_source,
+            keep_file_rows=standalone and table == "order_items",
+        )
         if table == "orders":
             cut_orders = loaded.cut.get("order_id", cut_orders)
         if table == "campaigns":
@@ -685,6 +697,9 @@ def load_tables(settings: DataSettings, base_dir: Path) -> tuple[ShopTables, Loa
             clean["order_items"], netting = net_same_day(clean["order_items"], *cancellations)
             _count_emptied(items_report, netting, file_rows)
             items_report.notes.append(netting.note(settings.currency))
+        # the file's rows served the examples: not held while the orders are built
+        del item_rows, behind, file_rows
+        items_report.kept_rows = np.zeros(0, dtype=np.int64)
         clean["orders"] = aggregate_orders(clean["order_items"])
         report.tables["orders"] = aggregated_orders_report(
             items_report.source,

@@ -775,6 +775,42 @@ def test_same_day_cancellations_are_netted_into_the_lines_they_cancel(tmp_path: 
     }
 
 
+def test_lines_dropped_after_validation_are_shown_at_their_place_in_the_file(
+    tmp_path: Path,
+) -> None:
+    """A line validation rejected and a filtered cancellation come before an order under two
+    customers and a line netting empties: each example is still the file's own row."""
+    lines = pd.DataFrame(
+        {
+            "Invoice": ["1001", "1002", "C9", "1003", "1003", "1005", "1006"],
+            "Sku": ["A", "A", "B", "C", "D", "B", "A"],
+            "Qty": [2, -3, -1, 1, 1, 1, 1],
+            "Price": [10.0, 10.0, 5.0, 4.0, 4.0, 5.0, 10.0],
+            "Customer": [1.0, 1.0, 3.0, 2.0, 4.0, 3.0, 3.0],
+            "When": [
+                "2011-01-03 10:00",
+                "2011-01-03 11:00",
+                "2011-01-05 10:30",  # cancels row 5 the same day
+                "2011-01-04 09:00",
+                "2011-01-04 09:05",  # order 1003 under a second customer
+                "2011-01-05 10:00",
+                "2011-01-05 11:00",
+            ],
+        }
+    )
+    _write(lines, tmp_path / "lines.csv")
+    exclude = [{**CANCELLATION[0], "net_same_day": True}]
+    source = {"path": "lines.csv", "columns": LINE_MAPPING, "exclude": exclude}
+    _tables, report = load_tables(_settings({"order_items": source}), tmp_path)
+    items = report.tables["order_items"]
+    assert items.examples["non-positive quantity"][0]["_row"] == 1
+    shared = items.examples["order_id under more than one customer"]
+    assert [(e["_row"], e["Sku"]) for e in shared] == [(3, "C"), (4, "D")]
+    (netted,) = items.examples[ORDER_CANCELLED]
+    assert (netted["_row"], netted["Invoice"]) == (5, "1005")
+    assert all(len(t.kept_rows) == 0 for t in report.tables.values())  # not held after use
+
+
 def _netted(tmp_path: Path, lines: list[tuple], **extra: Any) -> dict[str, float]:
     """Order amounts after netting a small line file of (invoice, sku, qty, price, when)."""
     frame = pd.DataFrame(lines, columns=["Invoice", "Sku", "Qty", "Price", "When"])
