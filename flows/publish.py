@@ -154,7 +154,7 @@ def _log_target(trained: TrainedTarget, split: TimeSplit, config: DangolConfig) 
         mlflow.log_artifact(str(plot), artifact_path="plots")
     registry.log_json(data_window(split, config), "data_window.json")
     registry.log_json({"features": trained.model.features}, "features.json")
-    importance, measure = feature_importance(trained.model, trained.test_rows)
+    importance, measure = trained.importance or feature_importance(trained.model, trained.test_rows)
     registry.log_json(
         dict(zip(trained.model.features, importance.tolist(), strict=True)),
         "feature_importance.json",

@@ -213,6 +213,9 @@ class TrainedTarget:
     # the target's own split and horizon (the value target's differ from the shared ones)
     split: TimeSplit | None = None
     horizon_days: int | None = None
+    # each feature's importance and what it measures (models.explain.feature_importance),
+    # computed once for the plot and the MLflow record
+    importance: tuple[np.ndarray, str] | None = None
 
     def test_scores(self) -> np.ndarray:
         return self.model.predict(self.test_rows)
@@ -379,17 +382,19 @@ def train_target(
     cutoffs = sorted(pd.Timestamp(c) for c in frame["cutoff"].unique())
     result = evaluate_split(frame, split, target, config)
     backtest = rolling_backtest(frame, target, config, result, split)
+    importance = feature_importance(result.model, result.test_rows)
     return TrainedTarget(
         target=target,
         model=result.model,
         test_rows=result.test_rows,
         metrics=result.metrics,
         baselines=result.baselines.metrics,
-        plots=_plots(target, result, backtest, config, plot_dir),
+        plots=_plots(target, result, backtest, importance, config, plot_dir),
         baseline_failures=result.baselines.failures,
         backtest=backtest,
         split=split,
         horizon_days=target_horizon(target, cutoffs, config),
+        importance=importance,
     )
 
 
@@ -432,6 +437,7 @@ def _plots(
     target: str,
     result: SplitEvaluation,
     backtest: pd.DataFrame,
+    importance: tuple[np.ndarray, str],
     config: DangolConfig,
     plot_dir: Path,
 ) -> list[Path]:
@@ -463,15 +469,14 @@ def _plots(
         fit.append(plot_calibration(outcome, result.proba, title, Path(f"{path}_calibration.png")))
         fit += _worth_plot(target, result, config, path)
     headline = {"amount": "normalized_gini", "days": "c_index"}.get(kind, "roc_auc")
-    importance, measure = feature_importance(result.model, result.test_rows)
     return [
         *fit,
         plot_importance(
             result.model.features,
-            importance,
+            importance[0],
             f"{target}: feature importance",
             Path(f"{path}_importance.png"),
-            measure,
+            importance[1],
         ),
         plot_backtest(
             backtest, headline, f"{target}: rolling-origin backtest", Path(f"{path}_backtest.png")

@@ -159,7 +159,7 @@ def campaign_probabilities(
     for spec in purchase_targets():
         if spec.horizon != timing.horizon:  # a probability over another horizon
             continue
-        probability = scores[spec.score_column].to_numpy("float64", na_value=np.nan)
+        probability = feature_values(scores, spec.score_column)
         if spec.name == timing.given and share_by_day is not None:
             value = probability * share_by_day
         else:
@@ -196,9 +196,8 @@ def purchase_probability(scores: pd.DataFrame) -> np.ndarray:
     which do not overlap); NaN where none scored the customer."""
     probability = np.full(len(scores), np.nan)
     for spec in purchase_targets():
-        if spec.score_column in scores:
-            score = scores[spec.score_column].to_numpy("float64", na_value=np.nan)
-            probability = np.where(np.isnan(probability), score, probability)
+        score = feature_values(scores, spec.score_column)
+        probability = np.where(np.isnan(probability), score, probability)
     return probability
 
 
